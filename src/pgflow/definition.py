@@ -1,0 +1,191 @@
+"""Defining workflows: ``@workflow``, ``ref()``/``WorkflowRef``, ``Workflow`` and ``Context``."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Generator, MutableMapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+import pendulum
+
+from . import validation
+from .durations import parse_duration
+from .errors import InvalidArgumentError, WorkflowDefinitionError
+from .static_steps import StepInfo, discover_steps
+
+__all__ = ["Context", "Workflow", "WorkflowRef", "ref", "workflow"]
+
+T = TypeVar("T")
+MAX_ID = 256
+WorkflowFn = Callable[["Context[Any]"], Generator[Any, Any, Any]]
+
+
+class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds run/workflow/step ids to records; silent while the run is replaying."""
+
+    def __init__(self, ctx: Context[Any]) -> None:
+        super().__init__(logging.getLogger(f"pgflow.workflow.{ctx.workflow_id}"), {})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = {"run_id": self._ctx.run_id, "workflow_id": self._ctx.workflow_id, "step_id": self._ctx.step_id}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+@attrs.frozen
+class Context(Generic[T]):
+    """What a workflow function receives. ``is_replaying`` is live: true while recorded outcomes
+    are being fed back into the generator."""
+
+    input: T
+    run_id: str
+    workflow_id: str
+    resource_id: str | None
+    attempt: int
+    _replaying: Callable[[], bool] = attrs.field(alias="_replaying", repr=False)
+    _step_id: Callable[[], str | None] = attrs.field(alias="_step_id", repr=False, default=lambda: None)
+
+    @property
+    def is_replaying(self) -> bool:
+        return self._replaying()
+
+    @property
+    def step_id(self) -> str | None:
+        """The id of the step the workflow is at (the last one it yielded)."""
+        return self._step_id()
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        return _StepLogger(self)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        input: T,
+        run_id: str,
+        workflow_id: str,
+        resource_id: str | None,
+        attempt: int,
+        replaying: Callable[[], bool],
+        step_id: Callable[[], str | None],
+    ) -> Context[T]:
+        return cls(input, run_id, workflow_id, resource_id, attempt, _replaying=replaying, _step_id=step_id)
+
+
+def check_id(value: object, what: str, error: type[Exception] = InvalidArgumentError) -> str:
+    """``value`` as an id of 1-256 characters, else ``error`` naming ``what``."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID:
+        shown = value if not isinstance(value, str) else f"{value[:40]!r}… ({len(value)} chars)"
+        raise error(f"{what} must be a string of 1-{MAX_ID} characters, got {shown}")
+    return value
+
+
+def _check_generator_function(fn: object, name: str) -> None:
+    if inspect.isasyncgenfunction(fn):
+        raise WorkflowDefinitionError(
+            f"workflow {name!r} is an async generator; write a plain `def` generator that yields step "
+            "commands (async step functions go inside Run(...))"
+        )
+    if inspect.iscoroutinefunction(fn):
+        raise WorkflowDefinitionError(
+            f"workflow {name!r} is an `async def` function; write a plain `def` generator that yields step "
+            "commands, e.g. `result = yield Run('step', my_async_fn)`"
+        )
+    if not inspect.isgeneratorfunction(fn):
+        raise WorkflowDefinitionError(
+            f"workflow {name!r} must be a generator function: write `def {name}(ctx): "
+            "value = yield Run('step-id', fn)` (it has no `yield`)"
+        )
+    try:
+        inspect.signature(fn).bind(object())
+    except TypeError as exc:
+        raise WorkflowDefinitionError(
+            f"workflow {name!r} must take exactly one argument, the Context: `def {name}(ctx): ...`"
+        ) from exc
+
+
+@attrs.frozen(eq=False)
+class Workflow:
+    """A registered workflow definition (what ``@workflow`` returns)."""
+
+    id: str
+    fn: WorkflowFn
+    input: Any = None
+    retries: int = 0
+    timeout: pendulum.Duration | None = None
+    retry_backoff: pendulum.Duration = attrs.field(factory=lambda: pendulum.duration(seconds=1))
+    steps: tuple[StepInfo, ...] = ()
+
+    def __call__(self, ctx: Context[Any]) -> Generator[Any, Any, Any]:
+        return self.fn(ctx)
+
+    def validate_input(self, raw: Any) -> Any:
+        """Validate ``raw`` and return the JSON value to store (raises InvalidInputError)."""
+        return validation.to_stored(self.input, raw, f"input of workflow {self.id!r}")
+
+    def build_input(self, stored: Any) -> Any:
+        """Rebuild ``ctx.input`` from the stored JSON, identically on every replay."""
+        return validation.rebuild(self.input, stored)
+
+
+@attrs.frozen(eq=False)
+class WorkflowRef:
+    """A workflow's id and input schema without its code, for services that only start runs."""
+
+    id: str
+    input: Any = None
+
+    def validate_input(self, raw: Any) -> Any:
+        return validation.to_stored(self.input, raw, f"input of workflow {self.id!r}")
+
+    def implement(
+        self, retries: int = 0, timeout: Any = None, retry_backoff: Any = "1s"
+    ) -> Callable[[WorkflowFn], Workflow]:
+        def decorate(fn: WorkflowFn) -> Workflow:
+            return _build(self.id, fn, self.input, retries, timeout, retry_backoff)
+
+        return decorate
+
+
+def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any) -> Workflow:
+    check_id(wid, "workflow id", WorkflowDefinitionError)
+    _check_generator_function(fn, getattr(fn, "__name__", wid))
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise WorkflowDefinitionError(f"workflow {wid!r}: retries must be a non-negative int, got {retries!r}")
+    try:
+        parsed_timeout = parse_duration(timeout) if timeout is not None else None
+        backoff = parse_duration(retry_backoff)
+    except ValueError as exc:
+        raise WorkflowDefinitionError(f"workflow {wid!r}: {exc}") from exc
+    validation.make_validator(input)  # reject an unusable schema at definition time
+    return Workflow(wid, fn, input, retries, parsed_timeout, backoff, discover_steps(fn))
+
+
+def workflow(
+    id: Any = None, *, input: Any = None, retries: int = 0, timeout: Any = None, retry_backoff: Any = "1s"
+) -> Any:
+    """Decorator: ``@workflow``, ``@workflow("id")`` or ``@workflow("id", input=Model, retries=3)``."""
+    if callable(id) and not isinstance(id, str):  # bare @workflow
+        return _build(id.__name__, id, input, retries, timeout, retry_backoff)
+
+    def decorate(fn: WorkflowFn) -> Workflow:
+        return _build(id if id is not None else getattr(fn, "__name__", ""), fn, input, retries, timeout, retry_backoff)
+
+    return decorate
+
+
+def ref(id: str, *, input: Any = None) -> WorkflowRef:
+    """A reference to a workflow by id (and its input schema), for clients without handler code."""
+    check_id(id, "workflow id", WorkflowDefinitionError)
+    return WorkflowRef(id, input)

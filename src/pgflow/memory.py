@@ -1,0 +1,259 @@
+"""``MemoryStore``: the in-memory store behind ``Harness()``; same contract as Postgres."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import pendulum
+
+from . import transitions as tr
+from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError
+from .records import TERMINAL, Event, RunStatus, StepRecord
+from .static_steps import StepInfo
+from .store import Batch, Claimed, CommitResult, CompleteRun, FailRun, Lease, NewRun, RunQuery, RunRow, TransactionFn
+
+__all__ = ["MemoryStore"]
+
+DateTime = pendulum.DateTime
+
+
+class MemoryStore:
+    """Thread-safe dictionaries under one lock. ``changed`` is notified on every write."""
+
+    supports_transactions = False
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        self._runs: dict[str, RunRow] = {}
+        self._steps: dict[str, dict[str, StepRecord]] = {}
+        self._mailbox: dict[str, list[tuple[Event, str | None]]] = {}
+        self._keys: dict[str, str] = {}
+        self._definitions: dict[str, tuple[StepInfo, ...]] = {}
+        self._event_ids = itertools.count(1)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            yield
+            self.changed.notify_all()
+
+    def migrate(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    # definitions --------------------------------------------------------------------------------
+
+    def register_workflow(self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime) -> None:
+        with self._writing():
+            self._definitions[workflow_id] = tuple(steps)
+
+    def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None:
+        with self._lock:
+            return self._definitions.get(workflow_id)
+
+    # client side ---------------------------------------------------------------------------------
+
+    def start_run(self, new: NewRun) -> tuple[RunRow, bool]:
+        with self._writing():
+            if new.idempotency_key is not None and new.idempotency_key in self._keys:
+                existing = self._runs[self._keys[new.idempotency_key]]
+                check_idempotent(existing, new)
+                return existing, False
+            return self._insert(new), True
+
+    def _insert(self, new: NewRun) -> RunRow:
+        row = tr.new_row(new)
+        self._runs[row.id] = row
+        self._steps[row.id] = {}
+        self._mailbox[row.id] = []
+        if new.idempotency_key is not None:
+            self._keys[new.idempotency_key] = row.id
+        return row
+
+    def _row(self, run_id: str, resource_id: str | None) -> RunRow:
+        row = self._runs.get(run_id)
+        if row is None or (resource_id is not None and row.resource_id != resource_id):
+            raise RunNotFoundError(not_found_message(run_id, resource_id))
+        return row
+
+    def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
+        with self._lock:
+            row = self._row(run_id, resource_id)
+            return row, list(self._steps[run_id].values())
+
+    def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
+        with self._lock:
+            rows = [r for r in self._runs.values() if _matches(r, query)]
+            cursor = query.starting_after or query.ending_before
+            if cursor is not None and cursor not in self._runs:
+                raise InvalidArgumentError(f"unknown cursor {cursor!r}: pass a run id from a previous page")
+            return keyset_page(rows, query, self._runs.get(cursor) if cursor else None)
+
+    def deliver_event(self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime) -> None:
+        with self._writing():
+            row = tr.deliver_event(self._row(run_id, resource_id), event, now)
+            ev = Event(next(self._event_ids), event, data, now)
+            self._mailbox[run_id].append((ev, None))
+            self._runs[run_id] = row
+
+    def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None:
+        with self._writing():
+            row = self._row(run_id, resource_id)
+            step = self._steps[run_id].get(row.waiting.step_id) if row.waiting else None
+            names = {ev.name for ev, used in self._mailbox[run_id] if used is None}
+            new, done = tr.apply_change(action, row, step, tr.event_matches(row, names), data, now)
+            self._save(new, [done] if done else [], now)
+
+    def _save(self, row: RunRow, steps: Sequence[StepRecord], now: DateTime) -> None:
+        """Write a run and its step records; cascade what a terminal status implies."""
+        before = self._runs[row.id]
+        self._runs[row.id] = row
+        for rec in steps:
+            self._steps[row.id][rec.step_id] = rec
+        if row.status in TERMINAL and before.status not in TERMINAL:
+            self._ended(row, now)
+
+    def _ended(self, row: RunRow, now: DateTime) -> None:
+        if row.status == RunStatus.CANCELLED:
+            for child in [r for r in self._runs.values() if r.parent_run_id == row.id and r.status not in TERMINAL]:
+                self._save(tr.cancel(child, now), [], now)
+        if row.parent_run_id is not None and row.parent_step_id is not None:
+            parent = self._runs.get(row.parent_run_id)
+            step = self._steps.get(row.parent_run_id, {}).get(row.parent_step_id)
+            if parent is not None and step is not None and step.status == "waiting":
+                new_parent, done = tr.child_finished(parent, step, row, now)
+                self._save(new_parent, [done], now)
+
+    # worker side ----------------------------------------------------------------------------------
+
+    def claim(
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
+    ) -> list[Claimed]:
+        wanted = set(workflow_ids)
+        with self._writing():
+            ready = [r for r in self._runs.values() if r.workflow_id in wanted and tr.is_claimable(r, now)]
+            ready.sort(key=lambda r: (r.due_at or r.lease_expires_at or now, r.created_at, r.id))
+            claimed = []
+            for row in ready[:limit]:
+                row = tr.claim(row, owner, now, lease)
+                self._runs[row.id] = row
+                claimed.append(self._claimed(row))
+            return claimed
+
+    def _claimed(self, row: RunRow) -> Claimed:
+        mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]
+        return Claimed(row, dict(self._steps[row.id]), mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
+
+    def reload(self, lease: Lease) -> Claimed | None:
+        with self._lock:
+            row = self._runs.get(lease.run_id)
+            if row is None or row.lease_token != lease.token or row.status in TERMINAL:
+                return None
+            return self._claimed(row)
+
+    def commit(
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
+        transaction: tuple[TransactionFn, StepRecord] | None = None,
+    ) -> CommitResult:  # fmt: skip
+        with self._writing():
+            row = self._runs[lease.run_id]
+            try:
+                tr.check_lease(row, lease, now)
+                last = batch.steps[-1].step_id if batch.steps else None
+                new = tr.apply_outcome(row, batch.outcome, now, lease_duration, last)
+            except tr.LeaseLost:
+                return CommitResult(ok=False)
+            except tr.MailboxChanged:
+                return CommitResult(ok=False, mailbox_changed=True)
+            for child in batch.children:
+                if child.run.id not in self._runs:
+                    self._insert(child.run)
+            self._consume(lease.run_id, batch.consumed)
+            self._save(new, batch.steps, now)
+            held = new.held and not isinstance(batch.outcome, CompleteRun | FailRun)
+            return CommitResult(ok=True, held=held)
+
+    def _consume(self, run_id: str, consumed: Sequence[tuple[int, str]]) -> None:
+        taken = dict(consumed)
+        box = self._mailbox[run_id]
+        self._mailbox[run_id] = [(ev, taken.get(ev.id, used)) for ev, used in box]
+
+    def heartbeat(self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration) -> set[str]:
+        lost = set()
+        with self._lock:
+            for lease in leases:
+                row = self._runs[lease.run_id]
+                try:
+                    tr.check_lease(row, lease, now)
+                except tr.LeaseLost:
+                    lost.add(lease.run_id)
+                    continue
+                self._runs[row.id] = attrs.evolve(row, lease_expires_at=now + lease_duration)
+        return lost
+
+    def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
+        wanted = set(workflow_ids)
+        with self._lock:
+            times = [_due_time(r) for r in self._runs.values() if r.workflow_id in wanted and r.status not in TERMINAL]
+            present = [t for t in times if t is not None]
+            return min(present) if present else None
+
+    # harness helpers ----------------------------------------------------------------------------------
+
+    def mailbox(self, run_id: str) -> list[Event]:
+        with self._lock:
+            return [ev for ev, used in self._mailbox[run_id] if used is None]
+
+    def consumed_events(self, run_id: str) -> dict[int, str]:
+        with self._lock:
+            return {ev.id: used for ev, used in self._mailbox[run_id] if used is not None}
+
+
+def _due_time(row: RunRow) -> DateTime | None:
+    if row.lease_owner is not None:
+        return row.lease_expires_at
+    return row.due_at
+
+
+def _matches(row: RunRow, q: RunQuery) -> bool:
+    if q.resource_id is not None and row.resource_id != q.resource_id:
+        return False
+    if q.workflow_id is not None and row.workflow_id != q.workflow_id:
+        return False
+    return q.statuses is None or row.status.value in q.statuses
+
+
+def keyset_page(rows: list[RunRow], q: RunQuery, cursor: RunRow | None) -> tuple[list[RunRow], bool, bool]:
+    """Newest first by (created_at, id); the same rule as the SQL in the Postgres store."""
+    rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    if cursor is not None and q.starting_after:
+        key = (cursor.created_at, cursor.id)
+        older = [r for r in rows if (r.created_at, r.id) < key]
+        return older[: q.limit], len(older) > q.limit, True
+    if cursor is not None and q.ending_before:
+        key = (cursor.created_at, cursor.id)
+        newer = [r for r in rows if (r.created_at, r.id) > key]
+        page = newer[-q.limit :]
+        return page, True, len(newer) > q.limit
+    return rows[: q.limit], len(rows) > q.limit, False
+
+
+def check_idempotent(existing: RunRow, new: NewRun) -> None:
+    if existing.workflow_id != new.workflow_id or existing.resource_id != new.resource_id:
+        raise IdempotencyConflictError(
+            f"idempotency key {new.idempotency_key!r} is already used by a run of another workflow or "
+            f"resource (requested workflow {new.workflow_id!r})"
+        )
+
+
+def not_found_message(run_id: str, resource_id: str | None) -> str:
+    scope = f" for resource {resource_id!r}" if resource_id is not None else ""
+    return f"run {run_id!r} not found{scope}"

@@ -1,0 +1,489 @@
+"""The interpreter: workflow + recorded history + ``now`` → the next decision. No I/O.
+
+A :class:`Replayer` drives one run's generator. It feeds recorded outcomes back in (``send`` for
+values, ``throw`` for failures) and stops at the first step that needs the outside world:
+user code to execute, a wait to suspend on, or the end of the workflow. Records it can settle
+by itself (a timer that fired, an event taken from the mailbox) are returned as ``writes`` so the
+caller persists them with its next transition. The same Replayer can be kept alive while its run
+keeps executing (new outcomes are added with :meth:`Replayer.record`); that is only a cache of
+replay-from-scratch, which always gives the same decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import pendulum
+
+from . import serde
+from .commands import KIND_OF, All, Child, Delay, Pause, Poll, PollResult, Run, Transaction, WaitFor, WaitUntil
+from .definition import Context, Workflow
+from .durations import parse_duration, parse_when
+from .errors import (
+    DuplicateStepError,
+    InvalidArgumentError,
+    InvalidDurationError,
+    NonDeterminismError,
+    PgflowError,
+    SerializationError,
+    StepFailedError,
+    UnsupportedError,
+    WorkflowDefinitionError,
+)
+from .records import Event, RunError, StepRecord, Waiting
+from .validation import make_validator
+
+__all__ = ["Complete", "Decision", "Execute", "Fail", "ReplayInput", "Replayer", "Suspend", "error_of"]
+
+log = logging.getLogger("pgflow.replay")
+MAX_ID = 256
+NON_RETRYABLE: tuple[type[PgflowError], ...] = (
+    NonDeterminismError,
+    DuplicateStepError,
+    SerializationError,
+    WorkflowDefinitionError,
+    UnsupportedError,
+)
+
+
+@attrs.frozen
+class ReplayInput:
+    """What the interpreter needs to know about the run itself."""
+
+    run_id: str
+    workflow_id: str
+    resource_id: str | None
+    attempt: int
+    input: Any
+    min_poll_interval: pendulum.Duration = pendulum.duration(seconds=1)
+    supports_transactions: bool = False
+
+
+@attrs.frozen
+class Execute:
+    """Run user code for these steps (one, or several for ``All``), then ``record`` each outcome."""
+
+    steps: tuple[tuple[Run | Poll | Transaction | Child, StepRecord | None], ...]
+
+
+@attrs.frozen
+class Suspend:
+    """Nothing can happen until ``wake_at`` (or an event/resume when it is None)."""
+
+    waiting: Waiting | None
+    wake_at: pendulum.DateTime | None
+
+
+@attrs.frozen
+class Complete:
+    output: Any
+
+
+@attrs.frozen
+class Fail:
+    error: RunError
+    retryable: bool
+
+
+Action = Execute | Suspend | Complete | Fail
+
+
+@attrs.frozen
+class Decision:
+    action: Action
+    writes: tuple[StepRecord, ...] = ()
+    consumed: tuple[tuple[int, str], ...] = ()  # (event id, step id)
+
+
+def error_of(exc: BaseException, step_id: str | None = None) -> RunError:
+    """The RunError describing ``exc``; a StepFailedError describes the original exception."""
+    if isinstance(exc, StepFailedError):
+        tb = getattr(exc, "original_traceback", None)
+        return RunError(exc.error_type, exc.message, tb, exc.step_id)
+    tb = "".join(traceback.format_exception(exc))
+    return RunError(type(exc).__name__, str(exc), tb, step_id)
+
+
+# Evaluating one step command against its record -----------------------------------------------
+
+
+@attrs.frozen
+class _Value:
+    value: Any
+
+
+@attrs.frozen
+class _Raise:
+    error: BaseException
+
+
+@attrs.frozen
+class _Exec:
+    steps: tuple[tuple[Run | Poll | Transaction | Child, StepRecord | None], ...]
+
+
+@attrs.frozen
+class _Wait:
+    waiting: Waiting | None
+    wake_at: pendulum.DateTime | None
+
+
+_Eval = _Value | _Raise | _Exec | _Wait
+
+
+def _min_time(*times: pendulum.DateTime | None) -> pendulum.DateTime | None:
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
+
+
+class _Scratch:
+    """Writes and consumed events accumulated during one ``decide`` call."""
+
+    def __init__(self) -> None:
+        self.writes: list[StepRecord] = []
+        self.consumed: list[tuple[int, str]] = []
+
+
+class Replayer:
+    """Replays one run's generator against its history; see the module docstring."""
+
+    def __init__(self, workflow: Workflow, run: ReplayInput, history: Mapping[str, StepRecord]) -> None:
+        self.workflow = workflow
+        self.run = run
+        self.history: dict[str, StepRecord] = {
+            sid: rec for sid, rec in history.items() if not (rec.status == "failed" and rec.run_attempt < run.attempt)
+        }
+        self._loaded = {sid for sid, r in self.history.items() if r.status != "waiting"}
+        self._replaying = bool(self._loaded)
+        self._consumed_ids: set[int] = set()
+        self._seen: set[str] = set()
+        self._gen: Generator[Any, Any, Any] | None = None
+        self._current: Any = None  # the command the generator is stopped at
+        self._current_checked = False
+        self._finished: Action | None = None
+        self.context = self._make_context()
+
+    # public API ------------------------------------------------------------------------------
+
+    @property
+    def is_replaying(self) -> bool:
+        return self._replaying
+
+    def record(self, rec: StepRecord) -> None:
+        """Add an outcome produced outside (executed step, or a store write)."""
+        self.history[rec.step_id] = rec
+
+    def close(self) -> None:
+        """Discard the generator (its ``finally`` blocks run)."""
+        if self._gen is not None:
+            self._gen.close()
+            self._gen = None
+
+    def decide(self, now: pendulum.DateTime, mailbox: Sequence[Event] = ()) -> Decision:
+        scratch = _Scratch()
+        action = self._decide(now, mailbox, scratch)
+        return Decision(action, tuple(scratch.writes), tuple(scratch.consumed))
+
+    # driving the generator ---------------------------------------------------------------------
+
+    def _make_context(self) -> Context[Any]:
+        value = self.workflow.build_input(self.run.input)
+        return Context.create(
+            input=value,
+            run_id=self.run.run_id,
+            workflow_id=self.run.workflow_id,
+            resource_id=self.run.resource_id,
+            attempt=self.run.attempt,
+            replaying=lambda: self._replaying,
+            step_id=lambda: getattr(self._current, "step_id", None),
+        )
+
+    def _decide(self, now: pendulum.DateTime, mailbox: Sequence[Event], scratch: _Scratch) -> Action:
+        if self._finished is not None:
+            return self._finished
+        if self._gen is None:
+            started = self._start()
+            if started is not None:
+                return self._finish(started)
+        while True:
+            problem = self._check(self._current)
+            if problem is not None:
+                return self._finish(problem)
+            try:
+                outcome = self._evaluate(self._current, now, mailbox, scratch)
+            except _Abort as abort:
+                return self._finish(abort.action)
+            if isinstance(outcome, _Exec | _Wait):
+                return self._pending(outcome)
+            ended = self._feed(outcome)
+            if ended is not None:
+                return self._finish(ended)
+
+    def _start(self) -> Action | None:
+        try:
+            self._gen = self.workflow.fn(self.context)
+            self._yielded(next(self._gen))
+        except StopIteration as stop:
+            return self._complete(stop.value)
+        except Exception as exc:
+            return self._failure(exc)
+        return None
+
+    def _feed(self, outcome: _Value | _Raise) -> Action | None:
+        assert self._gen is not None
+        self._loaded.difference_update(self._step_ids(self._current))
+        self._replaying = bool(self._loaded)
+        try:
+            if isinstance(outcome, _Value):
+                self._yielded(self._gen.send(outcome.value))
+            else:
+                self._yielded(self._gen.throw(outcome.error))
+        except StopIteration as stop:
+            return self._complete(stop.value)
+        except Exception as exc:
+            return self._failure(exc)
+        return None
+
+    def _yielded(self, command: Any) -> None:
+        self._current = command
+        self._current_checked = False
+
+    def _finish(self, action: Action) -> Action:
+        self._finished = action
+        self._replaying = False
+        return action
+
+    def _complete(self, value: Any) -> Action:
+        try:
+            return Complete(serde.to_json(value))
+        except SerializationError as exc:
+            msg = f"output of run {self.run.run_id} (workflow {self.run.workflow_id!r}) cannot be stored: {exc}"
+            return Fail(error_of(SerializationError(msg)), retryable=False)
+
+    def _failure(self, exc: Exception) -> Action:
+        retryable = not isinstance(exc, NON_RETRYABLE)
+        return Fail(error_of(exc, getattr(self._current, "step_id", None)), retryable)
+
+    @staticmethod
+    def _pending(outcome: _Exec | _Wait) -> Action:
+        if isinstance(outcome, _Exec):
+            return Execute(outcome.steps)
+        return Suspend(outcome.waiting, outcome.wake_at)
+
+    # validating yielded commands ---------------------------------------------------------------
+
+    @staticmethod
+    def _step_ids(command: Any) -> list[str]:
+        if isinstance(command, All):
+            return [c.step_id for c in command.commands]
+        return [command.step_id]
+
+    def _check(self, command: Any) -> Action | None:
+        """Validate a freshly yielded command: type, step ids, duplicates, determinism."""
+        if self._current_checked:
+            return None
+        parts = command.commands if isinstance(command, All) else (command,)
+        if not parts or any(type(c) not in KIND_OF for c in parts):
+            what = type(command).__name__
+            return self._definition_error(f"workflow yielded {what!r}; yield a step command such as Run(...)")
+        for cmd in parts:
+            problem = self._check_step(cmd)
+            if problem is not None:
+                return problem
+        self._current_checked = True
+        return None
+
+    def _check_step(self, cmd: Any) -> Action | None:
+        sid = cmd.step_id
+        if not isinstance(sid, str) or not 1 <= len(sid) <= MAX_ID:
+            return self._definition_error(f"invalid step id {sid!r}: it must be a string of 1-{MAX_ID} characters")
+        if sid in self._seen:
+            msg = f"run {self.run.run_id} yielded step id {sid!r} twice; step ids must be unique within a run"
+            return Fail(error_of(DuplicateStepError(msg), sid), retryable=False)
+        self._seen.add(sid)
+        rec = self.history.get(sid)
+        kind = KIND_OF[type(cmd)]
+        if rec is not None and (rec.kind != kind or (kind == "wait_for" and rec.event != cmd.event)):
+            was = f"{rec.kind}" + (f" of event {rec.event!r}" if rec.event else "")
+            now = kind + (f" of event {cmd.event!r}" if kind == "wait_for" else "")
+            msg = (
+                f"run {self.run.run_id}: step {sid!r} was recorded as {was} but the workflow now yields {now}; "
+                "workflow code must be deterministic"
+            )
+            return Fail(error_of(NonDeterminismError(msg), sid), retryable=False)
+        return None
+
+    def _definition_error(self, message: str) -> Action:
+        msg = f"workflow {self.run.workflow_id!r} (run {self.run.run_id}): {message}"
+        return Fail(error_of(WorkflowDefinitionError(msg), getattr(self._current, "step_id", None)), False)
+
+    # evaluating commands -----------------------------------------------------------------------
+
+    def _evaluate(self, command: Any, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+        if isinstance(command, All):
+            return self._evaluate_all(command, now, mailbox, s)
+        return self._evaluate_step(command, now, mailbox, s)
+
+    def _evaluate_all(self, group: All, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+        results = [self._evaluate_step(c, now, mailbox, s) for c in group.commands]
+        execs = tuple(step for r in results if isinstance(r, _Exec) for step in r.steps)
+        if execs:
+            return _Exec(execs)
+        waits = [r for r in results if isinstance(r, _Wait)]
+        if waits:
+            wake = _min_time(*(w.wake_at for w in waits))
+            return _Wait(waits[0].waiting, wake)
+        for r in results:
+            if isinstance(r, _Raise):
+                return r
+        return _Value([r.value for r in results if isinstance(r, _Value)])
+
+    def _evaluate_step(self, cmd: Any, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+        rec = self.history.get(cmd.step_id)
+        if rec is not None and rec.status == "completed":
+            return self._recorded_value(cmd, rec)
+        if rec is not None and rec.status == "failed":
+            return _Raise(_step_failed(rec))
+        handler = _HANDLERS[type(cmd)]
+        try:
+            result: _Eval = handler(self, cmd, rec, now, mailbox, s)
+        except (WorkflowDefinitionError, InvalidDurationError, InvalidArgumentError) as exc:
+            raise _Abort(self._definition_error(str(exc))) from exc  # bad duration/time/interval
+        return result
+
+    def _recorded_value(self, cmd: Any, rec: StepRecord) -> _Eval:
+        if isinstance(cmd, Run):
+            return _Value(serde.from_json(rec.output, serde.return_annotation(cmd.fn)))
+        if isinstance(cmd, Poll):
+            return _Value(PollResult(rec.timed_out, rec.output))
+        if isinstance(cmd, WaitFor) and cmd.schema is not None and not rec.timed_out:
+            return _Value(_validate_event(cmd, rec.output))
+        return _Value(rec.output)
+
+    def _write(self, s: _Scratch, rec: StepRecord) -> StepRecord:
+        self.history[rec.step_id] = rec
+        s.writes.append(rec)
+        return rec
+
+    # per-kind handlers (called only when the step has no final record) ----------------------------
+
+    def _run(self, cmd: Run, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+        if rec is not None and rec.wake_at is not None and now < rec.wake_at:  # retry backoff
+            return _Wait(None, rec.wake_at)
+        return _Exec(((cmd, rec),))
+
+    def _transaction(self, cmd: Transaction, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+        if not self.run.supports_transactions:
+            msg = f"step {cmd.step_id!r} of run {self.run.run_id}: Transaction steps need the Postgres store"
+            raise _Abort(Fail(error_of(UnsupportedError(msg), cmd.step_id), retryable=False))
+        return _Exec(((cmd, rec),))
+
+    def _child(self, cmd: Child, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+        if rec is None:
+            return _Exec(((cmd, rec),))  # the worker starts the child run and records it as waiting
+        return _Wait(Waiting(cmd.step_id, "child"), None)
+
+    def _wait_for(self, cmd: WaitFor, rec: StepRecord | None, now: Any, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+        if not isinstance(cmd.event, str) or not 1 <= len(cmd.event) <= MAX_ID:
+            raise WorkflowDefinitionError(f"step {cmd.step_id!r}: event name must be a string of 1-{MAX_ID} chars")
+        if rec is None:
+            deadline = now + parse_duration(cmd.timeout) if cmd.timeout is not None else None
+            rec = StepRecord(cmd.step_id, "wait_for", "waiting", started_at=now, timeout_at=deadline,
+                             event=cmd.event, run_attempt=self.run.attempt)  # fmt: skip
+            fresh = True
+        else:
+            fresh = False
+        for ev in mailbox:
+            if ev.name != cmd.event or ev.id in self._consumed_ids:
+                continue
+            try:
+                value = _validate_event(cmd, ev.data)
+            except PgflowError as exc:
+                log.warning("run %s: event %r (#%d) rejected by the schema of step %r: %s",
+                            self.run.run_id, ev.name, ev.id, cmd.step_id, exc)  # fmt: skip
+                continue
+            self._consumed_ids.add(ev.id)
+            s.consumed.append((ev.id, cmd.step_id))
+            self._write(s, attrs.evolve(rec, status="completed", output=ev.data, completed_at=now))
+            return _Value(value)
+        if rec.timeout_at is not None and now >= rec.timeout_at:
+            self._write(s, attrs.evolve(rec, status="completed", timed_out=True, completed_at=now))
+            return _Value(None)
+        if fresh:
+            self._write(s, rec)
+        return _Wait(Waiting(cmd.step_id, "wait_for", cmd.event, rec.timeout_at), rec.timeout_at)
+
+    def _timer(self, cmd: Delay | WaitUntil, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+        kind = KIND_OF[type(cmd)]
+        if rec is None:
+            wake = now + parse_duration(cmd.duration) if isinstance(cmd, Delay) else parse_when(cmd.when)
+            rec = StepRecord(cmd.step_id, kind, "waiting", started_at=now, wake_at=wake, run_attempt=self.run.attempt)
+            if wake > now:
+                self._write(s, rec)
+        assert rec.wake_at is not None
+        if now >= rec.wake_at:
+            self._write(s, attrs.evolve(rec, status="completed", completed_at=now))
+            return _Value(None)
+        return _Wait(Waiting(cmd.step_id, kind, None, rec.wake_at), rec.wake_at)
+
+    def _pause(self, cmd: Pause, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+        if rec is None:
+            self._write(s, StepRecord(cmd.step_id, "pause", "waiting", started_at=now, run_attempt=self.run.attempt))
+        return _Wait(Waiting(cmd.step_id, "pause"), None)
+
+    def _poll(self, cmd: Poll, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+        interval = parse_duration(cmd.interval)
+        if interval < self.run.min_poll_interval:
+            raise WorkflowDefinitionError(
+                f"step {cmd.step_id!r}: poll interval {interval.in_words()} is below the engine's "
+                f"min_poll_interval ({self.run.min_poll_interval.in_words()})"
+            )
+        if rec is None:
+            deadline = now + parse_duration(cmd.timeout) if cmd.timeout is not None else None
+            rec = StepRecord(cmd.step_id, "poll", "waiting", started_at=now, timeout_at=deadline,
+                             run_attempt=self.run.attempt)  # fmt: skip
+            self._write(s, rec)
+        if rec.timeout_at is not None and now >= rec.timeout_at:
+            self._write(s, attrs.evolve(rec, status="completed", timed_out=True, output=None, completed_at=now))
+            return _Value(PollResult(True, None))
+        if rec.wake_at is not None and now < rec.wake_at:
+            wake = _min_time(rec.wake_at, rec.timeout_at)
+            return _Wait(Waiting(cmd.step_id, "poll", None, wake), wake)
+        return _Exec(((cmd, rec),))
+
+
+class _Abort(Exception):
+    """Internal: stop evaluating and fail the run with ``action``."""
+
+    def __init__(self, action: Action) -> None:
+        self.action = action
+
+
+def _step_failed(rec: StepRecord) -> StepFailedError:
+    err = rec.error or RunError("Error", "step failed")
+    exc = StepFailedError(rec.step_id, err.type, err.message, rec.attempts)
+    exc.original_traceback = err.traceback  # type: ignore[attr-defined]
+    return exc
+
+
+def _validate_event(cmd: WaitFor, data: Any) -> Any:
+    if cmd.schema is None:
+        return data
+    validator = make_validator(cmd.schema)
+    return validator(data) if validator is not None else data
+
+
+_HANDLERS: dict[type, Any] = {
+    Run: Replayer._run,
+    Transaction: Replayer._transaction,
+    Child: Replayer._child,
+    WaitFor: Replayer._wait_for,
+    WaitUntil: Replayer._timer,
+    Delay: Replayer._timer,
+    Pause: Replayer._pause,
+    Poll: Replayer._poll,
+}

@@ -1,0 +1,329 @@
+"""The engine's one cattrs converter: values <-> pure JSON, plus the JSON text helpers of the stores.
+
+Step results, inputs and event data all pass through :func:`to_json` / :func:`from_json` here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import typing
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, TypeAlias
+from uuid import UUID
+
+import cattrs
+import pendulum
+from cattrs.preconf.json import make_converter
+from cattrs.v import transform_error
+
+from pgflow.errors import SerializationError
+
+__all__ = [
+    "JSON",
+    "StrictTypeError",
+    "annotation_name",
+    "configure",
+    "converter",
+    "dumps",
+    "from_json",
+    "loads",
+    "make_json_converter",
+    "return_annotation",
+    "round_trip",
+    "to_json",
+]
+
+JSON: TypeAlias = Any
+"""A pure JSON value: dict (str keys), list, str, int, finite float, bool or None."""
+
+_NO_ANNOTATION: tuple[object, ...] = (None, Any, object, inspect.Parameter.empty)
+
+
+class StrictTypeError(TypeError):
+    """A value has the wrong type for a structure hook; the message says what was expected."""
+
+
+def _got(value: object) -> str:
+    return type(value).__name__
+
+
+# --- hooks ---------------------------------------------------------------------------------
+
+
+def _unstructure_datetime(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _structure_datetime(value: object, _: object) -> datetime:
+    if isinstance(value, datetime):
+        return _aware(value)
+    if not isinstance(value, str):
+        raise StrictTypeError(f"expected an ISO-8601 datetime string, got {_got(value)}")
+    return _aware(datetime.fromisoformat(value))
+
+
+def _structure_pendulum(value: object, _: object) -> pendulum.DateTime:
+    if isinstance(value, pendulum.DateTime):
+        return value
+    return pendulum.instance(_structure_datetime(value, None))
+
+
+def _structure_date(value: object, _: object) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise StrictTypeError(f"expected an ISO-8601 date string, got {_got(value)}")
+    return date.fromisoformat(value)
+
+
+def _structure_uuid(value: object, _: object) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise StrictTypeError(f"expected a UUID string, got {_got(value)}")
+    return UUID(value)
+
+
+def _structure_decimal(value: object, _: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise StrictTypeError(f"expected a decimal string or number, got {_got(value)}")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+
+
+def _structure_none(value: object, _: object) -> None:
+    if value is not None:
+        raise StrictTypeError(f"expected None, got {_got(value)}")
+
+
+def _passthrough(value: object, _: object) -> object:
+    return value
+
+
+def _enum_unstructure_factory(_: type[Enum], conv: cattrs.Converter) -> Callable[[Enum], Any]:
+    def unstructure_enum(member: Enum) -> Any:
+        return conv.unstructure(member.value)
+
+    return unstructure_enum
+
+
+def configure(conv: cattrs.Converter) -> None:
+    """Register pgflow's hooks (datetimes, dates, UUIDs, Decimals, enums, None) on ``conv``."""
+    conv.register_unstructure_hook(datetime, _unstructure_datetime)
+    conv.register_structure_hook(datetime, _structure_datetime)
+    conv.register_structure_hook(pendulum.DateTime, _structure_pendulum)
+    conv.register_unstructure_hook(date, date.isoformat)
+    conv.register_structure_hook(date, _structure_date)
+    conv.register_unstructure_hook(UUID, str)
+    conv.register_structure_hook(UUID, _structure_uuid)
+    conv.register_unstructure_hook(Decimal, str)
+    conv.register_structure_hook(Decimal, _structure_decimal)
+    conv.register_structure_hook(type(None), _structure_none)
+    conv.register_structure_hook_func(lambda t: t is object, _passthrough)
+    conv.register_unstructure_hook_factory(
+        lambda t: isinstance(t, type) and issubclass(t, Enum), _enum_unstructure_factory
+    )
+
+
+def make_json_converter(**kwargs: Any) -> cattrs.Converter:
+    """A new JSON converter configured like :data:`converter`; ``kwargs`` go to ``cattrs.Converter``."""
+    conv = make_converter(unstruct_collection_overrides={Sequence: list}, **kwargs)
+    configure(conv)
+    return conv
+
+
+converter: cattrs.Converter = make_json_converter()
+"""The engine's converter. Unstructures to JSON types and structures back."""
+
+
+# --- JSON verification -----------------------------------------------------------------------
+
+
+class _NotJson(Exception):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_str(text: str, path: str) -> str:
+    if "\x00" in text:
+        raise _NotJson(path, "string contains a NUL character (\\x00), which PostgreSQL cannot store")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotJson(path, "string contains a lone surrogate (not valid UTF-8)") from None
+    return text
+
+
+def _check_key(key: object, path: str, exact: bool) -> str:
+    if type(key) is str or (not exact and isinstance(key, str)):
+        return _check_str(str.__str__(key), path)
+    if isinstance(key, int) and not isinstance(key, bool) and (not exact or type(key) is int):
+        return str(int.__int__(key))
+    raise _NotJson(path, f"dict key {key!r} of type {_type_name(key)} is not a str or int")
+
+
+def _check(value: object, path: str, exact: bool) -> JSON:
+    """Copy ``value`` as pure JSON, or raise :class:`_NotJson` naming the offending path.
+
+    With ``exact``, only the exact JSON types pass (the fast path for values already JSON);
+    otherwise subclasses of str/int/float are converted to their base type.
+    """
+    if value is None or type(value) is bool:
+        return value
+    if isinstance(value, str) and (type(value) is str or not exact):
+        return _check_str(str.__str__(value), path)
+    if isinstance(value, int) and not isinstance(value, bool) and (type(value) is int or not exact):
+        return int.__int__(value)
+    if isinstance(value, float) and (type(value) is float or not exact):
+        if not math.isfinite(value):
+            raise _NotJson(path, f"float {value!r} is not finite (JSON has no NaN/Infinity)")
+        return float.__float__(value)
+    if type(value) is dict or (not exact and isinstance(value, dict)):
+        return {
+            _check_key(k, path, exact): _check(v, f"{path}[{k!r}]", exact) for k, v in value.items()
+        }
+    if type(value) in (list, tuple) or (not exact and isinstance(value, (list, tuple))):
+        items: list[object] | tuple[object, ...] = value  # type: ignore[assignment]
+        return [_check(v, f"{path}[{i}]", exact) for i, v in enumerate(items)]
+    raise _NotJson(path, f"object of type {_type_name(value)} is not JSON-serialisable")
+
+
+_SUPPORTED = (
+    "supported: JSON types, attrs classes, dataclasses, datetime/pendulum, date, UUID, Decimal, "
+    "enums and lists/tuples/sets/dicts of these"
+)
+
+
+def _unstructure(value: object, root: str) -> JSON:
+    try:
+        return converter.unstructure(value)
+    except RecursionError:
+        raise SerializationError(f"cannot serialise {root}: nested too deeply (or cyclic)") from None
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialise {root} of type {_type_name(value)}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def to_json(value: object, *, root: str = "value") -> JSON:
+    """Unstructure ``value`` (by its runtime type) to pure JSON types, or raise SerializationError.
+
+    ``root`` names the value in error messages, e.g. ``result`` gives ``result['a'][2]``.
+    """
+    try:
+        return _check(value, root, exact=True)
+    except _NotJson:
+        pass
+    except RecursionError:
+        raise SerializationError(f"cannot serialise {root}: nested too deeply (or cyclic)") from None
+    unstructured = _unstructure(value, root)
+    try:
+        return _check(unstructured, root, exact=False)
+    except _NotJson as exc:
+        raise SerializationError(f"cannot serialise {exc.path}: {exc.problem} ({_SUPPORTED})") from None
+    except RecursionError:
+        raise SerializationError(f"cannot serialise {root}: nested too deeply (or cyclic)") from None
+
+
+def annotation_name(annotation: object) -> str:
+    """A short readable name for a type or typing form (``Signup``, ``list[int]``)."""
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")
+
+
+def from_json(data: JSON, annotation: object = None) -> Any:
+    """Structure JSON ``data`` as ``annotation``; without one (None/Any/object), return it as-is."""
+    if annotation in _NO_ANNOTATION:
+        return data
+    try:
+        return converter.structure(data, annotation)  # type: ignore[arg-type]
+    except Exception as exc:
+        details = "; ".join(transform_error(exc, path="$"))
+        raise SerializationError(
+            f"cannot structure JSON as {annotation_name(annotation)}: {details}"
+        ) from exc
+
+
+def round_trip(value: object, annotation: object = None) -> Any:
+    """``from_json(to_json(value), annotation)``: what a workflow sees, first run and replay alike."""
+    return from_json(to_json(value), annotation)
+
+
+# --- return annotations ----------------------------------------------------------------------
+
+
+def _has_typevar(hint: object) -> bool:
+    if isinstance(hint, (typing.TypeVar, typing.ParamSpec)):
+        return True
+    return any(_has_typevar(arg) for arg in typing.get_args(hint))
+
+
+def return_annotation(fn: object) -> Any:
+    """The resolved return annotation of callable ``fn``, or None when it has none usable.
+
+    Unwraps ``functools.partial``; a class is its own return annotation; a callable object uses
+    its ``__call__``. Unresolvable hints, ``Any``/``object`` and hints with TypeVars give None.
+    """
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if isinstance(target, type):
+        return target
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        target = getattr(target, "__call__", None)  # noqa: B004 - we want the bound __call__
+        if target is None:
+            return None
+    try:
+        hint = typing.get_type_hints(target).get("return")
+    except Exception:
+        return None
+    if hint in _NO_ANNOTATION or _has_typevar(hint):
+        return None
+    return hint
+
+
+# --- JSON text ---------------------------------------------------------------------------------
+
+
+def dumps(value: object) -> str:
+    """Serialise ``value`` (via :func:`to_json`) to compact JSON text."""
+    return json.dumps(
+        to_json(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def loads(text: str | bytes | bytearray) -> JSON:
+    """Parse JSON text; malformed text raises SerializationError."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SerializationError(f"invalid JSON text: {exc}") from exc

@@ -1,0 +1,227 @@
+"""The storage port: the ``Store`` protocol both stores implement, and the values crossing it.
+
+Stores are dumb about rules: every status change is computed by the pure functions in
+``transitions.py`` on a locked :class:`RunRow`, so the in-memory and Postgres stores cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+import pendulum
+
+from .records import Event, RunError, RunStatus, StepRecord, Waiting
+from .static_steps import StepInfo
+
+__all__ = [
+    "Batch",
+    "Claimed",
+    "CommitResult",
+    "Lease",
+    "NewRun",
+    "RunQuery",
+    "RunRow",
+    "Store",
+]
+
+DateTime = pendulum.DateTime
+
+
+@attrs.frozen
+class RunRow:
+    """Everything a store keeps about a run besides its steps and mailbox."""
+
+    id: str
+    workflow_id: str
+    resource_id: str | None
+    status: RunStatus
+    input: Any
+    created_at: DateTime
+    updated_at: DateTime
+    output: Any = None
+    error: RunError | None = None
+    current_step_id: str | None = None
+    waiting: Waiting | None = None
+    wake_at: DateTime | None = None  # public: when it runs next on its own
+    due_at: DateTime | None = None  # internal: claimable from this time (None: not on its own)
+    held: bool = False
+    retry_count: int = 0
+    max_retries: int = 0
+    retry_backoff: float = 1.0  # seconds
+    idempotency_key: str | None = None
+    paused_at: DateTime | None = None
+    resumed_at: DateTime | None = None
+    completed_at: DateTime | None = None
+    timeout_at: DateTime | None = None
+    lease_owner: str | None = None
+    lease_token: int = 0
+    lease_expires_at: DateTime | None = None
+    mailbox_seq: int = 0
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+
+
+@attrs.frozen
+class NewRun:
+    id: str
+    workflow_id: str
+    resource_id: str | None
+    input: Any
+    max_retries: int
+    retry_backoff: float
+    idempotency_key: str | None
+    timeout_at: DateTime | None
+    now: DateTime
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+
+
+@attrs.frozen
+class Lease:
+    run_id: str
+    owner: str
+    token: int
+
+
+@attrs.frozen
+class Claimed:
+    run: RunRow
+    steps: dict[str, StepRecord]
+    mailbox: list[Event]
+    lease: Lease
+
+
+# What a worker asks the store to do with a run after recording ``Batch.steps``.
+@attrs.frozen
+class KeepRunning:
+    pass
+
+
+@attrs.frozen
+class SuspendRun:
+    waiting: Waiting | None
+    wake_at: DateTime | None
+    seen_mailbox_seq: int
+
+
+@attrs.frozen
+class CompleteRun:
+    output: Any
+
+
+@attrs.frozen
+class FailRun:
+    error: RunError
+
+
+@attrs.frozen
+class RetryRun:
+    error: RunError
+    due_at: DateTime
+
+
+@attrs.frozen
+class ReleaseRun:
+    """Give the run back (graceful stop, or claimed while held): ready again at once."""
+
+
+RunOutcome = KeepRunning | SuspendRun | CompleteRun | FailRun | RetryRun | ReleaseRun
+
+
+@attrs.frozen
+class StartChild:
+    """Start a child run in the same transaction as its parent's step record."""
+
+    run: NewRun
+
+
+@attrs.frozen
+class Batch:
+    steps: tuple[StepRecord, ...] = ()
+    consumed: tuple[tuple[int, str], ...] = ()
+    outcome: RunOutcome = KeepRunning()
+    children: tuple[StartChild, ...] = ()
+
+
+@attrs.frozen
+class CommitResult:
+    """``ok``: written. ``held``: written, but the run was paused meanwhile (stop working on it).
+    ``mailbox_changed``: a suspend was refused because events arrived (reload and decide again).
+    Not ok and not mailbox_changed: the lease is lost (expired, taken over, or the run ended)."""
+
+    ok: bool
+    held: bool = False
+    mailbox_changed: bool = False
+    transaction_result: Any = None
+
+
+@attrs.frozen
+class RunQuery:
+    resource_id: str | None = None
+    workflow_id: str | None = None
+    statuses: tuple[str, ...] | None = None
+    limit: int = 20
+    starting_after: str | None = None
+    ending_before: str | None = None
+
+
+TransactionFn = Callable[[Any], Any]
+
+
+class Store(Protocol):
+    """Coarse, atomic operations. Every time comes from the caller (``now``)."""
+
+    supports_transactions: bool
+
+    def migrate(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    # definitions
+    def register_workflow(self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime) -> None: ...
+
+    def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None: ...
+
+    # client side
+    def start_run(self, new: NewRun) -> tuple[RunRow, bool]: ...
+
+    def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]: ...
+
+    def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]: ...
+
+    def deliver_event(self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime) -> None: ...
+
+    def change(
+        self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime
+    ) -> None: ...
+
+    # worker side
+    def claim(
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
+    ) -> list[Claimed]: ...
+
+    def reload(self, lease: Lease) -> Claimed | None: ...
+
+    def commit(
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
+        transaction: tuple[TransactionFn, StepRecord] | None = None,
+    ) -> CommitResult: ...  # fmt: skip
+
+    def heartbeat(self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration) -> set[str]: ...
+
+    def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None: ...
+
+
+__all__ += [
+    "CompleteRun",
+    "FailRun",
+    "KeepRunning",
+    "ReleaseRun",
+    "RetryRun",
+    "RunOutcome",
+    "StartChild",
+    "SuspendRun",
+    "TransactionFn",
+]

@@ -1,0 +1,241 @@
+"""Every run status change, as pure functions on a locked :class:`RunRow`.
+
+Both stores lock the row (a dict entry under a lock, or ``SELECT … FOR UPDATE``), call one of
+these, and write back what it returns; the rules of SPEC §3/§4 live here and only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pendulum
+
+from .errors import InvalidStateError
+from .records import TERMINAL, RunStatus, StepRecord
+from .store import (
+    CompleteRun,
+    FailRun,
+    KeepRunning,
+    Lease,
+    NewRun,
+    ReleaseRun,
+    RetryRun,
+    RunOutcome,
+    RunRow,
+    SuspendRun,
+)
+
+DateTime = pendulum.DateTime
+PENDING, RUNNING, PAUSED = RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED
+
+
+class LeaseLost(Exception):
+    """The worker's lease is no longer valid: it must not write anything."""
+
+
+class MailboxChanged(Exception):
+    """Events arrived after the worker loaded the mailbox: reload before suspending."""
+
+
+def _earliest(*times: DateTime | None) -> DateTime | None:
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
+
+
+def new_row(new: NewRun) -> RunRow:
+    return RunRow(
+        id=new.id, workflow_id=new.workflow_id, resource_id=new.resource_id, status=PENDING,
+        input=new.input, created_at=new.now, updated_at=new.now, max_retries=new.max_retries,
+        retry_backoff=new.retry_backoff, idempotency_key=new.idempotency_key, timeout_at=new.timeout_at,
+        due_at=new.now, parent_run_id=new.parent_run_id, parent_step_id=new.parent_step_id,
+    )  # fmt: skip
+
+
+def _state_error(row: RunRow, action: str, hint: str = "") -> InvalidStateError:
+    held = " and held" if row.held else ""
+    return InvalidStateError(f"cannot {action} run {row.id} (workflow {row.workflow_id!r}): it is {row.status}{held}{hint}")
+
+
+def _ensure_live(row: RunRow, action: str) -> None:
+    if row.status in TERMINAL:
+        raise _state_error(row, action)
+
+
+def lease_active(row: RunRow, now: DateTime) -> bool:
+    return row.lease_owner is not None and row.lease_expires_at is not None and row.lease_expires_at > now
+
+
+def _settle(row: RunRow, now: DateTime, *, step_done: bool, event_ready: bool = False) -> RunRow:
+    """Where a run that nothing holds stands now: running (a worker still has it), ready, or waiting."""
+    if row.held:
+        return attrs.evolve(row, status=PAUSED, due_at=row.timeout_at, updated_at=now)
+    if lease_active(row, now):
+        return attrs.evolve(row, status=RUNNING, due_at=None, updated_at=now)
+    base = attrs.evolve(row, lease_owner=None, lease_expires_at=None, updated_at=now)
+    waiting = None if step_done else row.waiting
+    if waiting is not None and not event_ready:
+        wake = _earliest(waiting.wake_at, row.timeout_at)
+        if wake is None or wake > now:
+            return attrs.evolve(base, status=PAUSED, waiting=waiting, wake_at=wake, due_at=wake)
+    if waiting is None and not step_done and row.wake_at is not None and row.wake_at > now:
+        return attrs.evolve(base, status=PENDING, due_at=_earliest(row.wake_at, row.timeout_at))  # backoff
+    return attrs.evolve(base, status=PENDING, waiting=None, wake_at=None, due_at=now)
+
+
+# client-side transitions ---------------------------------------------------------------------
+
+
+def deliver_event(row: RunRow, event: str, now: DateTime) -> RunRow:
+    _ensure_live(row, f"deliver event {event!r} to")
+    row = attrs.evolve(row, mailbox_seq=row.mailbox_seq + 1, updated_at=now)
+    w = row.waiting
+    if row.held or row.status != PAUSED or w is None or w.kind != "wait_for" or w.event != event:
+        return row
+    return _settle(row, now, step_done=False, event_ready=True)
+
+
+def pause(row: RunRow, now: DateTime) -> RunRow:
+    _ensure_live(row, "pause")
+    if row.held:
+        raise _state_error(row, "pause", " already")
+    return attrs.evolve(row, held=True, status=PAUSED, paused_at=now, due_at=row.timeout_at, updated_at=now)
+
+
+def resume(row: RunRow, step: StepRecord | None, event_ready: bool, now: DateTime) -> tuple[RunRow, StepRecord | None]:
+    _ensure_live(row, "resume")
+    at_pause = row.waiting is not None and row.waiting.kind == "pause" and not lease_active(row, now)
+    if not row.held and not at_pause:
+        hint = (
+            "; resume_workflow only releases a run held by pause_workflow or waiting at a Pause step — "
+            "use trigger_event to deliver an event or fast_forward_workflow to skip a wait"
+        )
+        raise _state_error(row, "resume", hint)
+    done = _complete_step(step, None, now) if at_pause else None
+    row = attrs.evolve(row, held=False, resumed_at=now)
+    return _settle(row, now, step_done=at_pause, event_ready=event_ready), done
+
+
+def cancel(row: RunRow, now: DateTime) -> RunRow:
+    _ensure_live(row, "cancel")
+    return attrs.evolve(
+        row, status=RunStatus.CANCELLED, completed_at=now, updated_at=now, due_at=None, wake_at=None,
+        lease_owner=None, lease_expires_at=None, held=False,
+    )  # fmt: skip
+
+
+def fast_forward(row: RunRow, step: StepRecord | None, data: Any, now: DateTime) -> tuple[RunRow, StepRecord | None]:
+    waiting = row.waiting if not lease_active(row, now) else None
+    if row.status in TERMINAL or (waiting is None and not row.held):
+        return row, None
+    done = None
+    if waiting is not None and step is not None and step.status == "waiting":
+        output = None if waiting.kind in ("delay", "wait_until", "pause") else ({} if data is None else data)
+        done = _complete_step(step, output, now)
+    row = attrs.evolve(row, held=False, resumed_at=now if row.held else row.resumed_at)
+    return _settle(row, now, step_done=done is not None), done
+
+
+def _complete_step(step: StepRecord | None, output: Any, now: DateTime) -> StepRecord | None:
+    if step is None:
+        return None
+    return attrs.evolve(step, status="completed", output=output, completed_at=now, wake_at=None)
+
+
+def child_finished(parent: RunRow, step: StepRecord, child: RunRow, now: DateTime) -> tuple[RunRow, StepRecord]:
+    """A child run ended: settle the parent's Child step and wake the parent."""
+    from .records import RunError
+
+    if child.status == RunStatus.COMPLETED:
+        done = attrs.evolve(step, status="completed", output=child.output, completed_at=now)
+    else:
+        err = child.error
+        detail = f": {err.type}: {err.message}" if err else ""
+        msg = f"child run {child.id} (workflow {child.workflow_id!r}) {child.status}{detail}"
+        done = attrs.evolve(step, status="failed", error=RunError("ChildFailedError", msg, None, step.step_id),
+                            completed_at=now, attempts=1)  # fmt: skip
+    if parent.status in TERMINAL or parent.waiting is None or parent.waiting.step_id != step.step_id:
+        return parent, done
+    return _settle(parent, now, step_done=True), done
+
+
+# worker-side transitions ---------------------------------------------------------------------
+
+
+def claim(row: RunRow, owner: str, now: DateTime, lease: pendulum.Duration) -> RunRow:
+    status = PAUSED if row.held else RUNNING
+    return attrs.evolve(
+        row, status=status, lease_owner=owner, lease_token=row.lease_token + 1, lease_expires_at=now + lease,
+        due_at=None, updated_at=now,
+    )  # fmt: skip
+
+
+def check_lease(row: RunRow, lease: Lease, now: DateTime) -> None:
+    if row.lease_token != lease.token or row.lease_owner != lease.owner or row.status in TERMINAL:
+        raise LeaseLost(row.id)
+    if row.lease_expires_at is None or row.lease_expires_at <= now:
+        raise LeaseLost(row.id)
+
+
+def apply_outcome(row: RunRow, outcome: RunOutcome, now: DateTime, lease: pendulum.Duration, step: str | None) -> RunRow:
+    """The run after a worker's batch (the lease was checked by the caller)."""
+    row = attrs.evolve(row, updated_at=now, current_step_id=step or row.current_step_id)
+    if isinstance(outcome, KeepRunning):
+        return attrs.evolve(row, lease_expires_at=now + lease)
+    released = attrs.evolve(row, lease_owner=None, lease_expires_at=None)
+    if isinstance(outcome, SuspendRun):
+        if row.mailbox_seq != outcome.seen_mailbox_seq:
+            raise MailboxChanged(row.id)
+        wake = _earliest(outcome.wake_at, row.timeout_at) if outcome.wake_at else row.timeout_at
+        shown_wake = _earliest(outcome.wake_at, row.timeout_at)
+        status = PAUSED if (row.held or outcome.waiting is not None) else PENDING
+        return attrs.evolve(released, status=status, waiting=outcome.waiting, wake_at=shown_wake,
+                            due_at=row.timeout_at if row.held else wake)  # fmt: skip
+    if isinstance(outcome, CompleteRun | FailRun):
+        ok = isinstance(outcome, CompleteRun)
+        return attrs.evolve(
+            released, status=RunStatus.COMPLETED if ok else RunStatus.FAILED,
+            output=outcome.output if isinstance(outcome, CompleteRun) else None,
+            error=None if isinstance(outcome, CompleteRun) else outcome.error,
+            completed_at=now, waiting=None, wake_at=None, due_at=None, held=False,
+        )  # fmt: skip
+    if isinstance(outcome, RetryRun):
+        return attrs.evolve(
+            released, status=PAUSED if row.held else PENDING, retry_count=row.retry_count + 1,
+            error=outcome.error, waiting=None, wake_at=outcome.due_at,
+            due_at=row.timeout_at if row.held else _earliest(outcome.due_at, row.timeout_at),
+        )  # fmt: skip
+    assert isinstance(outcome, ReleaseRun)
+    return _settle(attrs.evolve(released), now, step_done=False)
+
+
+def is_claimable(row: RunRow, now: DateTime) -> bool:
+    if row.status in TERMINAL:
+        return False
+    if row.status == RUNNING or (row.lease_owner is not None):
+        return row.lease_expires_at is not None and row.lease_expires_at <= now
+    return row.due_at is not None and row.due_at <= now
+
+
+CLIENT_ACTIONS = ("pause", "resume", "cancel", "fast_forward")
+
+
+def apply_change(
+    action: str, row: RunRow, step: StepRecord | None, event_ready: bool, data: Any, now: DateTime
+) -> tuple[RunRow, StepRecord | None]:
+    """One client action (``CLIENT_ACTIONS``) on a locked run; ``step`` is its waiting step's record."""
+    if action == "pause":
+        return pause(row, now), None
+    if action == "resume":
+        return resume(row, step, event_ready, now)
+    if action == "cancel":
+        return cancel(row, now), None
+    if action == "fast_forward":
+        return fast_forward(row, step, data, now)
+    raise ValueError(f"unknown action {action!r}")
+
+
+def event_matches(row: RunRow, names: set[str]) -> bool:
+    """Whether a run waiting at a WaitFor would be woken by one of these buffered event names."""
+    w = row.waiting
+    return w is not None and w.kind == "wait_for" and w.event in names

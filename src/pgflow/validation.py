@@ -1,0 +1,283 @@
+"""Input and event-data validation (SPEC §1 ``input=``, §2 ``WaitFor(schema=)``).
+
+A schema is None (JSON only), an attrs class/dataclass (strict cattrs), a pydantic-v2-like class
+(``model_validate``) or a callable; this module validates, stores and rebuilds values for each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, MutableSequence, MutableSet, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any, get_origin
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.v import format_exception, transform_error
+
+from pgflow import serde
+from pgflow.errors import InvalidInputError, SerializationError, WorkflowDefinitionError
+from pgflow.serde import JSON, StrictTypeError
+
+__all__ = ["Validator", "make_validator", "rebuild", "schema_kind", "to_stored", "validate"]
+
+Validator = Callable[[Any], Any]
+"""``validator(raw) -> value``; raises :class:`InvalidInputError` to reject."""
+
+
+# --- the strict converter --------------------------------------------------------------------
+
+
+def _strict_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise StrictTypeError(f"expected str, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StrictTypeError(f"expected int, got {type(value).__name__}")
+    return value
+
+
+def _strict_float(value: object, _: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StrictTypeError(f"expected float, got {type(value).__name__}")
+    result = float(value)
+    if result in (float("inf"), float("-inf")) or result != result:
+        raise ValueError(f"{value!r} is not a finite number")
+    return result
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise StrictTypeError(f"expected bool, got {type(value).__name__}")
+    return value
+
+
+_SEQUENCES = {list, tuple, deque, Sequence, MutableSequence}
+_SETS = {set, frozenset, AbstractSet, MutableSet}
+_bypass = threading.local()  # types whose default cattrs hook is being fetched by _strict_collection
+
+
+def _is_guarded_collection(t: Any) -> bool:
+    origin = get_origin(t) or t
+    return (origin in _SEQUENCES or origin in _SETS) and t not in getattr(_bypass, "types", ())
+
+
+def _strict_collection(t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """Wrap cattrs' own hook for ``t``: only a list/tuple (or set, for set types) is accepted."""
+    types: set[Any] = _bypass.__dict__.setdefault("types", set())
+    types.add(t)
+    try:
+        inner = conv.get_structure_hook(t, cache_result=False)
+    finally:
+        types.discard(t)
+    origin = get_origin(t) or t
+    allowed: tuple[type, ...] = (list, tuple, set, frozenset) if origin in _SETS else (list, tuple)
+
+    def structure_collection(value: Any, cl: Any) -> Any:
+        if not isinstance(value, allowed):
+            raise StrictTypeError(f"expected a list, got {type(value).__name__}")
+        return inner(value, cl)
+
+    return structure_collection
+
+
+def _is_record_class(t: Any) -> bool:
+    """An attrs class or dataclass (possibly a parametrised generic one)."""
+    origin = get_origin(t) or t
+    return isinstance(origin, type) and (attrs.has(origin) or dataclasses.is_dataclass(origin))
+
+
+def _strict_class(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """Structure an attrs class/dataclass from a mapping, or from an instance (re-validated)."""
+    inner = conv.gen_structure_attrs_fromdict(cl)
+    origin = get_origin(cl) or cl
+
+    def structure_class(value: Any, t: Any) -> Any:
+        if isinstance(value, origin):
+            value = serde.converter.unstructure(value, unstructure_as=cl)
+        elif not isinstance(value, Mapping):
+            raise StrictTypeError(
+                f"expected an object (mapping) or {origin.__name__} instance, got {type(value).__name__}"
+            )
+        return inner(value, t)
+
+    return structure_class
+
+
+def _make_strict_converter() -> cattrs.Converter:
+    conv = serde.make_json_converter(forbid_extra_keys=True, prefer_attrib_converters=True)
+    for cl, hook in ((str, _strict_str), (int, _strict_int), (float, _strict_float), (bool, _strict_bool)):
+        conv.register_structure_hook(cl, hook)
+    conv.register_structure_hook_factory(_is_guarded_collection, _strict_collection)
+    conv.register_structure_hook_factory(_is_record_class, _strict_class)
+    return conv
+
+
+strict_converter: cattrs.Converter = _make_strict_converter()
+"""Validation converter: like :data:`serde.converter`, but never coerces and forbids extra keys."""
+
+
+# --- error messages --------------------------------------------------------------------------
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, StrictTypeError):
+        return str(exc)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        names = ", ".join(repr(k) for k in sorted(exc.extra_fields))
+        return f"unknown field(s) {names}: extra keys are not allowed"
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ValueError) and str(exc):
+        if type_ is None:
+            return f"invalid value: {exc}"
+        return f"invalid value for {serde.annotation_name(type_)}: {exc}"
+    result = format_exception(exc, type_)
+    if result.startswith("unknown error"):
+        return f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _field_errors(exc: BaseException) -> list[str]:
+    """``['email: expected str, got int', ...]``: one line per bad field, from a cattrs error."""
+    errors = []
+    for line in transform_error(exc, path="$", format_exception=_format_exception):
+        message, _, path = line.rpartition(" @ ")
+        field = path.removeprefix("$").removeprefix(".")
+        errors.append(f"{field}: {message}" if field else message)
+    return errors
+
+
+def _reject(errors: list[str]) -> InvalidInputError:
+    return InvalidInputError("invalid value: " + "; ".join(errors), errors)
+
+
+# --- validators per kind ---------------------------------------------------------------------
+
+
+def schema_kind(schema: object) -> str:
+    """``"json"``, ``"class"`` (attrs/dataclass), ``"model"`` (pydantic-like) or ``"callable"``."""
+    if schema is None:
+        return "json"
+    if _is_record_class(schema) or get_origin(schema) is not None:
+        return "class"  # also typing forms such as list[Item] or Optional[int], structured strictly
+    if isinstance(schema, type) and callable(getattr(schema, "model_validate", None)):
+        return "model"
+    if callable(schema):
+        return "callable"
+    raise WorkflowDefinitionError(
+        f"invalid schema {schema!r}: expected None, an attrs class, a dataclass, a pydantic model "
+        "or a callable f(raw) -> value"
+    )
+
+
+def _validate_json(raw: Any) -> Any:
+    try:
+        return serde.to_json(raw, root="input")
+    except SerializationError as exc:
+        raise _reject([str(exc)]) from exc
+
+
+def _class_validator(cl: Any) -> Validator:
+    def validate_class(raw: Any) -> Any:
+        try:
+            return strict_converter.structure(raw, cl)
+        except Exception as exc:
+            raise _reject(_field_errors(exc)) from exc
+
+    return validate_class
+
+
+def _model_errors(exc: Exception) -> list[str]:
+    errors_fn = getattr(exc, "errors", None)
+    if not callable(errors_fn):
+        return [f"{type(exc).__name__}: {exc}"]
+    try:
+        items = list(errors_fn())
+    except Exception:
+        return [f"{type(exc).__name__}: {exc}"]
+    lines = []
+    for item in items:
+        loc = ".".join(str(part) for part in item.get("loc", ()))
+        msg = item.get("msg", str(item))
+        lines.append(f"{loc}: {msg}" if loc else str(msg))
+    return lines or [str(exc)]
+
+
+def _model_validator(model: Any) -> Validator:
+    def validate_model(raw: Any) -> Any:
+        try:
+            return model.model_validate(raw)
+        except Exception as exc:
+            raise _reject(_model_errors(exc)) from exc
+
+    return validate_model
+
+
+def _callable_validator(fn: Callable[[Any], Any]) -> Validator:
+    def validate_callable(raw: Any) -> Any:
+        try:
+            return fn(raw)
+        except InvalidInputError as exc:
+            raise _reject(exc.errors or [str(exc)]) from exc
+        except Exception as exc:
+            raise _reject([f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__]) from exc
+
+    return validate_callable
+
+
+def make_validator(schema: object) -> Validator:
+    """The validator for ``schema`` (see module doc); an unusable schema is a WorkflowDefinitionError."""
+    kind = schema_kind(schema)
+    if kind == "json":
+        return _validate_json
+    if kind == "class":
+        return _class_validator(schema)  # type: ignore[arg-type]
+    if kind == "model":
+        return _model_validator(schema)
+    return _callable_validator(schema)  # type: ignore[arg-type]
+
+
+def validate(validator: Validator | None, raw: Any, what: str) -> Any:
+    """Run ``validator`` (None: JSON only) on ``raw``; rejection names ``what`` in its message."""
+    try:
+        return (validator or _validate_json)(raw)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"invalid {what}: " + "; ".join(exc.errors), exc.errors) from exc
+
+
+def to_stored(schema: object, raw: Any, what: str = "value") -> JSON:
+    """Validate ``raw`` against ``schema`` and return the validated value as JSON, for storage."""
+    value = validate(make_validator(schema), raw, what)
+    kind = schema_kind(schema)
+    try:
+        if kind == "class":
+            return serde.to_json(serde.converter.unstructure(value, unstructure_as=schema), root=what)
+        if kind == "model":
+            return serde.to_json(value.model_dump(mode="json"), root=what)
+        return serde.to_json(value, root=what)
+    except SerializationError as exc:
+        raise InvalidInputError(f"invalid {what}: {exc}", [str(exc)]) from exc
+
+
+def rebuild(schema: object, stored: JSON, what: str = "value") -> Any:
+    """Rebuild the validated value from its stored JSON, identically on every replay."""
+    kind = schema_kind(schema)
+    if kind == "json":
+        return stored
+    try:
+        if kind == "class":
+            return serde.converter.structure(stored, schema)  # type: ignore[arg-type]
+        if kind == "model":
+            return schema.model_validate(stored)  # type: ignore[attr-defined]
+        return schema(stored)  # type: ignore[operator]
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot rebuild {what} from its stored JSON: {type(exc).__name__}: {exc}"
+        ) from exc
