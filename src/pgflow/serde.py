@@ -10,7 +10,8 @@ import inspect
 import json
 import math
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -143,9 +144,20 @@ def configure(conv: cattrs.Converter) -> None:
     )
 
 
+def _set_to_list(items: Iterable[Any]) -> list[Any]:
+    """Sets become lists, sorted when their (unstructured) items allow it, so the JSON is stable."""
+    result = list(items)
+    try:
+        result.sort()
+    except TypeError:
+        pass
+    return result
+
+
 def make_json_converter(**kwargs: Any) -> cattrs.Converter:
     """A new JSON converter configured like :data:`converter`; ``kwargs`` go to ``cattrs.Converter``."""
-    conv = make_converter(unstruct_collection_overrides={Sequence: list}, **kwargs)
+    overrides = {Sequence: list, AbstractSet: _set_to_list}
+    conv = make_converter(unstruct_collection_overrides=overrides, **kwargs)
     configure(conv)
     return conv
 

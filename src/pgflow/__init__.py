@@ -1,0 +1,97 @@
+"""pgflow: durable workflows for Python on the PostgreSQL you already run."""
+
+from __future__ import annotations
+
+from .commands import All, Child, Delay, Pause, Poll, PollResult, Retry, Run, Sleep, Transaction, WaitFor, WaitUntil
+from .definition import Context, Workflow, WorkflowRef, ref, workflow
+from .durations import parse_duration
+from .errors import (
+    ChildFailedError,
+    ConfigurationError,
+    DuplicateStepError,
+    IdempotencyConflictError,
+    InvalidArgumentError,
+    InvalidDurationError,
+    InvalidInputError,
+    InvalidStateError,
+    NonDeterminismError,
+    PgflowError,
+    RunNotFoundError,
+    SerializationError,
+    StepFailedError,
+    StepTimeoutError,
+    StorageError,
+    UnknownWorkflowError,
+    UnsupportedError,
+    WorkflowDefinitionError,
+    WorkflowTimeoutError,
+)
+from .records import TERMINAL, Progress, RunError, RunPage, RunStatus, StepRecord, Waiting, WorkflowRun
+from .static_steps import StepInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TERMINAL",
+    "All",
+    "AsyncClient",
+    "Child",
+    "ChildFailedError",
+    "Client",
+    "ConfigurationError",
+    "Context",
+    "Delay",
+    "DuplicateStepError",
+    "Engine",
+    "IdempotencyConflictError",
+    "InvalidArgumentError",
+    "InvalidDurationError",
+    "InvalidInputError",
+    "InvalidStateError",
+    "NonDeterminismError",
+    "Pause",
+    "PgflowError",
+    "Poll",
+    "PollResult",
+    "Progress",
+    "Retry",
+    "Run",
+    "RunError",
+    "RunNotFoundError",
+    "RunPage",
+    "RunStatus",
+    "SerializationError",
+    "Sleep",
+    "StepFailedError",
+    "StepInfo",
+    "StepRecord",
+    "StepTimeoutError",
+    "StorageError",
+    "Transaction",
+    "UnknownWorkflowError",
+    "UnsupportedError",
+    "WaitFor",
+    "WaitUntil",
+    "Waiting",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowRef",
+    "WorkflowRun",
+    "WorkflowTimeoutError",
+    "parse_duration",
+    "ref",
+    "workflow",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The runtime (psycopg and friends) loads on first use, so `import pgflow` stays light.
+    if name in ("Engine",):
+        from .engine import Engine
+
+        return Engine
+    if name in ("Client", "AsyncClient"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'pgflow' has no attribute {name!r}")

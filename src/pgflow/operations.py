@@ -1,0 +1,208 @@
+"""The client methods of SPEC §4, written once; ``Client``, ``Engine`` and ``Harness`` mix them in.
+
+A host provides ``_ops_store()`` (migrating lazily), ``_ops_clock``, ``_ops_workflows()`` and
+``_ops_wait(run_id, seconds)`` (block until the run may have changed, or give up).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import pendulum
+
+from .definition import Workflow, WorkflowRef, check_id
+from .durations import parse_duration
+from .errors import InvalidArgumentError, SerializationError, UnknownWorkflowError
+from .records import TERMINAL, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
+from .serde import to_json
+from .static_steps import StepInfo
+from .store import NewRun, RunQuery, RunRow, Store
+
+__all__ = ["Operations", "to_public"]
+
+
+def to_public(row: RunRow, steps: Iterable[StepRecord]) -> WorkflowRun:
+    return WorkflowRun(
+        id=row.id, workflow_id=row.workflow_id, resource_id=row.resource_id, status=RunStatus(row.status),
+        input=row.input, output=row.output, error=row.error, current_step_id=row.current_step_id,
+        timeline={s.step_id: s for s in steps}, waiting=row.waiting, wake_at=row.wake_at, held=row.held,
+        retry_count=row.retry_count, max_retries=row.max_retries, idempotency_key=row.idempotency_key,
+        created_at=row.created_at, updated_at=row.updated_at, paused_at=row.paused_at,
+        resumed_at=row.resumed_at, completed_at=row.completed_at, timeout_at=row.timeout_at,
+        parent_run_id=row.parent_run_id, parent_step_id=row.parent_step_id,
+    )  # fmt: skip
+
+
+def _optional_id(value: str | None, what: str) -> str | None:
+    return None if value is None else check_id(value, what)
+
+
+def _statuses(values: Any) -> tuple[str, ...]:
+    if isinstance(values, str | RunStatus):
+        values = [values]
+    try:
+        return tuple(RunStatus(v).value for v in values)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"unknown run status in {values!r}: {exc}") from None
+
+
+class Operations:
+    _ops_clock: Any
+
+    def _ops_store(self) -> Store:
+        raise NotImplementedError
+
+    def _ops_workflows(self) -> Mapping[str, Workflow]:
+        return {}
+
+    def _ops_wait(self, run_id: str, seconds: float) -> None:
+        time.sleep(min(seconds, 0.05))
+
+    def _ops_started(self, run: RunRow) -> None:
+        """Hook: a run was just created (the engine nudges its local worker)."""
+
+    def _now(self) -> pendulum.DateTime:
+        now: pendulum.DateTime = self._ops_clock.now()
+        return now
+
+    # starting -------------------------------------------------------------------------------------
+
+    def _target(self, workflow: Any, store: Store) -> Workflow | WorkflowRef:
+        if isinstance(workflow, Workflow | WorkflowRef):
+            return workflow
+        wid = check_id(workflow, "workflow")
+        local = self._ops_workflows().get(wid)
+        if local is not None:
+            return local
+        if store.workflow_steps(wid) is None:
+            raise UnknownWorkflowError(f"unknown workflow {wid!r}: no engine has registered it in this database")
+        return WorkflowRef(wid)
+
+    def start_workflow(
+        self, workflow: Any, input: Any = None, *, resource_id: str | None = None,
+        idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
+    ) -> WorkflowRun:  # fmt: skip
+        """Start a run; returns it ``pending``. See SPEC §4."""
+        resource_id = _optional_id(resource_id, "resource_id")
+        idempotency_key = _optional_id(idempotency_key, "idempotency_key")
+        store = self._ops_store()
+        target = self._target(workflow, store)
+        stored_input = target.validate_input(input)
+        definition = target if isinstance(target, Workflow) else None
+        if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
+            raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
+        max_retries = retries if retries is not None else (definition.retries if definition else 0)
+        span = parse_duration(timeout) if timeout is not None else (definition.timeout if definition else None)
+        backoff = definition.retry_backoff.total_seconds() if definition else 1.0
+        now = self._now()
+        new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
+                     idempotency_key, now + span if span is not None else None, now)  # fmt: skip
+        row, created = store.start_run(new)
+        if created:
+            self._ops_started(row)
+        return to_public(row, [] if created else store.get(row.id, None)[1])
+
+    # acting on runs ------------------------------------------------------------------------------------
+
+    def trigger_event(self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None) -> WorkflowRun:
+        """Deliver ``event`` to the run's mailbox (kept until a WaitFor consumes it)."""
+        check_id(event, "event")
+        payload = {} if data is None else data
+        try:
+            payload = to_json(payload)
+        except SerializationError as exc:
+            raise InvalidArgumentError(f"data of event {event!r} for run {run_id} is not serialisable: {exc}") from None
+        store = self._ops_store()
+        store.deliver_event(run_id, _optional_id(resource_id, "resource_id"), event, payload, self._now())
+        return self.get_run(run_id, resource_id=resource_id)
+
+    def _change(self, run_id: str, action: str, resource_id: str | None, data: Any = None) -> WorkflowRun:
+        store = self._ops_store()
+        store.change(run_id, _optional_id(resource_id, "resource_id"), action, data, self._now())
+        return self.get_run(run_id, resource_id=resource_id)
+
+    def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """Hold the run: nothing further executes until ``resume_workflow``."""
+        return self._change(run_id, "pause", resource_id)
+
+    def resume_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """Release a held run and/or complete its current ``Pause`` step."""
+        return self._change(run_id, "resume", resource_id)
+
+    def cancel_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """Cancel the run (and its child runs)."""
+        return self._change(run_id, "cancel", resource_id)
+
+    def fast_forward_workflow(self, run_id: str, data: Any = None, *, resource_id: str | None = None) -> WorkflowRun:
+        """Skip the current wait (delivering ``data`` to a WaitFor or Poll) and release a hold."""
+        if data is not None:
+            try:
+                data = to_json(data)
+            except SerializationError as exc:
+                raise InvalidArgumentError(f"fast-forward data for run {run_id} is not serialisable: {exc}") from None
+        return self._change(run_id, "fast_forward", resource_id, data)
+
+    # reading ----------------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        row, steps = self._ops_store().get(check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"))
+        return to_public(row, steps)
+
+    def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
+        store = self._ops_store()
+        row, steps = store.get(check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"))
+        local = self._ops_workflows().get(row.workflow_id)
+        static: tuple[StepInfo, ...] = local.steps if local else (store.workflow_steps(row.workflow_id) or ())
+        total = len(static)
+        done = len({s.step_id for s in steps if s.status == "completed"})
+        if row.status == RunStatus.COMPLETED:
+            pct = 100.0
+        else:
+            pct = round(min(done / total * 100, 100.0), 2) if total else 0.0
+        run = to_public(row, steps)
+        return Progress(**_run_fields(run), completion_percentage=pct, completed_steps=done, total_steps=total)
+
+    def get_runs(
+        self, *, resource_id: str | None = None, workflow_id: str | None = None, statuses: Any = None,
+        limit: int = 20, starting_after: str | None = None, ending_before: str | None = None,
+    ) -> RunPage:  # fmt: skip
+        """A page of runs, newest first; cursors are run ids (SPEC §8)."""
+        if starting_after is not None and ending_before is not None:
+            raise InvalidArgumentError("pass starting_after or ending_before, not both")
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise InvalidArgumentError(f"limit must be an int, got {limit!r}")
+        query = RunQuery(
+            _optional_id(resource_id, "resource_id"), _optional_id(workflow_id, "workflow_id"),
+            None if statuses is None else _statuses(statuses), max(1, min(limit, 100)),
+            _optional_id(starting_after, "starting_after"), _optional_id(ending_before, "ending_before"),
+        )  # fmt: skip
+        store = self._ops_store()
+        rows, has_more, has_prev = store.list_runs(query)
+        items = [to_public(r, store.get(r.id, None)[1]) for r in rows]
+        return RunPage(
+            items, rows[-1].id if rows and has_more else None, rows[0].id if rows and has_prev else None,
+            has_more, has_prev,
+        )  # fmt: skip
+
+    def wait_for_run(
+        self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Block until the run's status is in ``until``; ``TimeoutError`` otherwise."""
+        wanted = set(_statuses(until))
+        deadline = time.monotonic() + parse_duration(timeout).total_seconds()
+        while True:
+            run = self.get_run(run_id, resource_id=resource_id)
+            if run.status.value in wanted:
+                return run
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
+            self._ops_wait(run_id, left)
+
+
+def _run_fields(run: WorkflowRun) -> dict[str, Any]:
+    return {f.name: getattr(run, f.name) for f in attrs.fields(WorkflowRun)}

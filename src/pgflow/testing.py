@@ -1,0 +1,208 @@
+"""``pgflow.testing``: run workflows in milliseconds on a simulated clock (SPEC §11).
+
+The Harness drives the very same ``RunProcessor`` the engine's workers use; only the driver
+differs (synchronous, one thread, time moved by hand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pendulum
+
+from .clock import ensure_utc
+from .definition import Workflow
+from .durations import parse_duration, parse_when
+from .errors import WorkflowDefinitionError
+from .execution import StepCaller
+from .memory import MemoryStore
+from .operations import Operations, _statuses
+from .processor import Crash, Faults, RunProcessor, Settings
+from .records import TERMINAL, WorkflowRun
+from .store import Store
+
+__all__ = ["Harness", "SimClock"]
+
+OWNER = "harness"
+
+
+class SimClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: Any = None) -> None:
+        self._now = parse_when(start) if start is not None else pendulum.now("UTC")
+
+    def now(self) -> pendulum.DateTime:
+        return self._now
+
+    def advance(self, duration: Any) -> pendulum.DateTime:
+        self._now = self._now + parse_duration(duration)
+        return self._now
+
+    def set(self, when: Any) -> pendulum.DateTime:
+        target = ensure_utc(when) if not isinstance(when, str) else parse_when(when)
+        if target < self._now:
+            raise ValueError(f"SimClock cannot go back in time (now {self._now}, asked for {target})")
+        self._now = target
+        return self._now
+
+
+class Harness(Operations):
+    """Every client method, plus ``run_until_idle``, ``advance``, ``run_until_complete`` and
+    fault injection (``crash_before`` / ``crash_after``)."""
+
+    def __init__(
+        self,
+        workflows: Iterable[Workflow] = (),
+        *,
+        dsn: str | None = None,
+        schema: str = "pgflow",
+        clock: SimClock | None = None,
+        lease: Any = "30s",
+        min_poll_interval: Any = "1s",
+    ) -> None:
+        self.clock = clock if clock is not None else SimClock()
+        self._ops_clock = self.clock
+        self._workflows: dict[str, Workflow] = {}
+        self._pool: Any = None
+        self.store: Store = self._open_store(dsn, schema)
+        self._faults = Faults()
+        settings = Settings(parse_duration(lease), parse_duration(min_poll_interval))
+        self._caller = StepCaller()
+        self._processor = RunProcessor(self.store, self._workflows, self.clock, settings, self._caller, self._faults,
+                                       resolve=self._resolve)  # fmt: skip
+        for wf in workflows:
+            self.register(wf)
+
+    def _open_store(self, dsn: str | None, schema: str) -> Store:
+        if dsn is None:
+            return MemoryStore()
+        from psycopg_pool import ConnectionPool
+
+        from .postgres import PostgresStore
+
+        self._pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
+        store = PostgresStore(self._pool, schema)
+        store.migrate()
+        return store
+
+    def register(self, workflow: Workflow) -> None:
+        known = self._workflows.get(workflow.id)
+        if known is workflow:
+            return
+        if known is not None:
+            raise WorkflowDefinitionError(f"another workflow is already registered with id {workflow.id!r}")
+        self._workflows[workflow.id] = workflow
+        self.store.register_workflow(workflow.id, workflow.steps, self.clock.now())
+
+    @property
+    def workflows(self) -> Mapping[str, Workflow]:
+        return dict(self._workflows)
+
+    def _resolve(self, target: Any) -> Any:
+        if isinstance(target, str):
+            return self._target(target, self.store)
+        return target
+
+    # Operations hooks
+    def _ops_store(self) -> Store:
+        return self.store
+
+    def _ops_workflows(self) -> Mapping[str, Workflow]:
+        return self._workflows
+
+    # driving ---------------------------------------------------------------------------------
+
+    def crash_before(self, step_id: str) -> None:
+        """The next execution stops before ``step_id``'s outcome is recorded, like a killed process."""
+        self._faults.before.add(step_id)
+
+    def crash_after(self, step_id: str) -> None:
+        """The next execution stops right after ``step_id``'s outcome is recorded."""
+        self._faults.after.add(step_id)
+
+    def run_until_idle(self, max_rounds: int = 100_000) -> None:
+        """Execute all work that is ready at the current simulated time."""
+        for _ in range(max_rounds):
+            claimed = self.store.claim(OWNER, list(self._workflows), self.clock.now(), self._processor.settings.lease, 50)
+            if not claimed:
+                return
+            for item in claimed:
+                try:
+                    self._processor.process(item)
+                except Crash:
+                    pass  # the run stays leased until its lease expires, as after a real crash
+        raise RuntimeError(f"run_until_idle: work still ready after {max_rounds} rounds (a busy loop?)")
+
+    def _next_due(self) -> pendulum.DateTime | None:
+        return self.store.next_due(list(self._workflows))
+
+    def advance(self, duration: Any) -> None:
+        """Move the clock by ``duration``, firing each due timer at its own time."""
+        target = self.clock.now() + parse_duration(duration)
+        self.run_until_idle()
+        while (due := self._next_due()) is not None and due <= target:
+            if due > self.clock.now():
+                self.clock.set(due)
+            self.run_until_idle()
+        self.clock.set(target)
+        self.run_until_idle()
+
+    def run_until_complete(self, run_id: str, max_steps: int = 10_000) -> WorkflowRun:
+        """Skip from timer to timer until the run is terminal; raise if it waits on something external."""
+        for _ in range(max_steps):
+            self.run_until_idle()
+            run = self.get_run(run_id)
+            if run.status in TERMINAL:
+                return run
+            due = self._next_due()
+            if due is None:
+                raise RuntimeError(
+                    f"run {run_id} is {run.status} and nothing is scheduled: it waits for "
+                    f"{_waiting_on(run)}; send it with trigger_event/resume_workflow/fast_forward_workflow"
+                )
+            if due > self.clock.now():
+                self.clock.set(due)
+        raise RuntimeError(f"run {run_id} did not finish within {max_steps} timer hops")
+
+    def wait_for_run(
+        self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Like the client's, in simulated time: runs work and timers up to ``timeout`` from now."""
+        wanted = set(_statuses(until))
+        deadline = self.clock.now() + parse_duration(timeout)
+        while True:
+            self.run_until_idle()
+            run = self.get_run(run_id, resource_id=resource_id)
+            if run.status.value in wanted:
+                return run
+            due = self._next_due()
+            if due is None or due > deadline:
+                self.clock.set(max(deadline, self.clock.now()))
+                raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
+            if due > self.clock.now():
+                self.clock.set(due)
+
+    def close(self) -> None:
+        self._caller.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _waiting_on(run: WorkflowRun) -> str:
+    if run.held:
+        return "resume_workflow (it is held)"
+    w = run.waiting
+    if w is None:
+        return "nothing known"
+    if w.kind == "wait_for":
+        return f"event {w.event!r} at step {w.step_id!r}"
+    return f"its {w.kind} step {w.step_id!r}"
