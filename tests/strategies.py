@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 from uuid import UUID
 
 import attrs
@@ -60,8 +60,8 @@ class Customer:
     balance: Decimal
     tier: Tier
     tags: list[str] = attrs.field(factory=list)
-    address: Optional[Address] = None
-    birthday: Optional[date] = None
+    address: Address | None = None
+    birthday: date | None = None
     scores: dict[str, float] = attrs.field(factory=dict)
 
 
@@ -179,7 +179,7 @@ annotations: st.SearchStrategy[Any] = st.recursive(
         st.sampled_from(HASHABLE).map(lambda t: frozenset[t]),  # type: ignore[valid-type]
         inner.map(lambda t: dict[str, t]),  # type: ignore[valid-type]
         inner.map(lambda t: dict[int, t]),  # type: ignore[valid-type]
-        inner.map(lambda t: Optional[t]),
+        inner.map(lambda t: t | None),
     ),
     max_leaves=3,
 )

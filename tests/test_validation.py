@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 import pytest
 from hypothesis import given
-from strategies import Address, Customer, Tier, records
 
 from pgflow import serde, validation
 from pgflow.errors import InvalidInputError, SerializationError, WorkflowDefinitionError
+from strategies import Address, Customer, Tier, records
 
 WHAT = "input of workflow 'onboard-user'"
 
@@ -34,8 +34,8 @@ class Profile:
     height: float = 0.0
     active: bool = True
     tags: list[str] = attrs.field(factory=list)
-    address: Optional[Address] = None
-    seen: Optional[datetime] = None
+    address: Address | None = None
+    seen: datetime | None = None
 
 
 @dataclasses.dataclass
@@ -177,7 +177,12 @@ def test_datetime_input_accepts_iso_strings_and_instances() -> None:
 
 def test_stored_value_rebuilds_identically() -> None:
     """rebuild(to_stored(raw)) equals the validated value, every time."""
-    raw = {"name": " a ", "age": 1, "seen": "2024-01-01T00:00:00+02:00", "address": {"street": "s", "zip_code": 1}}
+    raw = {
+        "name": " a ",
+        "age": 1,
+        "seen": "2024-01-01T00:00:00+02:00",
+        "address": {"street": "s", "zip_code": 1},
+    }
     stored = validation.to_stored(Profile, raw, WHAT)
     assert serde.loads(serde.dumps(stored)) == stored
     assert validation.rebuild(Profile, stored) == _valid(Profile, raw)

@@ -1,14 +1,15 @@
 """The client methods of SPEC §4, written once; ``Client``, ``Engine`` and ``Harness`` mix them in.
 
 A host provides ``_ops_store()`` (migrating lazily), ``_ops_clock``, ``_ops_workflows()`` and
-``_ops_wait(run_id, seconds)`` (block until the run may have changed, or give up).
+``_ops_watch(run_id)`` (a context giving ``wait(run_id, seconds)``: return when the run may have changed).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import attrs
@@ -22,7 +23,9 @@ from .serde import to_json
 from .static_steps import StepInfo
 from .store import NewRun, RunQuery, RunRow, Store
 
-__all__ = ["Operations", "to_public"]
+__all__ = ["Operations", "Waiter", "to_public"]
+
+Waiter = Callable[[str, float], None]
 
 
 def to_public(row: RunRow, steps: Iterable[StepRecord]) -> WorkflowRun:
@@ -59,8 +62,8 @@ class Operations:
     def _ops_workflows(self) -> Mapping[str, Workflow]:
         return {}
 
-    def _ops_wait(self, run_id: str, seconds: float) -> None:
-        time.sleep(min(seconds, 0.05))
+    def _ops_watch(self, run_id: str) -> AbstractContextManager[Waiter]:
+        return nullcontext(lambda _run_id, seconds: time.sleep(min(seconds, 0.05)))
 
     def _ops_started(self, run: RunRow) -> None:
         """Hook: a run was just created (the engine nudges its local worker)."""
@@ -194,14 +197,15 @@ class Operations:
         """Block until the run's status is in ``until``; ``TimeoutError`` otherwise."""
         wanted = set(_statuses(until))
         deadline = time.monotonic() + parse_duration(timeout).total_seconds()
-        while True:
-            run = self.get_run(run_id, resource_id=resource_id)
-            if run.status.value in wanted:
-                return run
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
-            self._ops_wait(run_id, left)
+        with self._ops_watch(run_id) as wait:
+            while True:
+                run = self.get_run(run_id, resource_id=resource_id)
+                if run.status.value in wanted:
+                    return run
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
+                wait(run_id, left)
 
 
 def _run_fields(run: WorkflowRun) -> dict[str, Any]:

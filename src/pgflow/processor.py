@@ -106,6 +106,7 @@ class RunProcessor:
         caller: StepCaller,
         faults: Faults | None = None,
         resolve: Callable[[Any], Workflow | WorkflowRef] | None = None,
+        stopping: Any = None,
     ) -> None:
         self.store = store
         self.workflows = workflows
@@ -114,6 +115,7 @@ class RunProcessor:
         self.caller = caller
         self.faults = faults or Faults()
         self.resolve = resolve
+        self.stopping = stopping  # a threading.Event: set on graceful stop
 
     def process(self, claimed: Claimed) -> None:
         """Drive the run; swallow nothing but a lost lease (which just ends our interest)."""
@@ -155,6 +157,9 @@ class RunProcessor:
             pending.add(decision.writes, decision.consumed)
             action = decision.action
             if isinstance(action, Execute):
+                if self.stopping is not None and self.stopping.is_set():
+                    self._commit(lease, pending.batch(ReleaseRun()))  # graceful stop: give the run back
+                    return None
                 if pending and not self._flush(lease, pending):
                     return None
                 fatal = self._execute(action, replayer, pending, run, lease)

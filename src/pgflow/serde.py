@@ -5,6 +5,7 @@ Step results, inputs and event data all pass through :func:`to_json` / :func:`fr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -147,16 +148,14 @@ def configure(conv: cattrs.Converter) -> None:
 def _set_to_list(items: Iterable[Any]) -> list[Any]:
     """Sets become lists, sorted when their (unstructured) items allow it, so the JSON is stable."""
     result = list(items)
-    try:
+    with contextlib.suppress(TypeError):
         result.sort()
-    except TypeError:
-        pass
     return result
 
 
 def make_json_converter(**kwargs: Any) -> cattrs.Converter:
     """A new JSON converter configured like :data:`converter`; ``kwargs`` go to ``cattrs.Converter``."""
-    overrides = {Sequence: list, AbstractSet: _set_to_list}
+    overrides: dict[type, Callable[[Any], Any]] = {Sequence: list, AbstractSet: _set_to_list}
     conv = make_converter(unstruct_collection_overrides=overrides, **kwargs)
     configure(conv)
     return conv
@@ -219,9 +218,7 @@ def _check(value: object, path: str, exact: bool) -> JSON:
             raise _NotJson(path, f"float {value!r} is not finite (JSON has no NaN/Infinity)")
         return float.__float__(value)
     if type(value) is dict or (not exact and isinstance(value, dict)):
-        return {
-            _check_key(k, path, exact): _check(v, f"{path}[{k!r}]", exact) for k, v in value.items()
-        }
+        return {_check_key(k, path, exact): _check(v, f"{path}[{k!r}]", exact) for k, v in value.items()}
     if type(value) in (list, tuple) or (not exact and isinstance(value, (list, tuple))):
         items: list[object] | tuple[object, ...] = value  # type: ignore[assignment]
         return [_check(v, f"{path}[{i}]", exact) for i, v in enumerate(items)]
@@ -328,9 +325,7 @@ def return_annotation(fn: object) -> Any:
 
 def dumps(value: object) -> str:
     """Serialise ``value`` (via :func:`to_json`) to compact JSON text."""
-    return json.dumps(
-        to_json(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return json.dumps(to_json(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def loads(text: str | bytes | bytearray) -> JSON:

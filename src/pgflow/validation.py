@@ -7,15 +7,18 @@ A schema is None (JSON only), an attrs class/dataclass (strict cattrs), a pydant
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, MutableSequence, MutableSet, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import mapping_structure_factory
 from cattrs.v import format_exception, transform_error
 
 from pgflow import serde
@@ -31,25 +34,24 @@ Validator = Callable[[Any], Any]
 # --- the strict converter --------------------------------------------------------------------
 
 
-def _strict_str(value: object, _: object) -> str:
+def _strict_str(value: object, cl: Any) -> Any:
     if not isinstance(value, str):
         raise StrictTypeError(f"expected str, got {type(value).__name__}")
-    return value
+    return value if cl is str else cl(value)  # str subclasses (str enums) are built by their class
 
 
-def _strict_int(value: object, _: object) -> int:
+def _strict_int(value: object, cl: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int):
         raise StrictTypeError(f"expected int, got {type(value).__name__}")
-    return value
+    return value if cl is int else cl(value)  # int subclasses (IntEnum) are built by their class
 
 
-def _strict_float(value: object, _: object) -> float:
+def _strict_float(value: object, cl: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise StrictTypeError(f"expected float, got {type(value).__name__}")
-    result = float(value)
-    if result in (float("inf"), float("-inf")) or result != result:
+    if not math.isfinite(value):
         raise ValueError(f"{value!r} is not a finite number")
-    return result
+    return float(value) if cl is float else cl(value)
 
 
 def _strict_bool(value: object, _: object) -> bool:
@@ -110,11 +112,40 @@ def _strict_class(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     return structure_class
 
 
+_MAPPINGS = {dict, Mapping, MutableMapping}
+
+
+def _is_int_keyed_mapping(t: Any) -> bool:
+    args = get_args(t)
+    key = args[0] if len(args) == 2 else None
+    return get_origin(t) in _MAPPINGS and isinstance(key, type) and issubclass(key, int) and key is not bool
+
+
+def _json_int_key(key: object) -> object:
+    """JSON object keys are strings: ``"12"`` is the int key 12 (canonical digits only)."""
+    if isinstance(key, str) and re.fullmatch(r"-?(0|[1-9][0-9]*)", key):
+        return int(key)
+    return key
+
+
+def _int_keyed_mapping(t: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """``dict[int, V]``: accept the string keys JSON forces on int keys, strictly otherwise."""
+    inner = mapping_structure_factory(t, conv, structure_to=dict)
+
+    def structure_mapping(value: Any, cl: Any) -> Any:
+        if isinstance(value, Mapping):
+            value = {_json_int_key(k): v for k, v in value.items()}
+        return inner(value, cl)
+
+    return structure_mapping
+
+
 def _make_strict_converter() -> cattrs.Converter:
     conv = serde.make_json_converter(forbid_extra_keys=True, prefer_attrib_converters=True)
     for cl, hook in ((str, _strict_str), (int, _strict_int), (float, _strict_float), (bool, _strict_bool)):
         conv.register_structure_hook(cl, hook)
     conv.register_structure_hook_factory(_is_guarded_collection, _strict_collection)
+    conv.register_structure_hook_factory(_is_int_keyed_mapping, _int_keyed_mapping)
     conv.register_structure_hook_factory(_is_record_class, _strict_class)
     return conv
 
@@ -238,7 +269,7 @@ def make_validator(schema: object) -> Validator:
     if kind == "json":
         return _validate_json
     if kind == "class":
-        return _class_validator(schema)  # type: ignore[arg-type]
+        return _class_validator(schema)
     if kind == "model":
         return _model_validator(schema)
     return _callable_validator(schema)  # type: ignore[arg-type]

