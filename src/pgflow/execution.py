@@ -41,7 +41,7 @@ class StepCaller:
             return self._loop
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str) -> Any:
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
             return self._call_async(fn, args, timeout, what)
         if timeout is None:
             result = fn(*args)
@@ -56,7 +56,9 @@ class StepCaller:
         except concurrent.futures.TimeoutError:
             raise StepTimeoutError(f"{what} timed out after {timeout:g}s") from None
 
-    def _call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str) -> Any:
+    def _call_async(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str
+    ) -> Any:
         return self._await(fn(*args), timeout, what)
 
     def _await(self, awaitable: Any, timeout: float | None, what: str) -> Any:
@@ -66,7 +68,7 @@ class StepCaller:
         future = asyncio.run_coroutine_threadsafe(runner(), self._event_loop())
         try:
             return future.result()
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise StepTimeoutError(f"{what} timed out after {timeout:g}s") from None
 
     def close(self) -> None:
@@ -105,21 +107,31 @@ def execute_run(
     try:
         output = serde.to_json(value)
     except SerializationError as exc:
-        err = error_of(SerializationError(f"result of step {cmd.step_id!r} of run {run_id}: {exc}"), cmd.step_id)
-        return StepResult(attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now), err)
+        err = error_of(
+            SerializationError(f"result of step {cmd.step_id!r} of run {run_id}: {exc}"), cmd.step_id
+        )
+        return StepResult(
+            attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now), err
+        )
     done = attrs.evolve(base, status="completed", output=output, error=None, attempts=tries, completed_at=now,
                         wake_at=None, run_attempt=attempt)  # fmt: skip
     return StepResult(done)
 
 
-def _run_failed(cmd: Run, base: StepRecord, exc: Exception, tries: int, now: DateTime, run_id: str) -> StepResult:
+def _run_failed(
+    cmd: Run, base: StepRecord, exc: Exception, tries: int, now: DateTime, run_id: str
+) -> StepResult:
     err = error_of(exc, cmd.step_id)
     policy = cmd.retry
     if policy is not None and tries < policy.max_attempts and policy.retryable(exc):
         wait = policy.backoff(tries, f"{run_id}:{cmd.step_id}")
-        log.info("step %r of run %s failed (attempt %d), retrying in %s: %s", cmd.step_id, run_id, tries, wait, exc)
+        log.info(
+            "step %r of run %s failed (attempt %d), retrying in %s: %s", cmd.step_id, run_id, tries, wait, exc
+        )
         return StepResult(attrs.evolve(base, status="waiting", error=err, attempts=tries, wake_at=now + wait))
-    return StepResult(attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now, wake_at=None))
+    return StepResult(
+        attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now, wake_at=None)
+    )
 
 
 def execute_poll(
@@ -140,7 +152,11 @@ def execute_poll(
     try:
         output = serde.to_json(value)
     except SerializationError as exc:
-        err = error_of(SerializationError(f"result of poll {cmd.step_id!r} of run {run_id}: {exc}"), cmd.step_id)
-        return StepResult(attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now), err)
+        err = error_of(
+            SerializationError(f"result of poll {cmd.step_id!r} of run {run_id}: {exc}"), cmd.step_id
+        )
+        return StepResult(
+            attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now), err
+        )
     return StepResult(attrs.evolve(base, status="completed", output=output, attempts=tries, completed_at=now,
                                    wake_at=None))  # fmt: skip

@@ -15,7 +15,18 @@ from . import transitions as tr
 from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError
 from .records import TERMINAL, Event, RunStatus, StepRecord
 from .static_steps import StepInfo
-from .store import Batch, Claimed, CommitResult, CompleteRun, FailRun, Lease, NewRun, RunQuery, RunRow, TransactionFn
+from .store import (
+    Batch,
+    Claimed,
+    CommitResult,
+    CompleteRun,
+    FailRun,
+    Lease,
+    NewRun,
+    RunQuery,
+    RunRow,
+    TransactionFn,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -97,7 +108,9 @@ class MemoryStore:
                 raise InvalidArgumentError(f"unknown cursor {cursor!r}: pass a run id from a previous page")
             return keyset_page(rows, query, self._runs.get(cursor) if cursor else None)
 
-    def deliver_event(self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime) -> None:
+    def deliver_event(
+        self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
+    ) -> None:
         with self._writing():
             row = tr.deliver_event(self._row(run_id, resource_id), event, now)
             ev = Event(next(self._event_ids), event, data, now)
@@ -123,7 +136,9 @@ class MemoryStore:
 
     def _ended(self, row: RunRow, now: DateTime) -> None:
         if row.status == RunStatus.CANCELLED:
-            for child in [r for r in self._runs.values() if r.parent_run_id == row.id and r.status not in TERMINAL]:
+            for child in [
+                r for r in self._runs.values() if r.parent_run_id == row.id and r.status not in TERMINAL
+            ]:
                 self._save(tr.cancel(child, now), [], now)
         if row.parent_run_id is not None and row.parent_step_id is not None:
             parent = self._runs.get(row.parent_run_id)
@@ -150,7 +165,9 @@ class MemoryStore:
 
     def _claimed(self, row: RunRow) -> Claimed:
         mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]
-        return Claimed(row, dict(self._steps[row.id]), mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
+        return Claimed(
+            row, dict(self._steps[row.id]), mailbox, Lease(row.id, row.lease_owner or "", row.lease_token)
+        )
 
     def reload(self, lease: Lease) -> Claimed | None:
         with self._lock:
@@ -186,7 +203,9 @@ class MemoryStore:
         box = self._mailbox[run_id]
         self._mailbox[run_id] = [(ev, taken.get(ev.id, used)) for ev, used in box]
 
-    def heartbeat(self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration) -> set[str]:
+    def heartbeat(
+        self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration
+    ) -> set[str]:
         lost = set()
         with self._lock:
             for lease in leases:
@@ -202,7 +221,11 @@ class MemoryStore:
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
         wanted = set(workflow_ids)
         with self._lock:
-            times = [_due_time(r) for r in self._runs.values() if r.workflow_id in wanted and r.status not in TERMINAL]
+            times = [
+                _due_time(r)
+                for r in self._runs.values()
+                if r.workflow_id in wanted and r.status not in TERMINAL
+            ]
             present = [t for t in times if t is not None]
             return min(present) if present else None
 

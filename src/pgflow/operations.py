@@ -82,7 +82,9 @@ class Operations:
         if local is not None:
             return local
         if store.workflow_steps(wid) is None:
-            raise UnknownWorkflowError(f"unknown workflow {wid!r}: no engine has registered it in this database")
+            raise UnknownWorkflowError(
+                f"unknown workflow {wid!r}: no engine has registered it in this database"
+            )
         return WorkflowRef(wid)
 
     def start_workflow(
@@ -99,7 +101,9 @@ class Operations:
         if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
             raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
         max_retries = retries if retries is not None else (definition.retries if definition else 0)
-        span = parse_duration(timeout) if timeout is not None else (definition.timeout if definition else None)
+        span = (
+            parse_duration(timeout) if timeout is not None else (definition.timeout if definition else None)
+        )
         backoff = definition.retry_backoff.total_seconds() if definition else 1.0
         now = self._now()
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
@@ -111,14 +115,18 @@ class Operations:
 
     # acting on runs ------------------------------------------------------------------------------------
 
-    def trigger_event(self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None) -> WorkflowRun:
+    def trigger_event(
+        self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None
+    ) -> WorkflowRun:
         """Deliver ``event`` to the run's mailbox (kept until a WaitFor consumes it)."""
         check_id(event, "event")
         payload = {} if data is None else data
         try:
             payload = to_json(payload)
         except SerializationError as exc:
-            raise InvalidArgumentError(f"data of event {event!r} for run {run_id} is not serialisable: {exc}") from None
+            raise InvalidArgumentError(
+                f"data of event {event!r} for run {run_id} is not serialisable: {exc}"
+            ) from None
         store = self._ops_store()
         store.deliver_event(run_id, _optional_id(resource_id, "resource_id"), event, payload, self._now())
         return self.get_run(run_id, resource_id=resource_id)
@@ -140,19 +148,25 @@ class Operations:
         """Cancel the run (and its child runs)."""
         return self._change(run_id, "cancel", resource_id)
 
-    def fast_forward_workflow(self, run_id: str, data: Any = None, *, resource_id: str | None = None) -> WorkflowRun:
+    def fast_forward_workflow(
+        self, run_id: str, data: Any = None, *, resource_id: str | None = None
+    ) -> WorkflowRun:
         """Skip the current wait (delivering ``data`` to a WaitFor or Poll) and release a hold."""
         if data is not None:
             try:
                 data = to_json(data)
             except SerializationError as exc:
-                raise InvalidArgumentError(f"fast-forward data for run {run_id} is not serialisable: {exc}") from None
+                raise InvalidArgumentError(
+                    f"fast-forward data for run {run_id} is not serialisable: {exc}"
+                ) from None
         return self._change(run_id, "fast_forward", resource_id, data)
 
     # reading ----------------------------------------------------------------------------------------
 
     def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
-        row, steps = self._ops_store().get(check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"))
+        row, steps = self._ops_store().get(
+            check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id")
+        )
         return to_public(row, steps)
 
     def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
@@ -167,7 +181,9 @@ class Operations:
         else:
             pct = round(min(done / total * 100, 100.0), 2) if total else 0.0
         run = to_public(row, steps)
-        return Progress(**_run_fields(run), completion_percentage=pct, completed_steps=done, total_steps=total)
+        return Progress(
+            **_run_fields(run), completion_percentage=pct, completed_steps=done, total_steps=total
+        )
 
     def get_runs(
         self, *, resource_id: str | None = None, workflow_id: str | None = None, statuses: Any = None,
@@ -204,7 +220,9 @@ class Operations:
                     return run
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
+                    raise TimeoutError(
+                        f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}"
+                    )
                 wait(run_id, left)
 
 

@@ -20,7 +20,7 @@ from .definition import Workflow, WorkflowRef
 from .errors import PgflowError, WorkflowTimeoutError
 from .execution import StepCaller, StepResult, execute_poll, execute_run
 from .records import RunError, StepRecord
-from .replay import Complete, Execute, Fail, ReplayInput, Replayer, Suspend, error_of
+from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend, error_of
 from .store import (
     Batch,
     Claimed,
@@ -172,7 +172,9 @@ class RunProcessor:
     def _finish(self, action: Any, pending: _Pending, claimed: Claimed) -> Claimed | None:
         run, lease = claimed.run, claimed.lease
         if isinstance(action, Suspend):
-            result = self._commit(lease, pending.batch(SuspendRun(action.waiting, action.wake_at, run.mailbox_seq)))
+            result = self._commit(
+                lease, pending.batch(SuspendRun(action.waiting, action.wake_at, run.mailbox_seq))
+            )
             if result.mailbox_changed:
                 return self.store.reload(lease)  # events arrived meanwhile: decide again from scratch
             return None
@@ -219,7 +221,9 @@ class RunProcessor:
             fatal = fatal or result.fatal
         return fatal
 
-    def _execute_one(self, cmd: Any, rec: StepRecord | None, run: RunRow, lease: Lease, pending: _Pending) -> StepResult:
+    def _execute_one(
+        self, cmd: Any, rec: StepRecord | None, run: RunRow, lease: Lease, pending: _Pending
+    ) -> StepResult:
         if isinstance(cmd, Run):
             return execute_run(self.caller, cmd, rec, self.clock, run.id, run.retry_count)
         if isinstance(cmd, Poll):
@@ -229,16 +233,22 @@ class RunProcessor:
         assert isinstance(cmd, Child)
         return self._start_child(cmd, run, pending)
 
-    def _transaction(self, cmd: Transaction, rec: StepRecord | None, run: RunRow, lease: Lease, pending: _Pending) -> StepResult:
+    def _transaction(
+        self, cmd: Transaction, rec: StepRecord | None, run: RunRow, lease: Lease, pending: _Pending
+    ) -> StepResult:
         now = self.clock.now()
-        base = rec or StepRecord(cmd.step_id, "transaction", "waiting", started_at=now, run_attempt=run.retry_count)
+        base = rec or StepRecord(
+            cmd.step_id, "transaction", "waiting", started_at=now, run_attempt=run.retry_count
+        )
         try:
             result = self.store.commit(
                 lease, now, self.settings.lease, pending.batch(KeepRunning()), transaction=(cmd, base)
             )
         except Exception as exc:  # fn raised: its writes were rolled back; record the failure normally
             err = error_of(exc, cmd.step_id)
-            return StepResult(attrs.evolve(base, status="failed", error=err, attempts=1, completed_at=self.clock.now()))
+            return StepResult(
+                attrs.evolve(base, status="failed", error=err, attempts=1, completed_at=self.clock.now())
+            )
         pending.clear()
         record = result.transaction_result
         assert isinstance(record, StepRecord)

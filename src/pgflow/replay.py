@@ -20,7 +20,19 @@ import attrs
 import pendulum
 
 from . import serde
-from .commands import KIND_OF, All, Child, Delay, Pause, Poll, PollResult, Run, Transaction, WaitFor, WaitUntil
+from .commands import (
+    KIND_OF,
+    All,
+    Child,
+    Delay,
+    Pause,
+    Poll,
+    PollResult,
+    Run,
+    Transaction,
+    WaitFor,
+    WaitUntil,
+)
 from .definition import Context, Workflow
 from .durations import parse_duration, parse_when
 from .errors import (
@@ -155,7 +167,9 @@ class Replayer:
         self.workflow = workflow
         self.run = run
         self.history: dict[str, StepRecord] = {
-            sid: rec for sid, rec in history.items() if not (rec.status == "failed" and rec.run_attempt < run.attempt)
+            sid: rec
+            for sid, rec in history.items()
+            if not (rec.status == "failed" and rec.run_attempt < run.attempt)
         }
         self._loaded = {sid for sid, r in self.history.items() if r.status != "waiting"}
         self._replaying = bool(self._loaded)
@@ -261,7 +275,9 @@ class Replayer:
         try:
             return Complete(serde.to_json(value))
         except SerializationError as exc:
-            msg = f"output of run {self.run.run_id} (workflow {self.run.workflow_id!r}) cannot be stored: {exc}"
+            msg = (
+                f"output of run {self.run.run_id} (workflow {self.run.workflow_id!r}) cannot be stored: {exc}"
+            )
             return Fail(error_of(SerializationError(msg)), retryable=False)
 
     def _failure(self, exc: Exception) -> Action:
@@ -300,7 +316,9 @@ class Replayer:
     def _check_step(self, cmd: Any) -> Action | None:
         sid = cmd.step_id
         if not isinstance(sid, str) or not 1 <= len(sid) <= MAX_ID:
-            return self._definition_error(f"invalid step id {sid!r}: it must be a string of 1-{MAX_ID} characters")
+            return self._definition_error(
+                f"invalid step id {sid!r}: it must be a string of 1-{MAX_ID} characters"
+            )
         if sid in self._seen:
             msg = f"run {self.run.run_id} yielded step id {sid!r} twice; step ids must be unique within a run"
             return Fail(error_of(DuplicateStepError(msg), sid), retryable=False)
@@ -328,7 +346,9 @@ class Replayer:
             return self._evaluate_all(command, now, mailbox, s)
         return self._evaluate_step(command, now, mailbox, s)
 
-    def _evaluate_all(self, group: All, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+    def _evaluate_all(
+        self, group: All, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch
+    ) -> _Eval:
         results = [self._evaluate_step(c, now, mailbox, s) for c in group.commands]
         execs = tuple(step for r in results if isinstance(r, _Exec) for step in r.steps)
         if execs:
@@ -342,7 +362,9 @@ class Replayer:
                 return r
         return _Value([r.value for r in results if isinstance(r, _Value)])
 
-    def _evaluate_step(self, cmd: Any, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+    def _evaluate_step(
+        self, cmd: Any, now: pendulum.DateTime, mailbox: Sequence[Event], s: _Scratch
+    ) -> _Eval:
         rec = self.history.get(cmd.step_id)
         if rec is not None and rec.status == "completed":
             return self._recorded_value(cmd, rec)
@@ -376,7 +398,9 @@ class Replayer:
             return _Wait(None, rec.wake_at)
         return _Exec(((cmd, rec),))
 
-    def _transaction(self, cmd: Transaction, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+    def _transaction(
+        self, cmd: Transaction, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch
+    ) -> _Eval:
         if not self.run.supports_transactions:
             msg = f"step {cmd.step_id!r} of run {self.run.run_id}: Transaction steps need the Postgres store"
             raise _Abort(Fail(error_of(UnsupportedError(msg), cmd.step_id), retryable=False))
@@ -387,9 +411,13 @@ class Replayer:
             return _Exec(((cmd, rec),))  # the worker starts the child run and records it as waiting
         return _Wait(Waiting(cmd.step_id, "child"), None)
 
-    def _wait_for(self, cmd: WaitFor, rec: StepRecord | None, now: Any, mailbox: Sequence[Event], s: _Scratch) -> _Eval:
+    def _wait_for(
+        self, cmd: WaitFor, rec: StepRecord | None, now: Any, mailbox: Sequence[Event], s: _Scratch
+    ) -> _Eval:
         if not isinstance(cmd.event, str) or not 1 <= len(cmd.event) <= MAX_ID:
-            raise WorkflowDefinitionError(f"step {cmd.step_id!r}: event name must be a string of 1-{MAX_ID} chars")
+            raise WorkflowDefinitionError(
+                f"step {cmd.step_id!r}: event name must be a string of 1-{MAX_ID} chars"
+            )
         if rec is None:
             deadline = now + parse_duration(cmd.timeout) if cmd.timeout is not None else None
             rec = StepRecord(cmd.step_id, "wait_for", "waiting", started_at=now, timeout_at=deadline,
@@ -417,11 +445,15 @@ class Replayer:
             self._write(s, rec)
         return _Wait(Waiting(cmd.step_id, "wait_for", cmd.event, rec.timeout_at), rec.timeout_at)
 
-    def _timer(self, cmd: Delay | WaitUntil, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
+    def _timer(
+        self, cmd: Delay | WaitUntil, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch
+    ) -> _Eval:
         kind = KIND_OF[type(cmd)]
         if rec is None:
             wake = now + parse_duration(cmd.duration) if isinstance(cmd, Delay) else parse_when(cmd.when)
-            rec = StepRecord(cmd.step_id, kind, "waiting", started_at=now, wake_at=wake, run_attempt=self.run.attempt)
+            rec = StepRecord(
+                cmd.step_id, kind, "waiting", started_at=now, wake_at=wake, run_attempt=self.run.attempt
+            )
             if wake > now:
                 self._write(s, rec)
         assert rec.wake_at is not None
@@ -432,7 +464,9 @@ class Replayer:
 
     def _pause(self, cmd: Pause, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
         if rec is None:
-            self._write(s, StepRecord(cmd.step_id, "pause", "waiting", started_at=now, run_attempt=self.run.attempt))
+            self._write(
+                s, StepRecord(cmd.step_id, "pause", "waiting", started_at=now, run_attempt=self.run.attempt)
+            )
         return _Wait(Waiting(cmd.step_id, "pause"), None)
 
     def _poll(self, cmd: Poll, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
@@ -448,7 +482,9 @@ class Replayer:
                              run_attempt=self.run.attempt)  # fmt: skip
             self._write(s, rec)
         if rec.timeout_at is not None and now >= rec.timeout_at:
-            self._write(s, attrs.evolve(rec, status="completed", timed_out=True, output=None, completed_at=now))
+            self._write(
+                s, attrs.evolve(rec, status="completed", timed_out=True, output=None, completed_at=now)
+            )
             return _Value(PollResult(True, None))
         if rec.wake_at is not None and now < rec.wake_at:
             wake = _min_time(rec.wake_at, rec.timeout_at)

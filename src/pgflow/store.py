@@ -167,7 +167,7 @@ class RunQuery:
     ending_before: str | None = None
 
 
-TransactionFn = Callable[[Any], Any]
+TransactionFn = Any  # a pgflow.commands.Transaction (kept loose: the port does not import commands)
 
 
 class Store(Protocol):
@@ -191,11 +191,11 @@ class Store(Protocol):
 
     def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]: ...
 
-    def deliver_event(self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime) -> None: ...
-
-    def change(
-        self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime
+    def deliver_event(
+        self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
     ) -> None: ...
+
+    def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None: ...
 
     # worker side
     def claim(
@@ -209,7 +209,9 @@ class Store(Protocol):
         transaction: tuple[TransactionFn, StepRecord] | None = None,
     ) -> CommitResult: ...  # fmt: skip
 
-    def heartbeat(self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration) -> set[str]: ...
+    def heartbeat(
+        self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration
+    ) -> set[str]: ...
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None: ...
 

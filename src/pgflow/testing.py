@@ -6,6 +6,7 @@ differs (synchronous, one thread, time moved by hand).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -83,7 +84,7 @@ class Harness(Operations):
         from .postgres import PostgresStore
 
         self._pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
-        store = PostgresStore(self._pool, schema)
+        store: Store = PostgresStore(self._pool, schema)
         store.migrate()
         return store
 
@@ -125,14 +126,15 @@ class Harness(Operations):
     def run_until_idle(self, max_rounds: int = 100_000) -> None:
         """Execute all work that is ready at the current simulated time."""
         for _ in range(max_rounds):
-            claimed = self.store.claim(OWNER, list(self._workflows), self.clock.now(), self._processor.settings.lease, 50)
+            claimed = self.store.claim(
+                OWNER, list(self._workflows), self.clock.now(), self._processor.settings.lease, 50
+            )
             if not claimed:
                 return
             for item in claimed:
-                try:
+                # After a Crash the run stays leased until its lease expires, as after a real crash.
+                with contextlib.suppress(Crash):
                     self._processor.process(item)
-                except Crash:
-                    pass  # the run stays leased until its lease expires, as after a real crash
         raise RuntimeError(f"run_until_idle: work still ready after {max_rounds} rounds (a busy loop?)")
 
     def _next_due(self) -> pendulum.DateTime | None:

@@ -54,7 +54,9 @@ def new_row(new: NewRun) -> RunRow:
 
 def _state_error(row: RunRow, action: str, hint: str = "") -> InvalidStateError:
     held = " and held" if row.held else ""
-    return InvalidStateError(f"cannot {action} run {row.id} (workflow {row.workflow_id!r}): it is {row.status}{held}{hint}")
+    return InvalidStateError(
+        f"cannot {action} run {row.id} (workflow {row.workflow_id!r}): it is {row.status}{held}{hint}"
+    )
 
 
 def _ensure_live(row: RunRow, action: str) -> None:
@@ -102,7 +104,9 @@ def pause(row: RunRow, now: DateTime) -> RunRow:
     return attrs.evolve(row, held=True, status=PAUSED, paused_at=now, due_at=row.timeout_at, updated_at=now)
 
 
-def resume(row: RunRow, step: StepRecord | None, event_ready: bool, now: DateTime) -> tuple[RunRow, StepRecord | None]:
+def resume(
+    row: RunRow, step: StepRecord | None, event_ready: bool, now: DateTime
+) -> tuple[RunRow, StepRecord | None]:
     _ensure_live(row, "resume")
     at_pause = row.waiting is not None and row.waiting.kind == "pause" and not lease_active(row, now)
     if not row.held and not at_pause:
@@ -124,7 +128,9 @@ def cancel(row: RunRow, now: DateTime) -> RunRow:
     )  # fmt: skip
 
 
-def fast_forward(row: RunRow, step: StepRecord | None, data: Any, now: DateTime) -> tuple[RunRow, StepRecord | None]:
+def fast_forward(
+    row: RunRow, step: StepRecord | None, data: Any, now: DateTime
+) -> tuple[RunRow, StepRecord | None]:
     waiting = row.waiting if not lease_active(row, now) else None
     if row.status in TERMINAL or (waiting is None and not row.held):
         return row, None
@@ -142,7 +148,9 @@ def _complete_step(step: StepRecord | None, output: Any, now: DateTime) -> StepR
     return attrs.evolve(step, status="completed", output=output, completed_at=now, wake_at=None)
 
 
-def child_finished(parent: RunRow, step: StepRecord, child: RunRow, now: DateTime) -> tuple[RunRow, StepRecord]:
+def child_finished(
+    parent: RunRow, step: StepRecord, child: RunRow, now: DateTime
+) -> tuple[RunRow, StepRecord]:
     """A child run ended: settle the parent's Child step and wake the parent."""
     from .records import RunError
 
@@ -177,7 +185,9 @@ def check_lease(row: RunRow, lease: Lease, now: DateTime) -> None:
         raise LeaseLost(row.id)
 
 
-def apply_outcome(row: RunRow, outcome: RunOutcome, now: DateTime, lease: pendulum.Duration, step: str | None) -> RunRow:
+def apply_outcome(
+    row: RunRow, outcome: RunOutcome, now: DateTime, lease: pendulum.Duration, step: str | None
+) -> RunRow:
     """The run after a worker's batch (the lease was checked by the caller)."""
     row = attrs.evolve(row, updated_at=now, current_step_id=step or row.current_step_id)
     if isinstance(outcome, KeepRunning):

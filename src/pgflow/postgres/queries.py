@@ -1,0 +1,80 @@
+"""The Postgres store's SQL: named, commented queries loaded once from ``sql/queries.sql``.
+
+A block starts with ``-- name: NAME`` followed by comment lines describing it. ``{schema}`` (and any
+other ``{placeholder}``) is filled with :mod:`psycopg.sql` composition, never string formatting.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from typing import Any
+
+import attrs
+from psycopg import sql
+
+__all__ = ["Queries", "Query", "load_queries", "parse_queries"]
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$")
+
+
+@attrs.frozen
+class Query:
+    """One named query: its description (the comment lines) and its SQL template."""
+
+    name: str
+    doc: str
+    text: str
+
+
+def parse_queries(source: str) -> dict[str, Query]:
+    """Split a ``queries.sql`` text into named queries; comments before the first name are ignored."""
+    queries: dict[str, Query] = {}
+    for block in re.split(r"(?m)^(?=--\s*name:)", source):
+        lines = block.strip().splitlines()
+        if not lines or not (match := _NAME.match(lines[0])):
+            continue
+        doc = [ln.lstrip("-").strip() for ln in _comment_prefix(lines[1:])]
+        body = "\n".join(lines[1 + len(doc) :]).strip()
+        if not doc or not body:
+            raise ValueError(f"query {match.group(1)!r} needs a comment line and a SQL body")
+        queries[match.group(1)] = Query(match.group(1), " ".join(doc), body)
+    return queries
+
+
+def _comment_prefix(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        if not line.startswith("--"):
+            break
+        out.append(line)
+    return out
+
+
+@functools.cache
+def load_queries() -> dict[str, Query]:
+    """The packaged queries (read once per process)."""
+    text = resources.files("pgflow.postgres").joinpath("sql/queries.sql").read_text("utf-8")
+    return parse_queries(text)
+
+
+class Queries:
+    """The queries bound to one schema, composed once each."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._ident = sql.Identifier(schema)
+        self._raw = load_queries()
+        self._composed: dict[str, sql.Composed] = {}
+
+    def __getitem__(self, name: str) -> sql.Composed:
+        found = self._composed.get(name)
+        if found is None:
+            found = self.compose(name)
+            self._composed[name] = found
+        return found
+
+    def compose(self, name: str, **parts: Any) -> sql.Composed:
+        """The query ``name`` with ``{schema}`` and the given ``{placeholders}`` (SQL objects) filled in."""
+        return sql.SQL(self._raw[name].text).format(schema=self._ident, **parts)  # type: ignore[arg-type]

@@ -1,0 +1,202 @@
+-- Named queries of the Postgres store. Each block starts with "-- name: NAME", then one or more
+-- comment lines saying what it does, then the SQL. {schema} is replaced by the quoted schema
+-- identifier; parameters are psycopg named placeholders. No query reads the server clock: every
+-- time is a parameter, so a simulated engine clock drives Postgres too.
+
+-- name: register_workflow
+-- Store (or replace) a workflow's static step list.
+INSERT INTO {schema}.workflows (id, steps, registered_at)
+VALUES (%(id)s, %(steps)s, %(now)s)
+ON CONFLICT (id) DO UPDATE SET steps = excluded.steps, registered_at = excluded.registered_at
+
+-- name: workflow_steps
+-- The static step list of one registered workflow.
+SELECT steps FROM {schema}.workflows WHERE id = %(id)s
+
+-- name: insert_run
+-- Insert a new run; nothing when its id or idempotency key already exists (RETURNING tells).
+INSERT INTO {schema}.runs (
+    id, workflow_id, resource_id, status, input, output, error, current_step_id,
+    waiting_step_id, waiting_kind, waiting_event, waiting_wake_at, wake_at, due_at, held,
+    retry_count, max_retries, retry_backoff, idempotency_key, created_at, updated_at, paused_at,
+    resumed_at, completed_at, timeout_at, lease_owner, lease_token, lease_expires_at, mailbox_seq,
+    parent_run_id, parent_step_id
+) VALUES (
+    %(id)s, %(workflow_id)s, %(resource_id)s, %(status)s, %(input)s, %(output)s, %(error)s,
+    %(current_step_id)s, %(waiting_step_id)s, %(waiting_kind)s, %(waiting_event)s,
+    %(waiting_wake_at)s, %(wake_at)s, %(due_at)s, %(held)s, %(retry_count)s, %(max_retries)s,
+    %(retry_backoff)s, %(idempotency_key)s, %(created_at)s, %(updated_at)s, %(paused_at)s,
+    %(resumed_at)s, %(completed_at)s, %(timeout_at)s, %(lease_owner)s, %(lease_token)s,
+    %(lease_expires_at)s, %(mailbox_seq)s, %(parent_run_id)s, %(parent_step_id)s
+)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: run_by_key
+-- The run holding an idempotency key.
+SELECT * FROM {schema}.runs WHERE idempotency_key = %(key)s
+
+-- name: get_run
+-- One run, without locking it.
+SELECT * FROM {schema}.runs WHERE id = %(id)s
+
+-- name: lock_run
+-- One run, locked for the rest of the transaction (every status change starts here).
+SELECT * FROM {schema}.runs WHERE id = %(id)s FOR UPDATE
+
+-- name: lock_children
+-- A run's children that have not ended, locked (cancelling a run cancels them).
+SELECT * FROM {schema}.runs
+WHERE parent_run_id = %(id)s AND status NOT IN ('completed', 'failed', 'cancelled')
+ORDER BY id
+FOR UPDATE
+
+-- name: update_run
+-- Write back every column of a locked run, as a pure transition computed it.
+UPDATE {schema}.runs SET
+    status = %(status)s, output = %(output)s, error = %(error)s,
+    current_step_id = %(current_step_id)s, waiting_step_id = %(waiting_step_id)s,
+    waiting_kind = %(waiting_kind)s, waiting_event = %(waiting_event)s,
+    waiting_wake_at = %(waiting_wake_at)s, wake_at = %(wake_at)s, due_at = %(due_at)s,
+    held = %(held)s, retry_count = %(retry_count)s, max_retries = %(max_retries)s,
+    retry_backoff = %(retry_backoff)s, updated_at = %(updated_at)s, paused_at = %(paused_at)s,
+    resumed_at = %(resumed_at)s, completed_at = %(completed_at)s, timeout_at = %(timeout_at)s,
+    lease_owner = %(lease_owner)s, lease_token = %(lease_token)s,
+    lease_expires_at = %(lease_expires_at)s, mailbox_seq = %(mailbox_seq)s
+WHERE id = %(id)s
+
+-- name: run_steps
+-- A run's step records in execution order.
+SELECT * FROM {schema}.steps WHERE run_id = %(run_id)s ORDER BY seq
+
+-- name: run_step
+-- One step record of a run.
+SELECT * FROM {schema}.steps WHERE run_id = %(run_id)s AND step_id = %(step_id)s
+
+-- name: steps_of_runs
+-- The step records of several runs, in execution order.
+SELECT * FROM {schema}.steps WHERE run_id = ANY(%(run_ids)s) ORDER BY seq
+
+-- name: mailbox_of_runs
+-- The unconsumed events of several runs, oldest first.
+SELECT * FROM {schema}.events
+WHERE run_id = ANY(%(run_ids)s) AND consumed_by_step IS NULL
+ORDER BY id
+
+-- name: unconsumed_names
+-- The distinct names of a run's unconsumed events.
+SELECT DISTINCT name FROM {schema}.events WHERE run_id = %(run_id)s AND consumed_by_step IS NULL
+
+-- name: insert_event
+-- Put an event in a run's mailbox.
+INSERT INTO {schema}.events (run_id, name, data, created_at)
+VALUES (%(run_id)s, %(name)s, %(data)s, %(now)s)
+
+-- name: consume_events
+-- Mark mailbox events as consumed by the WaitFor steps that took them.
+UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(step_ids)s::text[]) AS c(id, step_id)
+WHERE e.id = c.id AND e.run_id = %(run_id)s
+
+-- name: upsert_steps
+-- Insert or replace a run's step records (a JSON array, in order); a replaced record keeps its seq.
+INSERT INTO {schema}.steps AS s (
+    run_id, step_id, kind, status, output, error, timed_out, attempts, started_at, completed_at,
+    wake_at, timeout_at, event, run_attempt
+)
+SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
+       r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
+FROM jsonb_array_elements(%(steps)s::jsonb) WITH ORDINALITY AS e(rec, ord),
+     jsonb_to_record(e.rec) AS r(
+         step_id text, kind text, status text, output jsonb, error jsonb, timed_out boolean,
+         attempts integer, started_at timestamptz, completed_at timestamptz, wake_at timestamptz,
+         timeout_at timestamptz, event text, run_attempt integer)
+ORDER BY e.ord
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    kind = excluded.kind, status = excluded.status, output = excluded.output,
+    error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
+    started_at = excluded.started_at, completed_at = excluded.completed_at,
+    wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
+    run_attempt = excluded.run_attempt
+
+-- name: commit_keep_running
+-- Hot path, one statement: if the lease is still ours (token, owner, not ended, not expired at
+-- now), extend it and upsert the batch's step records; returns held, or no row when the lease is lost.
+WITH run AS (
+    UPDATE {schema}.runs
+    SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s,
+        current_step_id = coalesce(%(current_step_id)s::text, current_step_id)
+    WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
+      AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
+    RETURNING held
+), written AS (
+    INSERT INTO {schema}.steps AS s (
+        run_id, step_id, kind, status, output, error, timed_out, attempts, started_at,
+        completed_at, wake_at, timeout_at, event, run_attempt
+    )
+    SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
+           r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
+    FROM run,
+         jsonb_array_elements(%(steps)s::jsonb) WITH ORDINALITY AS e(rec, ord),
+         jsonb_to_record(e.rec) AS r(
+             step_id text, kind text, status text, output jsonb, error jsonb, timed_out boolean,
+             attempts integer, started_at timestamptz, completed_at timestamptz,
+             wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
+    ORDER BY e.ord
+    ON CONFLICT (run_id, step_id) DO UPDATE SET
+        kind = excluded.kind, status = excluded.status, output = excluded.output,
+        error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
+        started_at = excluded.started_at, completed_at = excluded.completed_at,
+        wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
+        run_attempt = excluded.run_attempt
+)
+SELECT held FROM run
+
+-- name: claim
+-- Lock up to limit claimable runs of the given workflows, earliest due first, skipping runs
+-- another transaction holds: ready (due, no lease) or leased with an expired lease.
+SELECT * FROM {schema}.runs
+WHERE workflow_id = ANY(%(workflow_ids)s)
+  AND ((status IN ('pending', 'paused') AND lease_owner IS NULL AND due_at <= %(now)s)
+    OR (lease_owner IS NOT NULL AND lease_expires_at <= %(now)s
+        AND status NOT IN ('completed', 'failed', 'cancelled')))
+ORDER BY coalesce(due_at, lease_expires_at), created_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: heartbeat
+-- Extend every lease still held (token and owner match, not ended, not expired); returns their ids.
+UPDATE {schema}.runs AS r SET lease_expires_at = %(lease_expires_at)s
+FROM unnest(%(ids)s::text[], %(owners)s::text[], %(tokens)s::bigint[]) AS l(id, owner, token)
+WHERE r.id = l.id AND r.lease_owner = l.owner AND r.lease_token = l.token
+  AND r.status NOT IN ('completed', 'failed', 'cancelled') AND r.lease_expires_at > %(now)s
+RETURNING r.id
+
+-- name: next_due
+-- When a run of these workflows next becomes claimable: earliest due time of an unleased run,
+-- or lease expiry of a leased one (NULL when nothing is scheduled).
+SELECT least(
+    (SELECT min(due_at) FROM {schema}.runs
+     WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
+       AND lease_owner IS NULL),
+    (SELECT min(lease_expires_at) FROM {schema}.runs
+     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
+       AND status NOT IN ('completed', 'failed', 'cancelled'))
+) AS due
+
+-- name: cursor_run
+-- The paging key (created_at, id) of a cursor run.
+SELECT created_at, id FROM {schema}.runs WHERE id = %(id)s
+
+-- name: list_runs_desc
+-- A page of runs, newest first, after the optional cursor condition in {filters}.
+SELECT * FROM {schema}.runs WHERE {filters} ORDER BY created_at DESC, id DESC LIMIT %(limit)s
+
+-- name: list_runs_asc
+-- A page of runs, oldest first (walking back towards newer runs with ending_before).
+SELECT * FROM {schema}.runs WHERE {filters} ORDER BY created_at, id LIMIT %(limit)s
+
+-- name: notify
+-- Send notifications (channel, payload) when the transaction commits.
+SELECT pg_notify(n.channel, n.payload)
+FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS n(channel, payload)
