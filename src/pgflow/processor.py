@@ -14,10 +14,9 @@ from typing import Any
 import attrs
 import pendulum
 
-from . import serde
 from .commands import Child, Poll, Run, Transaction
 from .definition import Workflow, WorkflowRef
-from .errors import PgflowError, WorkflowTimeoutError
+from .errors import PgflowError, SerializationError, WorkflowTimeoutError
 from .execution import StepCaller, StepResult, execute_poll, execute_run
 from .records import RunError, StepRecord
 from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend, error_of
@@ -246,9 +245,8 @@ class RunProcessor:
             )
         except Exception as exc:  # fn raised: its writes were rolled back; record the failure normally
             err = error_of(exc, cmd.step_id)
-            return StepResult(
-                attrs.evolve(base, status="failed", error=err, attempts=1, completed_at=self.clock.now())
-            )
+            failed = attrs.evolve(base, status="failed", error=err, attempts=1, completed_at=self.clock.now())
+            return StepResult(failed, err if isinstance(exc, SerializationError) else None)
         pending.clear()
         record = result.transaction_result
         assert isinstance(record, StepRecord)
@@ -278,5 +276,3 @@ def _timeout_error(run: RunRow) -> RunError:
     msg = f"run {run.id} of workflow {run.workflow_id!r} exceeded its timeout (at {run.timeout_at})"
     return error_of(WorkflowTimeoutError(msg), run.current_step_id)
 
-
-_ = serde

@@ -1,0 +1,100 @@
+"""Schema migrations: versioned SQL files applied once, safely, however many processes start at once.
+
+Everything happens in ONE transaction under ``pg_advisory_xact_lock`` (a key derived from the schema
+name): create the schema, create ``schema_version``, re-read the version *after* taking the lock,
+apply the missing files in order. A quick unlocked check makes an up-to-date database cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from importlib import resources
+
+import attrs
+import pendulum
+import psycopg
+from psycopg import sql
+
+__all__ = ["Migration", "applied_version", "latest_version", "load_migrations", "lock_key", "migrate"]
+
+_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@attrs.frozen
+class Migration:
+    version: int
+    name: str
+    text: str
+
+
+@functools.cache
+def load_migrations() -> tuple[Migration, ...]:
+    """The packaged migration files, ordered by version."""
+    found = []
+    for entry in resources.files("pgflow.postgres").joinpath("migrations").iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    return tuple(found)
+
+
+def latest_version() -> int:
+    migrations = load_migrations()
+    return migrations[-1].version if migrations else 0
+
+
+def lock_key(schema: str) -> int:
+    """A signed 64-bit advisory lock key for migrating ``schema``."""
+    digest = hashlib.sha256(f"pgflow.migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def applied_version(conn: psycopg.Connection[object], schema: str) -> int:
+    """The schema's applied version (0 when it has no ``schema_version`` table yet)."""
+    table = f"{sql.Identifier(schema).as_string(conn)}.schema_version"
+    row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    query = sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(sql.Identifier(schema))
+    found = conn.execute(query).fetchone()
+    return int(found[0]) if found else 0
+
+
+def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
+    """Bring ``schema`` up to date on ``conn`` (idle, any autocommit mode); returns versions applied."""
+    if applied_version(_committed(conn), schema) >= latest_version():
+        return []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
+        ident = sql.Identifier(schema)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_version"
+                " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"
+            ).format(ident)
+        )
+        current = applied_version(conn, schema)
+        applied = []
+        for migration in load_migrations():
+            if migration.version > current:
+                _apply(conn, ident, migration)
+                applied.append(migration.version)
+        return applied
+
+
+def _committed(conn: psycopg.Connection[object]) -> psycopg.Connection[object]:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("migrate() needs an idle connection (no transaction in progress)")
+    return conn
+
+
+def _apply(conn: psycopg.Connection[object], ident: sql.Identifier, migration: Migration) -> None:
+    conn.execute(sql.SQL(migration.text).format(schema=ident))  # type: ignore[arg-type]
+    conn.execute(
+        sql.SQL("INSERT INTO {}.schema_version (version, name, applied_at) VALUES (%s, %s, %s)").format(ident),
+        (migration.version, migration.name, pendulum.now("UTC")),
+    )
