@@ -64,9 +64,10 @@ def applied_version(conn: psycopg.Connection[object], schema: str) -> int:
 
 
 def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
-    """Bring ``schema`` up to date on ``conn`` (idle, any autocommit mode); returns versions applied."""
-    if applied_version(_committed(conn), schema) >= latest_version():
-        return []
+    """Bring ``schema`` up to date on ``conn`` (idle, not inside a transaction); returns versions applied."""
+    with conn.transaction():
+        if applied_version(conn, schema) >= latest_version():
+            return []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
         ident = sql.Identifier(schema)
@@ -84,12 +85,6 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
                 _apply(conn, ident, migration)
                 applied.append(migration.version)
         return applied
-
-
-def _committed(conn: psycopg.Connection[object]) -> psycopg.Connection[object]:
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise RuntimeError("migrate() needs an idle connection (no transaction in progress)")
-    return conn
 
 
 def _apply(conn: psycopg.Connection[object], ident: sql.Identifier, migration: Migration) -> None:

@@ -1,0 +1,128 @@
+"""Conversions between the store's values (RunRow, StepRecord, Event) and Postgres rows/parameters.
+
+Rows are read with ``dict_row``; times come back as UTC pendulum DateTimes; JSON goes out as
+``Jsonb`` dumped by :func:`pgflow.serde.dumps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pendulum
+from psycopg.types.json import Jsonb
+
+from pgflow import serde
+from pgflow.records import Event, RunError, RunStatus, StepRecord, Waiting
+from pgflow.store import RunRow
+
+__all__ = ["error_json", "event_from", "jsonb", "run_from", "run_params", "step_from", "steps_json"]
+
+DateTime = pendulum.DateTime
+Row = Mapping[str, Any]
+
+
+def jsonb(value: Any) -> Jsonb | None:
+    """``value`` as a jsonb parameter; None is stored as SQL NULL."""
+    return None if value is None else Jsonb(value, dumps=serde.dumps)
+
+
+def _time(value: datetime | None) -> DateTime | None:
+    if value is None:
+        return None
+    return pendulum.instance(value).in_timezone("UTC")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def error_json(error: RunError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"type": error.type, "message": error.message, "traceback": error.traceback, "step_id": error.step_id}
+
+
+def _error(data: Any) -> RunError | None:
+    if data is None:
+        return None
+    return RunError(data["type"], data["message"], data.get("traceback"), data.get("step_id"))
+
+
+def run_params(row: RunRow) -> dict[str, Any]:
+    """Every column of ``runs`` as query parameters."""
+    w = row.waiting
+    return {
+        "id": row.id, "workflow_id": row.workflow_id, "resource_id": row.resource_id,
+        "status": row.status.value, "input": jsonb(row.input), "output": jsonb(row.output),
+        "error": jsonb(error_json(row.error)),
+        "current_step_id": row.current_step_id,
+        "waiting_step_id": w.step_id if w else None, "waiting_kind": w.kind if w else None,
+        "waiting_event": w.event if w else None, "waiting_wake_at": w.wake_at if w else None,
+        "wake_at": row.wake_at, "due_at": row.due_at, "held": row.held, "retry_count": row.retry_count,
+        "max_retries": row.max_retries, "retry_backoff": row.retry_backoff,
+        "idempotency_key": row.idempotency_key, "created_at": row.created_at, "updated_at": row.updated_at,
+        "paused_at": row.paused_at, "resumed_at": row.resumed_at, "completed_at": row.completed_at,
+        "timeout_at": row.timeout_at, "lease_owner": row.lease_owner, "lease_token": row.lease_token,
+        "lease_expires_at": row.lease_expires_at, "mailbox_seq": row.mailbox_seq,
+        "parent_run_id": row.parent_run_id, "parent_step_id": row.parent_step_id,
+    }  # fmt: skip
+
+
+def _waiting(r: Row) -> Waiting | None:
+    if r["waiting_step_id"] is None:
+        return None
+    return Waiting(r["waiting_step_id"], r["waiting_kind"], r["waiting_event"], _time(r["waiting_wake_at"]))
+
+
+def run_from(r: Row) -> RunRow:
+    """A ``runs`` row as a RunRow."""
+    created, updated = _time(r["created_at"]), _time(r["updated_at"])
+    assert created is not None and updated is not None
+    return RunRow(
+        id=r["id"], workflow_id=r["workflow_id"], resource_id=r["resource_id"], status=RunStatus(r["status"]),
+        input=r["input"], created_at=created, updated_at=updated, output=r["output"], error=_error(r["error"]),
+        current_step_id=r["current_step_id"], waiting=_waiting(r), wake_at=_time(r["wake_at"]),
+        due_at=_time(r["due_at"]), held=r["held"], retry_count=r["retry_count"], max_retries=r["max_retries"],
+        retry_backoff=r["retry_backoff"], idempotency_key=r["idempotency_key"], paused_at=_time(r["paused_at"]),
+        resumed_at=_time(r["resumed_at"]), completed_at=_time(r["completed_at"]), timeout_at=_time(r["timeout_at"]),
+        lease_owner=r["lease_owner"], lease_token=r["lease_token"], lease_expires_at=_time(r["lease_expires_at"]),
+        mailbox_seq=r["mailbox_seq"], parent_run_id=r["parent_run_id"], parent_step_id=r["parent_step_id"],
+    )  # fmt: skip
+
+
+def step_from(r: Row) -> StepRecord:
+    """A ``steps`` row as a StepRecord."""
+    return StepRecord(
+        step_id=r["step_id"], kind=r["kind"], status=r["status"], output=r["output"], error=_error(r["error"]),
+        timed_out=r["timed_out"], attempts=r["attempts"], started_at=_time(r["started_at"]),
+        completed_at=_time(r["completed_at"]), wake_at=_time(r["wake_at"]), timeout_at=_time(r["timeout_at"]),
+        event=r["event"], run_attempt=r["run_attempt"],
+    )  # fmt: skip
+
+
+def event_from(r: Row) -> Event:
+    """An ``events`` row as a mailbox Event."""
+    created = _time(r["created_at"])
+    assert created is not None
+    return Event(r["id"], r["name"], r["data"], created)
+
+
+def _step_json(rec: StepRecord) -> dict[str, Any]:
+    return {
+        "step_id": rec.step_id, "kind": rec.kind, "status": rec.status, "output": rec.output,
+        "error": error_json(rec.error), "timed_out": rec.timed_out, "attempts": rec.attempts,
+        "started_at": _iso(rec.started_at), "completed_at": _iso(rec.completed_at),
+        "wake_at": _iso(rec.wake_at), "timeout_at": _iso(rec.timeout_at), "event": rec.event,
+        "run_attempt": rec.run_attempt,
+    }  # fmt: skip
+
+
+def steps_json(records: Iterable[StepRecord]) -> Jsonb:
+    """Step records as one JSON array for ``upsert_steps``; a repeated step id keeps its first position
+    and its last value (as a dict update would)."""
+    latest: dict[str, StepRecord] = {}
+    for rec in records:
+        latest[rec.step_id] = rec
+    return Jsonb([_step_json(rec) for rec in latest.values()], dumps=serde.dumps)
