@@ -47,6 +47,18 @@ def embedded_dsn() -> str:
     return str(server.get_uri())
 
 
+def check_reachable(dsn: str) -> None:
+    """Fail at once with the real cause, instead of a pool retrying for 30 s."""
+    import psycopg
+
+    from .errors import StorageError
+
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+
+
 def resolve_dsn(dsn: str | None) -> str:
     if dsn:
         return dsn
@@ -80,8 +92,10 @@ class Backend:
                 if self._pool is None:
                     from psycopg_pool import ConnectionPool
 
+                    dsn = resolve_dsn(self._dsn)
+                    check_reachable(dsn)
                     self._pool = ConnectionPool(
-                        resolve_dsn(self._dsn), min_size=1, max_size=self._max_size,
+                        dsn, min_size=1, max_size=self._max_size,
                         kwargs={"autocommit": True}, open=True, name=f"pgflow-{self.schema}",
                     )  # fmt: skip
                 store = PostgresStore(self._pool, self.schema)
@@ -95,6 +109,8 @@ class Backend:
 
     def close(self) -> None:
         with self._lock:
+            if self._store is not None:
+                self._store.close()  # its LISTEN connection is its own, outside the pool
             if self._owns_pool and self._pool is not None:
                 self._pool.close()
                 self._pool = None

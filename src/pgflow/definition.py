@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Generator, MutableMapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import attrs
 import pendulum
@@ -176,6 +176,21 @@ def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_back
         raise WorkflowDefinitionError(f"workflow {wid!r}: {exc}") from exc
     validation.make_validator(input)  # reject an unusable schema at definition time
     return Workflow(wid, fn, input, retries, parsed_timeout, backoff, discover_steps(fn))
+
+
+@overload
+def workflow(id: WorkflowFn, /) -> Workflow: ...
+
+
+@overload
+def workflow(
+    id: str | None = None,
+    *,
+    input: Any = None,
+    retries: int = 0,
+    timeout: Any = None,
+    retry_backoff: Any = "1s",
+) -> Callable[[WorkflowFn], Workflow]: ...
 
 
 def workflow(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -132,7 +133,11 @@ class RunProcessor:
             self._commit(lease, Batch(outcome=ReleaseRun()))
             return None
         workflow = self.workflows[run.workflow_id]
-        replayer = Replayer(workflow, self._replay_input(run), claimed.steps)
+        try:
+            replayer = Replayer(workflow, self._replay_input(run), claimed.steps)
+        except SerializationError as exc:  # the stored input no longer fits the workflow's input schema
+            self._commit(lease, Batch(outcome=FailRun(error_of(exc))))
+            return None
         try:
             return self._drive(replayer, claimed)
         finally:
@@ -212,13 +217,31 @@ class RunProcessor:
         self, action: Execute, replayer: Replayer, pending: _Pending, run: RunRow, lease: Lease
     ) -> RunError | None:
         self.faults.check_before([cmd.step_id for cmd, _ in action.steps])
-        results = [self._execute_one(cmd, rec, run, lease, pending) for cmd, rec in action.steps]
+        results = self._execute_all(action.steps, run, lease, pending)
         fatal = None
         for result in results:
             replayer.record(result.record)
             pending.add([result.record])
             fatal = fatal or result.fatal
         return fatal
+
+    def _execute_all(
+        self, steps: Any, run: RunRow, lease: Lease, pending: _Pending
+    ) -> list[StepResult]:
+        """Execute the steps of one decision, in order of results; several ``Run``/``Poll`` steps (an
+        ``All``) run concurrently, each on its own thread. Transaction/Child steps write through
+        ``pending`` and stay sequential."""
+        parallel = [i for i, (cmd, _) in enumerate(steps) if isinstance(cmd, Run | Poll)]
+        results: list[StepResult | None] = [None] * len(steps)
+        if len(parallel) > 1:
+            with ThreadPoolExecutor(len(parallel), thread_name_prefix="pgflow-all") as pool:
+                futures = {i: pool.submit(self._execute_one, *steps[i], run, lease, pending) for i in parallel}
+                for i, future in futures.items():
+                    results[i] = future.result()
+        for i, (cmd, rec) in enumerate(steps):
+            if results[i] is None:
+                results[i] = self._execute_one(cmd, rec, run, lease, pending)
+        return [r for r in results if r is not None]
 
     def _execute_one(
         self, cmd: Any, rec: StepRecord | None, run: RunRow, lease: Lease, pending: _Pending

@@ -171,7 +171,9 @@ class Replayer:
             for sid, rec in history.items()
             if not (rec.status == "failed" and rec.run_attempt < run.attempt)
         }
-        self._loaded = {sid for sid, r in self.history.items() if r.status != "waiting"}
+        # Every recorded step, waiting ones included, was reached before: the code leading up to
+        # it already ran (and logged), so replay lasts until the generator has passed them all.
+        self._loaded = set(self.history)
         self._replaying = bool(self._loaded)
         self._consumed_ids: set[int] = set()
         self._seen: set[str] = set()
@@ -367,7 +369,11 @@ class Replayer:
     ) -> _Eval:
         rec = self.history.get(cmd.step_id)
         if rec is not None and rec.status == "completed":
-            return self._recorded_value(cmd, rec)
+            try:
+                return self._recorded_value(cmd, rec)
+            except SerializationError as exc:  # e.g. a result that does not fit fn's return annotation
+                msg = f"step {cmd.step_id!r} of run {self.run.run_id}: {exc}"
+                raise _Abort(Fail(error_of(SerializationError(msg), cmd.step_id), retryable=False)) from exc
         if rec is not None and rec.status == "failed":
             return _Raise(_step_failed(rec))
         handler = _HANDLERS[type(cmd)]

@@ -17,7 +17,7 @@ def watch_run(backend: Any, run_id: str) -> Iterator[Waiter]:
     LISTEN starts before the caller's first read, so no change between read and wait is missed.
     """
     store = backend.store()
-    opener = getattr(store, "listen_runs", None)
+    opener = getattr(store, "watch_runs", None) or getattr(store, "listen_runs", None)
     if opener is None:
         yield lambda _run_id, seconds: time.sleep(min(seconds, 0.05))
         return

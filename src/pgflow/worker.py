@@ -44,6 +44,9 @@ class Worker:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pgflow-worker")
 
     def start(self) -> None:
+        listen = getattr(self.store, "listen", None)
+        if listen is not None:
+            listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
         for target, name in ((self._dispatch_loop, "dispatcher"), (self._heartbeat_loop, "heartbeat")):
             thread = threading.Thread(target=target, name=f"pgflow-{name}", daemon=True)
             thread.start()

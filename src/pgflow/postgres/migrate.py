@@ -11,6 +11,7 @@ import functools
 import hashlib
 import re
 from importlib import resources
+from typing import Any
 
 import attrs
 import pendulum
@@ -52,7 +53,7 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def applied_version(conn: psycopg.Connection[object], schema: str) -> int:
+def applied_version(conn: psycopg.Connection[Any], schema: str) -> int:
     """The schema's applied version (0 when it has no ``schema_version`` table yet)."""
     table = f"{sql.Identifier(schema).as_string(conn)}.schema_version"
     row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
@@ -63,7 +64,7 @@ def applied_version(conn: psycopg.Connection[object], schema: str) -> int:
     return int(found[0]) if found else 0
 
 
-def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
+def migrate(conn: psycopg.Connection[Any], schema: str) -> list[int]:
     """Bring ``schema`` up to date on ``conn`` (idle, not inside a transaction); returns versions applied."""
     with conn.transaction():
         if applied_version(conn, schema) >= latest_version():
@@ -87,9 +88,11 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> list[int]:
         return applied
 
 
-def _apply(conn: psycopg.Connection[object], ident: sql.Identifier, migration: Migration) -> None:
-    conn.execute(sql.SQL(migration.text).format(schema=ident))  # type: ignore[arg-type]
+def _apply(conn: psycopg.Connection[Any], ident: sql.Identifier, migration: Migration) -> None:
+    conn.execute(sql.SQL(migration.text).format(schema=ident))
     conn.execute(
-        sql.SQL("INSERT INTO {}.schema_version (version, name, applied_at) VALUES (%s, %s, %s)").format(ident),
+        sql.SQL("INSERT INTO {}.schema_version (version, name, applied_at) VALUES (%s, %s, %s)").format(
+            ident
+        ),
         (migration.version, migration.name, pendulum.now("UTC")),
     )

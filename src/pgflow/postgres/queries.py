@@ -77,4 +77,4 @@ class Queries:
 
     def compose(self, name: str, **parts: Any) -> sql.Composed:
         """The query ``name`` with ``{schema}`` and the given ``{placeholders}`` (SQL objects) filled in."""
-        return sql.SQL(self._raw[name].text).format(schema=self._ident, **parts)  # type: ignore[arg-type]
+        return sql.SQL(self._raw[name].text).format(schema=self._ident, **parts)

@@ -1,7 +1,7 @@
 """Conversions between the store's values (RunRow, StepRecord, Event) and Postgres rows/parameters.
 
 Rows are read with ``dict_row``; times come back as UTC pendulum DateTimes; JSON goes out as
-``Jsonb`` dumped by :func:`pgflow.serde.dumps`.
+``Json``/``Jsonb`` dumped by :func:`pgflow.serde.dumps`.
 """
 
 from __future__ import annotations
@@ -11,21 +11,36 @@ from datetime import datetime
 from typing import Any
 
 import pendulum
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 
 from pgflow import serde
 from pgflow.records import Event, RunError, RunStatus, StepRecord, Waiting
 from pgflow.store import RunRow
 
-__all__ = ["error_json", "event_from", "jsonb", "run_from", "run_params", "step_from", "steps_json"]
+__all__ = [
+    "error_json",
+    "event_from",
+    "json_value",
+    "jsonb",
+    "run_from",
+    "run_params",
+    "step_from",
+    "steps_json",
+]
 
 DateTime = pendulum.DateTime
 Row = Mapping[str, Any]
 
 
 def jsonb(value: Any) -> Jsonb | None:
-    """``value`` as a jsonb parameter; None is stored as SQL NULL."""
+    """``value`` as a jsonb parameter (errors, step lists); None is stored as SQL NULL."""
     return None if value is None else Jsonb(value, dumps=serde.dumps)
+
+
+def json_value(value: Any) -> Json | None:
+    """A workflow value (input, output, event data) as a json parameter: json keeps the text as
+    written, so dict key order survives the round trip (jsonb would sort the keys)."""
+    return None if value is None else Json(value, dumps=serde.dumps)
 
 
 def _time(value: datetime | None) -> DateTime | None:
@@ -41,7 +56,12 @@ def _iso(value: datetime | None) -> str | None:
 def error_json(error: RunError | None) -> dict[str, Any] | None:
     if error is None:
         return None
-    return {"type": error.type, "message": error.message, "traceback": error.traceback, "step_id": error.step_id}
+    return {
+        "type": error.type,
+        "message": error.message,
+        "traceback": error.traceback,
+        "step_id": error.step_id,
+    }
 
 
 def _error(data: Any) -> RunError | None:
@@ -55,7 +75,7 @@ def run_params(row: RunRow) -> dict[str, Any]:
     w = row.waiting
     return {
         "id": row.id, "workflow_id": row.workflow_id, "resource_id": row.resource_id,
-        "status": row.status.value, "input": jsonb(row.input), "output": jsonb(row.output),
+        "status": row.status.value, "input": json_value(row.input), "output": json_value(row.output),
         "error": jsonb(error_json(row.error)),
         "current_step_id": row.current_step_id,
         "waiting_step_id": w.step_id if w else None, "waiting_kind": w.kind if w else None,
@@ -119,10 +139,10 @@ def _step_json(rec: StepRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def steps_json(records: Iterable[StepRecord]) -> Jsonb:
+def steps_json(records: Iterable[StepRecord]) -> Json:
     """Step records as one JSON array for ``upsert_steps``; a repeated step id keeps its first position
     and its last value (as a dict update would)."""
     latest: dict[str, StepRecord] = {}
     for rec in records:
         latest[rec.step_id] = rec
-    return Jsonb([_step_json(rec) for rec in latest.values()], dumps=serde.dumps)
+    return Json([_step_json(rec) for rec in latest.values()], dumps=serde.dumps)

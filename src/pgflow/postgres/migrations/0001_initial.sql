@@ -1,5 +1,7 @@
 -- pgflow schema, version 1. Every name below lives in the configured schema ({schema}).
 -- Ids compare with COLLATE "C" (byte order) so keyset pagination orders exactly like Python strings.
+-- Workflow values (input, output, step output, event data) are json, not jsonb: json keeps the text,
+-- so dict key order is the same on replay as on first execution. Cast to jsonb to index or compare.
 
 CREATE TABLE {schema}.workflows (
     id            text PRIMARY KEY,
@@ -13,8 +15,8 @@ CREATE TABLE {schema}.runs (
     resource_id      text,
     status           text NOT NULL
         CHECK (status IN ('pending', 'running', 'paused', 'completed', 'failed', 'cancelled')),
-    input            jsonb,
-    output           jsonb,
+    input            json,
+    output           json,
     error            jsonb,
     current_step_id  text,
     waiting_step_id  text,
@@ -57,7 +59,7 @@ CREATE TABLE {schema}.steps (
     seq          bigserial NOT NULL,
     kind         text NOT NULL,
     status       text NOT NULL CHECK (status IN ('completed', 'failed', 'waiting')),
-    output       jsonb,
+    output       json,
     error        jsonb,
     timed_out    boolean NOT NULL DEFAULT false,
     attempts     integer NOT NULL DEFAULT 0,
@@ -74,7 +76,7 @@ CREATE TABLE {schema}.events (
     id               bigserial PRIMARY KEY,
     run_id           text COLLATE "C" NOT NULL REFERENCES {schema}.runs (id) ON DELETE CASCADE,
     name             text NOT NULL,
-    data             jsonb,
+    data             json,
     created_at       timestamptz NOT NULL,
     consumed_by_step text,
     consumed_at      timestamptz

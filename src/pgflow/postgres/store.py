@@ -1,0 +1,404 @@
+"""``PostgresStore``: the Store protocol on PostgreSQL (same contract as ``MemoryStore``).
+
+Every status change locks the run row (``SELECT … FOR UPDATE``), applies a pure function of
+``transitions.py`` and writes the result back; only the hot path (a batch of step records that keeps
+the run running) is one fenced SQL statement. psycopg errors become :class:`StorageError` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import pendulum
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from pgflow import serde
+from pgflow import transitions as tr
+from pgflow.errors import RunNotFoundError, StorageError
+from pgflow.memory import check_idempotent, not_found_message
+from pgflow.records import TERMINAL, Event, StepRecord
+from pgflow.static_steps import StepInfo
+from pgflow.store import (
+    Batch,
+    Claimed,
+    CommitResult,
+    CompleteRun,
+    FailRun,
+    KeepRunning,
+    Lease,
+    NewRun,
+    RunQuery,
+    RunRow,
+)  # fmt: skip
+
+from . import migrate as migrations
+from .listen import Listener, RunWatcher, channel
+from .paging import list_runs
+from .queries import Queries
+from .rows import event_from, json_value, jsonb, run_from, run_params, step_from, steps_json
+from .tx import Channels, Tx, pipelined_transaction, read_together
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+DateTime = pendulum.DateTime
+Conn = psycopg.Connection[Any]
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_ATTEMPTS = 3
+
+
+class _UserCodeError(Exception):
+    """A Transaction step's function (or its result's serialisation) failed: re-raised as is."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class PostgresStore:
+    """The Store protocol over a caller-owned ``psycopg_pool.ConnectionPool``, in ``schema``."""
+
+    supports_transactions = True
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], schema: str = "pgflow") -> None:
+        self._pool = pool
+        self.schema = schema
+        self._q = Queries(schema)
+        self._channels = Channels(channel("wake", schema), channel("runs", schema))
+        self._wakeups = Listener(self._listen_connection, self._channels.wake)
+
+    # plumbing ---------------------------------------------------------------------------------------
+
+    def _run(self, op: str, fn: Callable[[Conn], T], *, autocommit: bool = False) -> T:
+        """``fn`` on a pooled connection; deadlocks are retried, psycopg errors become StorageError."""
+        failure: BaseException | None = None
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._pool.connection() as conn, _mode(conn, autocommit):
+                    return fn(conn)
+            except _RETRYABLE as exc:
+                if attempt == _ATTEMPTS:
+                    raise StorageError(
+                        f"{op} failed on schema {self.schema!r} after {attempt} attempts: {exc}"
+                    ) from exc
+            except _UserCodeError as exc:
+                failure = exc.original
+                break
+            except psycopg.Error as exc:
+                raise StorageError(f"{op} failed on schema {self.schema!r}: {exc}") from exc
+        assert failure is not None
+        raise failure
+
+    def _transaction(self, op: str, body: Callable[[Tx], T], *, pipeline: bool = True) -> T:
+        """``body`` inside one transaction. Pipelined (the default), BEGIN travels with the first
+        query and the writes with COMMIT: two round trips when ``body`` reads once, then writes."""
+
+        def run(conn: Conn) -> T:
+            with pipelined_transaction(conn) if pipeline else conn.transaction():
+                tx = Tx(conn, self._q, self._channels)
+                result = body(tx)
+                tx.flush()
+                return result
+
+        return self._run(op, run, autocommit=pipeline)
+
+    def _query(self, op: str, name: str, **params: Any) -> list[dict[str, Any]]:
+        """One autocommit statement (one round trip)."""
+
+        def run(conn: Conn) -> list[dict[str, Any]]:
+            return conn.cursor(row_factory=dict_row).execute(self._q[name], params).fetchall()
+
+        return self._run(op, run, autocommit=True)
+
+    def _listen_connection(self) -> psycopg.Connection[object]:
+        conninfo = self._pool.conninfo() if callable(self._pool.conninfo) else self._pool.conninfo
+        given = self._pool.kwargs() if callable(self._pool.kwargs) else self._pool.kwargs
+        kwargs = {k: v for k, v in (given or {}).items() if k != "autocommit"}
+        try:
+            return psycopg.connect(conninfo, autocommit=True, **kwargs)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open a LISTEN connection for schema {self.schema!r}: {exc}") from exc
+
+    # lifecycle ----------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (idempotent; one cheap query when up to date)."""
+        self._run("migrate", lambda conn: migrations.migrate(conn, self.schema))
+
+    def close(self) -> None:
+        """Close the LISTEN connection; the pool belongs to the caller and stays open."""
+        self._wakeups.close()
+
+    # definitions --------------------------------------------------------------------------------------
+
+    def register_workflow(self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime) -> None:
+        data = serde.converter.unstructure(list(steps), list[StepInfo])
+        self._run(
+            "register_workflow",
+            lambda conn: conn.execute(
+                self._q["register_workflow"], {"id": workflow_id, "steps": jsonb(data), "now": now}
+            ),
+            autocommit=True,
+        )
+
+    def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None:
+        found = self._query("workflow_steps", "workflow_steps", id=workflow_id)
+        if not found:
+            return None
+        return tuple(serde.converter.structure(found[0]["steps"], list[StepInfo]))
+
+    # client side --------------------------------------------------------------------------------------
+
+    def start_run(self, new: NewRun) -> tuple[RunRow, bool]:
+        row = tr.new_row(new)
+
+        def body(tx: Tx) -> tuple[RunRow, bool]:
+            if tx.insert_run(row):
+                return row, True
+            if new.idempotency_key is not None:
+                found = tx.rows("run_by_key", key=new.idempotency_key)
+            else:
+                found = tx.rows("get_run", id=new.id)
+            if not found:
+                raise StorageError(f"run {new.id} could not be inserted and no conflicting run was found")
+            existing = run_from(found[0])
+            check_idempotent(existing, new)
+            return existing, False
+
+        return self._transaction("start_run", body)
+
+    def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
+        def run(conn: Conn) -> tuple[RunRow, list[StepRecord]]:
+            found, records = read_together(
+                conn, self._q, ("get_run", {"id": run_id}), ("run_steps", {"run_id": run_id})
+            )
+            row = run_from(found[0]) if found else None
+            if row is None or (resource_id is not None and row.resource_id != resource_id):
+                raise RunNotFoundError(not_found_message(run_id, resource_id))
+            return row, [step_from(r) for r in records]
+
+        return self._run("get", run, autocommit=True)
+
+    def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
+        return self._run("list_runs", lambda conn: list_runs(conn, self._q, query), autocommit=True)
+
+    def deliver_event(
+        self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
+    ) -> None:
+        def body(tx: Tx) -> None:
+            row = tx.lock_scoped(run_id, resource_id)
+            new = tr.deliver_event(row, event, now)
+            tx.conn.execute(
+                self._q["insert_event"],
+                {"run_id": run_id, "name": event, "data": json_value(data), "now": now},
+            )
+            tx.save(row, new, [], now)
+
+        self._transaction("deliver_event", body)
+
+    def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None:
+        def body(tx: Tx) -> None:
+            row = tx.lock_scoped(run_id, resource_id)
+            step = tx.step(run_id, row.waiting.step_id) if row.waiting else None
+            names = {r["name"] for r in tx.rows("unconsumed_names", run_id=run_id)}
+            new, done = tr.apply_change(action, row, step, tr.event_matches(row, names), data, now)
+            tx.save(row, new, [done] if done else [], now)
+
+        self._transaction("change", body)
+
+    # worker side --------------------------------------------------------------------------------------
+
+    def claim(
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
+    ) -> list[Claimed]:
+        if not workflow_ids or limit <= 0:
+            return []
+        return self._run(
+            "claim",
+            lambda conn: self._claim(conn, owner, list(workflow_ids), now, lease, limit),
+            autocommit=True,
+        )
+
+    def _claim(
+        self,
+        conn: Conn,
+        owner: str,
+        workflow_ids: list[str],
+        now: DateTime,
+        lease: pendulum.Duration,
+        limit: int,
+    ) -> list[Claimed]:
+        """Round trip 1: BEGIN + lock the claimable rows. Round trip 2: write the leases, load the
+        steps and mailboxes of all claimed runs, COMMIT."""
+        with pipelined_transaction(conn):
+            tx = Tx(conn, self._q, self._channels)
+            found = tx.rows("claim", workflow_ids=workflow_ids, now=now, limit=limit)
+            if not found:
+                return []
+            rows = [tr.claim(run_from(r), owner, now, lease) for r in found]
+            conn.cursor().executemany(self._q["update_run"], [run_params(r) for r in rows])
+            ids = [r.id for r in rows]
+            steps_cur = tx.cursor("steps_of_runs", run_ids=ids)
+            mail_cur = tx.cursor("mailbox_of_runs", run_ids=ids)
+        steps, mail = steps_cur.fetchall(), mail_cur.fetchall()
+        return [_claimed(row, steps, mail) for row in rows]
+
+    def reload(self, lease: Lease) -> Claimed | None:
+        def run(conn: Conn) -> Claimed | None:
+            found, step_rows, mail_rows = read_together(
+                conn, self._q, ("get_run", {"id": lease.run_id}), ("run_steps", {"run_id": lease.run_id}),
+                ("mailbox_of_runs", {"run_ids": [lease.run_id]}),
+            )  # fmt: skip
+            row = run_from(found[0]) if found else None
+            if row is None or row.lease_token != lease.token or row.status in TERMINAL:
+                return None
+            return _claimed(row, step_rows, mail_rows)
+
+        return self._run("reload", run, autocommit=True)
+
+    def commit(
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
+        transaction: tuple[Any, StepRecord] | None = None,
+    ) -> CommitResult:  # fmt: skip
+        """Record a batch if the lease is still valid (see ``CommitResult``)."""
+        if (
+            transaction is None
+            and isinstance(batch.outcome, KeepRunning)
+            and not batch.consumed
+            and not batch.children
+        ):
+            return self._commit_hot(lease, now, lease_duration, batch.steps)
+        return self._transaction(
+            "commit",
+            lambda tx: self._commit_locked(tx, lease, now, lease_duration, batch, transaction),
+            pipeline=transaction is None,
+        )
+
+    def _commit_hot(
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, steps: Sequence[StepRecord]
+    ) -> CommitResult:
+        """One statement, one round trip (autocommit): fenced lease extension + step upserts."""
+        found = self._query(
+            "commit", "commit_keep_running", run_id=lease.run_id, token=lease.token, owner=lease.owner, now=now,
+            lease_expires_at=now + lease_duration, current_step_id=steps[-1].step_id if steps else None,
+            steps=steps_json(steps),
+        )  # fmt: skip
+        return CommitResult(ok=True, held=bool(found[0]["held"])) if found else CommitResult(ok=False)
+
+    def _commit_locked(
+        self, tx: Tx, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
+        transaction: tuple[Any, StepRecord] | None,
+    ) -> CommitResult:  # fmt: skip
+        row = tx.lock(lease.run_id)
+        if row is None:
+            return CommitResult(ok=False)
+        try:
+            tr.check_lease(row, lease, now)
+            last = (
+                transaction[1].step_id if transaction else (batch.steps[-1].step_id if batch.steps else None)
+            )
+            new = tr.apply_outcome(row, batch.outcome, now, lease_duration, last)
+        except tr.LeaseLost:
+            return CommitResult(ok=False)
+        except tr.MailboxChanged:
+            return CommitResult(ok=False, mailbox_changed=True)
+        steps = list(batch.steps)
+        record = _run_transaction(tx.conn, transaction, now) if transaction else None
+        if record is not None:
+            steps.append(record)
+        for child in batch.children:
+            tx.insert_run(tr.new_row(child.run))
+        if batch.consumed:
+            ids, step_ids = [i for i, _ in batch.consumed], [s for _, s in batch.consumed]
+            tx.conn.execute(
+                self._q["consume_events"], {"run_id": row.id, "ids": ids, "step_ids": step_ids, "now": now}
+            )
+        tx.save(row, new, steps, now)
+        held = new.held and not isinstance(batch.outcome, CompleteRun | FailRun)
+        return CommitResult(ok=True, held=held, transaction_result=record)
+
+    def heartbeat(
+        self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration
+    ) -> set[str]:
+        if not leases:
+            return set()
+        kept = self._query(
+            "heartbeat", "heartbeat", ids=[x.run_id for x in leases], owners=[x.owner for x in leases],
+            tokens=[x.token for x in leases], now=now, lease_expires_at=now + lease_duration,
+        )  # fmt: skip
+        alive = {r["id"] for r in kept}
+        return {x.run_id for x in leases if x.run_id not in alive}
+
+    def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
+        if not workflow_ids:
+            return None
+        found = self._query("next_due", "next_due", workflow_ids=list(workflow_ids))
+        due = found[0]["due"] if found else None
+        return None if due is None else pendulum.instance(due).in_timezone("UTC")
+
+    # waiting for changes ------------------------------------------------------------------------------
+
+    def wait_for_wakeup(self, timeout: float) -> bool:
+        """Block until work may be claimable (a NOTIFY on this schema's wake channel) or ``timeout``
+        seconds pass; True when woken. The first call starts listening (call it, or
+        :meth:`listen`, before the first claim to miss nothing)."""
+        return self._wakeups.wait(timeout)
+
+    def listen(self) -> None:
+        """Start listening for wake-ups now (so none sent from here on is missed)."""
+        self._wakeups.open()
+
+    @contextlib.contextmanager
+    def watch_runs(self) -> Iterator[RunWatcher]:
+        """A watcher for run status changes on its own LISTEN connection. Listening starts on
+        entry: read the run *after* entering, then ``watcher.wait(run_id, timeout)`` in a loop."""
+        listener = Listener(self._listen_connection, self._channels.runs)
+        listener.open()
+        try:
+            yield RunWatcher(listener)
+        finally:
+            listener.close()
+
+    def wait_for_run_change(self, run_id: str, timeout: float) -> bool:
+        """Wait once for a status change of ``run_id`` (True) or ``timeout`` (False). Changes before
+        the call are not seen: prefer :meth:`watch_runs` in a read-then-wait loop."""
+        with self.watch_runs() as watcher:
+            return watcher.wait(run_id, timeout)
+
+
+@contextlib.contextmanager
+def _mode(conn: Conn, autocommit: bool) -> Iterator[None]:
+    """Put a pooled connection in autocommit for one operation (then restore it). Transactions need
+    no switch: ``conn.transaction()`` works in either mode."""
+    saved = conn.autocommit
+    if autocommit and not saved:
+        conn.autocommit = True
+    try:
+        yield
+    finally:
+        idle = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if conn.autocommit != saved and idle:
+            conn.autocommit = saved
+
+
+def _claimed(row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]]) -> Claimed:
+    records = {r["step_id"]: step_from(r) for r in steps if r["run_id"] == row.id}
+    mailbox: list[Event] = [event_from(r) for r in mail if r["run_id"] == row.id]
+    return Claimed(row, records, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
+
+
+def _run_transaction(conn: Conn, transaction: tuple[Any, StepRecord], now: DateTime) -> StepRecord:
+    """Call a Transaction step's ``fn(conn, *args)`` and build its completed record."""
+    cmd, base = transaction
+    try:
+        result = cmd.fn(conn, *cmd.args) if hasattr(cmd, "fn") else cmd(conn)
+        output = serde.to_json(result, root=f"result of step {base.step_id!r}")
+    except Exception as exc:
+        raise _UserCodeError(exc) from exc
+    return attrs.evolve(base, status="completed", output=output, attempts=base.attempts + 1, completed_at=now)

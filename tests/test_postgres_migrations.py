@@ -1,0 +1,163 @@
+"""Migrations and named SQL of the Postgres store: declared schema, concurrency, idempotency."""
+
+from __future__ import annotations
+
+import re
+import threading
+from importlib import resources
+from typing import Any
+
+import attrs
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from pgflow.postgres import PostgresStore
+from pgflow.postgres.migrate import applied_version, latest_version, load_migrations, lock_key, migrate
+from pgflow.postgres.queries import load_queries, parse_queries
+from pgflow.records import StepRecord
+from pgflow.store import RunRow
+
+RUN_COLUMNS = {f.name for f in attrs.fields(RunRow)} - {"waiting"} | {
+    "waiting_step_id",
+    "waiting_kind",
+    "waiting_event",
+    "waiting_wake_at",
+}
+STEP_COLUMNS = {f.name for f in attrs.fields(StepRecord)} | {"run_id", "seq"}
+EVENT_COLUMNS = {"id", "run_id", "name", "data", "created_at", "consumed_by_step", "consumed_at"}
+INDEXES = {
+    "runs_pkey",
+    "runs_idempotency_key_key",
+    "runs_claim_idx",
+    "runs_lease_idx",
+    "runs_created_idx",
+    "runs_resource_idx",
+    "runs_workflow_idx",
+    "runs_parent_idx",
+    "steps_pkey",
+    "events_pkey",
+    "events_unconsumed_idx",
+    "events_run_idx",
+    "workflows_pkey",
+    "schema_version_pkey",
+}
+
+
+def _columns(conn: psycopg.Connection[Any], schema: str, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+        (schema, table),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+@pytest.mark.postgres
+def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> None:
+    """Applying the migrations yields every declared table, column and index."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert migrate(conn, pg_schema) == [m.version for m in load_migrations()]
+        assert _columns(conn, pg_schema, "runs") == RUN_COLUMNS
+        assert _columns(conn, pg_schema, "steps") == STEP_COLUMNS
+        assert _columns(conn, pg_schema, "events") == EVENT_COLUMNS
+        assert _columns(conn, pg_schema, "workflows") == {"id", "steps", "registered_at"}
+        assert _columns(conn, pg_schema, "schema_version") == {"version", "name", "applied_at"}
+        indexes = {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))
+        }
+        assert indexes == INDEXES
+        claim_index = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'runs_claim_idx'",
+            (pg_schema,),
+        ).fetchone()
+        assert claim_index is not None and "WHERE (status = ANY" in claim_index[0]
+        assert applied_version(conn, pg_schema) == latest_version() == 1
+
+
+@pytest.mark.postgres
+def test_status_check_constraint(pg_dsn: str, pg_schema: str) -> None:
+    """The runs.status column rejects values that are not a RunStatus."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, pg_schema)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                f'INSERT INTO "{pg_schema}".runs (id, workflow_id, status, created_at, updated_at)'
+                " VALUES ('r', 'w', 'bogus', '2024-01-01Z', '2024-01-01Z')"
+            )
+
+
+@pytest.mark.postgres
+def test_ten_processes_migrating_at_once(pg_dsn: str, pg_schema: str) -> None:
+    """Ten connections migrating a fresh schema at once all succeed; the migration runs once."""
+    barrier = threading.Barrier(10)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(pg_dsn) as conn:
+                barrier.wait()
+                results.append(migrate(conn, pg_schema))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results, key=len) == [[]] * 9 + [[1]]
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(f'SELECT version FROM "{pg_schema}".schema_version').fetchall()
+    assert rows == [(1,)]
+
+
+@pytest.mark.postgres
+def test_migrate_again_is_a_no_op(pg_dsn: str, pg_schema: str) -> None:
+    """Re-running migrate (also through PostgresStore.migrate) applies nothing."""
+    with ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True) as pool:
+        store = PostgresStore(pool, schema=pg_schema)
+        store.migrate()
+        store.migrate()
+        with pool.connection() as conn:
+            assert migrate(conn, pg_schema) == []
+            assert conn.execute(f'SELECT count(*) FROM "{pg_schema}".schema_version').fetchone() == (1,)
+
+
+@pytest.mark.postgres
+def test_schema_name_is_quoted(pg_dsn: str) -> None:
+    """A schema name needing quotes (mixed case, spaces, quotes) works and injects nothing."""
+    schema = 'Odd "Name"; x'
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            assert migrate(conn, schema) == [1]
+            assert "runs" in {
+                r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
+            }
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "Odd ""Name""; x" CASCADE')
+
+
+def test_lock_key_is_per_schema_and_stable() -> None:
+    """The advisory lock key is a signed 64-bit value derived from the schema name only."""
+    assert lock_key("pgflow") == lock_key("pgflow") != lock_key("other")
+    assert -(2**63) <= lock_key("pgflow") < 2**63
+
+
+def test_named_queries_are_documented() -> None:
+    """Every named query has a description line and a body."""
+    queries = load_queries()
+    assert {"claim", "commit_keep_running", "heartbeat", "next_due", "upsert_steps"} <= set(queries)
+    assert all(q.doc and q.text for q in queries.values())
+    with pytest.raises(ValueError):
+        parse_queries("-- name: broken\nSELECT 1")
+
+
+def test_sql_never_reads_the_server_clock() -> None:
+    """No query or migration calls now()/current_timestamp: every time is a parameter."""
+    root = resources.files("pgflow.postgres")
+    texts = [root.joinpath("sql/queries.sql").read_text("utf-8")] + [m.text for m in load_migrations()]
+    clock = re.compile(r"\b(now\s*\(|current_timestamp|current_date|localtimestamp|clock_timestamp)", re.I)
+    assert not [t for t in texts if clock.search(t)]

@@ -1,0 +1,776 @@
+"""One contract suite for both stores: MemoryStore and PostgresStore must behave identically.
+
+Every test drives the store through its public methods with a fixed, manually advanced clock.
+The last section holds Postgres-only behaviour (Transaction steps, LISTEN/NOTIFY, concurrency).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pendulum
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from pgflow.errors import (
+    IdempotencyConflictError,
+    InvalidArgumentError,
+    InvalidStateError,
+    RunNotFoundError,
+    StorageError,
+)
+from pgflow.memory import MemoryStore
+from pgflow.postgres import PostgresStore
+from pgflow.records import RunError, RunStatus, StepRecord, Waiting
+from pgflow.static_steps import StepInfo
+from pgflow.store import (
+    Batch,
+    Claimed,
+    CompleteRun,
+    FailRun,
+    KeepRunning,
+    Lease,
+    NewRun,
+    ReleaseRun,
+    RetryRun,
+    RunQuery,
+    StartChild,
+    Store,
+    SuspendRun,
+)
+
+T0 = pendulum.datetime(2024, 1, 1, tz="UTC")
+LEASE = pendulum.duration(seconds=30)
+WF = "wf"
+
+
+def sec(n: float) -> pendulum.DateTime:
+    return T0 + pendulum.duration(seconds=n)
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """The store under test: in-memory, or Postgres in a fresh migrated schema."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+    with ConnectionPool(dsn, min_size=1, max_size=4, open=True) as pool:
+        pg = PostgresStore(pool, schema=schema)
+        pg.migrate()
+        yield pg
+        pg.close()
+
+
+def new(
+    run_id: str,
+    *,
+    wf: str = WF,
+    resource: str | None = None,
+    key: str | None = None,
+    now: Any = T0,
+    **kw: Any,
+) -> NewRun:
+    return NewRun(
+        run_id, wf, resource, {"n": 1}, kw.pop("retries", 0), 1.0, key, kw.pop("timeout_at", None), now, **kw
+    )
+
+
+def rec(step_id: str, status: str = "completed", kind: str = "run", **kw: Any) -> StepRecord:
+    return StepRecord(step_id, kind, status, **{"started_at": T0, "attempts": 1, **kw})
+
+
+def claim_one(store: Store, now: Any = T0, owner: str = "w1", wf: str = WF) -> Claimed:
+    claimed = store.claim(owner, [wf], now, LEASE, 10)
+    assert len(claimed) == 1
+    return claimed[0]
+
+
+def suspend_at(store: Store, run_id: str, step: StepRecord, waiting: Waiting, now: Any = T0) -> None:
+    c = claim_one(store, now)
+    assert c.run.id == run_id
+    outcome = SuspendRun(waiting, waiting.wake_at, c.run.mailbox_seq)
+    assert store.commit(c.lease, now, LEASE, Batch((step,), outcome=outcome)).ok
+
+
+def wait_for(store: Store, run_id: str, event: str = "go") -> None:
+    step = rec("w", "waiting", "wait_for", event=event)
+    suspend_at(store, run_id, step, Waiting("w", "wait_for", event))
+
+
+# -- start, get, definitions ------------------------------------------------------------------------
+
+
+def test_start_and_get(store: Store) -> None:
+    """A started run is pending, due now, and get returns it with no steps."""
+    row, created = store.start_run(new("r1", resource="u1", timeout_at=sec(100)))
+    assert created and row.status == RunStatus.PENDING and row.due_at == T0
+    got, steps = store.get("r1", None)
+    assert got == row and steps == []
+    assert got.input == {"n": 1} and got.timeout_at == sec(100) and got.created_at == T0
+
+
+def test_idempotent_start_returns_existing(store: Store) -> None:
+    """A second start with the same key returns the first run, not a new one."""
+    first, created1 = store.start_run(new("r1", key="k", resource="u1"))
+    again, created2 = store.start_run(new("r2", key="k", resource="u1", now=sec(5)))
+    assert created1 and not created2 and again.id == "r1" and again == first
+    with pytest.raises(RunNotFoundError):
+        store.get("r2", None)
+
+
+def test_idempotency_conflict_other_workflow_or_resource(store: Store) -> None:
+    """Reusing a key for another workflow or another resource raises IdempotencyConflictError."""
+    store.start_run(new("r1", key="k", resource="u1"))
+    with pytest.raises(IdempotencyConflictError):
+        store.start_run(new("r2", key="k", wf="other", resource="u1"))
+    with pytest.raises(IdempotencyConflictError):
+        store.start_run(new("r3", key="k", resource="u2"))
+    with pytest.raises(IdempotencyConflictError):
+        store.start_run(new("r4", key="k"))
+
+
+def test_get_scoped_by_resource(store: Store) -> None:
+    """A run of another resource (or none) is reported exactly like a missing run."""
+    store.start_run(new("r1", resource="u1"))
+    store.start_run(new("r2"))
+    assert store.get("r1", "u1")[0].id == "r1"
+    assert store.get("r1", None)[0].id == "r1"
+    for run_id, resource in [("r1", "u2"), ("r2", "u1"), ("nope", None)]:
+        with pytest.raises(RunNotFoundError, match=run_id):
+            store.get(run_id, resource)
+
+
+def test_register_workflow_round_trip(store: Store) -> None:
+    """Registered step lists read back equal; re-registering replaces; unknown ids give None."""
+    steps = (StepInfo("a", "run"), StepInfo("b", "wait_for", conditional=True, loop=True, dynamic=False))
+    store.register_workflow("wf", steps, T0)
+    assert store.workflow_steps("wf") == steps
+    store.register_workflow("wf", steps[:1], sec(1))
+    assert store.workflow_steps("wf") == steps[:1]
+    assert store.workflow_steps("missing") is None
+
+
+# -- claim, lease, fencing --------------------------------------------------------------------------
+
+
+def test_claim_takes_a_lease(store: Store) -> None:
+    """Claiming makes the run running under a new lease token; a second claim does not take it."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert c.run.status == RunStatus.RUNNING and c.lease == Lease("r1", "w1", 1)
+    assert c.run.lease_expires_at == T0 + LEASE and c.run.due_at is None
+    assert c.steps == {} and c.mailbox == []
+    assert store.claim("w2", [WF], sec(29), LEASE, 10) == []
+    assert store.get("r1", None)[0].status == RunStatus.RUNNING
+
+
+def test_claim_filters_by_workflow_and_due_time(store: Store) -> None:
+    """Only runs of the asked workflows that are due are claimed, earliest due first, up to limit."""
+    store.start_run(new("b", now=sec(2)))
+    store.start_run(new("a", now=sec(1)))
+    store.start_run(new("c", now=sec(3)))
+    store.start_run(new("other", wf="wf2"))
+    assert store.claim("w", [WF], T0, LEASE, 10) == []
+    assert [c.run.id for c in store.claim("w", [WF], sec(2), LEASE, 10)] == ["a", "b"]
+    assert [c.run.id for c in store.claim("w", [WF, "wf2"], sec(3), LEASE, 1)] == ["other"]
+    assert [c.run.id for c in store.claim("w", [WF], sec(3), LEASE, 5)] == ["c"]
+
+
+def test_expired_lease_is_taken_over_and_old_token_fenced(store: Store) -> None:
+    """After expiry another worker claims with token+1; the old holder can no longer commit."""
+    store.start_run(new("r1"))
+    old = claim_one(store, T0, "w1")
+    new_claim = claim_one(store, sec(30), "w2")
+    assert new_claim.lease == Lease("r1", "w2", 2)
+    refused = store.commit(old.lease, sec(31), LEASE, Batch((rec("s1"),)))
+    assert not refused.ok and not refused.mailbox_changed
+    assert store.get("r1", None)[1] == []
+    assert store.commit(new_claim.lease, sec(31), LEASE, Batch((rec("s1"),))).ok
+
+
+def test_commit_refused_when_lease_expired(store: Store) -> None:
+    """A commit at or after the lease expiry writes nothing, even without a takeover."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert not store.commit(c.lease, sec(30), LEASE, Batch((rec("s1"),))).ok
+    assert not store.commit(c.lease, sec(31), LEASE, Batch((rec("s1"),), outcome=CompleteRun(1))).ok
+    assert store.get("r1", None)[1] == []
+    assert store.get("r1", None)[0].status == RunStatus.RUNNING
+
+
+def test_reload(store: Store) -> None:
+    """reload returns the current row, steps and mailbox while the token matches, else None."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    store.commit(c.lease, T0, LEASE, Batch((rec("s1", output=[1, 2]),)))
+    store.deliver_event("r1", None, "go", {"x": 1}, sec(1))
+    again = store.reload(c.lease)
+    assert again is not None and again.lease == c.lease
+    assert again.steps["s1"].output == [1, 2] and [e.data for e in again.mailbox] == [{"x": 1}]
+    assert store.reload(Lease("r1", "w1", 99)) is None
+    assert store.reload(Lease("missing", "w1", 1)) is None
+
+
+# -- commit outcomes --------------------------------------------------------------------------------
+
+
+def test_keep_running_records_steps_in_order(store: Store) -> None:
+    """KeepRunning writes the step records (upserts keep their first position) and extends the lease."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    err = RunError("ValueError", "bad", "tb", "b")
+    first = store.commit(c.lease, sec(10), LEASE, Batch((rec("b", "waiting"), rec("a"))))
+    assert first.ok and not first.held
+    second = store.commit(
+        c.lease, sec(20), LEASE, Batch((rec("c", "failed", error=err), rec("b", output={"k": "v"})))
+    )
+    assert second.ok
+    row, steps = store.get("r1", None)
+    assert [s.step_id for s in steps] == ["b", "a", "c"]
+    assert steps[0].status == "completed" and steps[0].output == {"k": "v"} and steps[2].error == err
+    assert (
+        row.lease_expires_at == sec(20) + LEASE and row.current_step_id == "b" and row.updated_at == sec(20)
+    )
+    assert store.claim("w2", [WF], sec(45), LEASE, 10) == []  # extended lease still held
+
+
+def test_step_record_fields_round_trip(store: Store) -> None:
+    """Every StepRecord field is stored and read back unchanged."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    full = StepRecord(
+        "s", "wait_for", "waiting", "out", RunError("E", "m"), True, 3, T0, sec(1), sec(2), sec(3), "ev", 2
+    )
+    assert store.commit(c.lease, T0, LEASE, Batch((full,))).ok
+    assert store.get("r1", None)[1] == [full]
+
+
+def test_json_values_keep_dict_key_order(store: Store) -> None:
+    """Input, output, step output and event data come back with their dict keys in the same order."""
+    value = {"zeta": 1, "alpha": {"y": 2, "b": 3}, "mid": [{"q": 1, "a": 2}]}
+    store.start_run(NewRun("r1", WF, None, value, 0, 1.0, None, None, T0))
+    store.deliver_event("r1", None, "ev", value, T0)
+    c = claim_one(store)
+    assert list(c.run.input) == ["zeta", "alpha", "mid"] and list(c.mailbox[0].data) == [
+        "zeta",
+        "alpha",
+        "mid",
+    ]
+    assert store.commit(c.lease, T0, LEASE, Batch((rec("s", output=value),), outcome=CompleteRun(value))).ok
+    row, steps = store.get("r1", None)
+    for got in (row.output, steps[0].output):
+        assert got == value and list(got) == ["zeta", "alpha", "mid"] and list(got["alpha"]) == ["y", "b"]
+        assert list(got["mid"][0]) == ["q", "a"]
+
+
+def test_suspend_waits_and_releases_lease(store: Store) -> None:
+    """SuspendRun parks the run at its step: paused, waiting, lease released, not claimable."""
+    store.start_run(new("r1"))
+    wait_for(store, "r1")
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.PAUSED and row.waiting == Waiting("w", "wait_for", "go")
+    assert row.lease_owner is None and row.due_at is None and row.wake_at is None
+    assert store.claim("w", [WF], sec(1000), LEASE, 10) == []
+
+
+def test_suspend_with_timer_becomes_due(store: Store) -> None:
+    """A suspended run with a wake time is claimable from then on."""
+    store.start_run(new("r1"))
+    suspend_at(store, "r1", rec("d", "waiting", "delay"), Waiting("d", "delay", None, sec(60)))
+    row = store.get("r1", None)[0]
+    assert row.wake_at == sec(60) and row.due_at == sec(60)
+    assert store.claim("w", [WF], sec(59), LEASE, 10) == []
+    assert claim_one(store, sec(60)).run.id == "r1"
+
+
+def test_suspend_refused_when_mailbox_changed(store: Store) -> None:
+    """An event delivered after the claim makes SuspendRun report mailbox_changed and write nothing."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    store.deliver_event("r1", None, "go", {"ok": True}, sec(1))
+    outcome = SuspendRun(Waiting("w", "wait_for", "go"), None, c.run.mailbox_seq)
+    result = store.commit(c.lease, sec(2), LEASE, Batch((rec("w", "waiting", "wait_for"),), outcome=outcome))
+    assert not result.ok and result.mailbox_changed
+    assert store.get("r1", None)[1] == []
+    fresh = store.reload(c.lease)
+    assert fresh is not None and [e.name for e in fresh.mailbox] == ["go"]
+    consumed = Batch(
+        (rec("w", kind="wait_for", output={"ok": True}),), ((fresh.mailbox[0].id, "w"),), KeepRunning()
+    )
+    assert store.commit(c.lease, sec(3), LEASE, consumed).ok
+    again = store.reload(c.lease)
+    assert again is not None and again.mailbox == []
+
+
+def test_complete_run(store: Store) -> None:
+    """CompleteRun ends the run with its output; nothing can be committed afterwards."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    done = store.commit(c.lease, sec(5), LEASE, Batch((rec("s1"),), outcome=CompleteRun({"ok": 1})))
+    assert done.ok and not done.held
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.COMPLETED and row.output == {"ok": 1} and row.completed_at == sec(5)
+    assert row.lease_owner is None and row.error is None
+    assert not store.commit(c.lease, sec(6), LEASE, Batch((rec("s2"),))).ok
+    assert store.reload(c.lease) is None
+
+
+def test_fail_run(store: Store) -> None:
+    """FailRun ends the run failed with its error."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    err = RunError("ValueError", "boom", "Traceback ...", "s1")
+    assert store.commit(c.lease, sec(5), LEASE, Batch(outcome=FailRun(err))).ok
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.FAILED and row.error == err and row.completed_at == sec(5)
+
+
+def test_retry_run(store: Store) -> None:
+    """RetryRun makes the run pending again after a backoff, counting the attempt."""
+    store.start_run(new("r1", retries=2))
+    c = claim_one(store)
+    err = RunError("ValueError", "boom")
+    assert store.commit(c.lease, sec(1), LEASE, Batch(outcome=RetryRun(err, sec(3)))).ok
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.PENDING and row.retry_count == 1 and row.error == err
+    assert row.wake_at == sec(3) and row.lease_owner is None
+    assert store.claim("w", [WF], sec(2), LEASE, 10) == []
+    assert claim_one(store, sec(3)).lease.token == 2
+
+
+def test_release_run(store: Store) -> None:
+    """ReleaseRun gives the run back: pending and claimable at once."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert store.commit(c.lease, sec(1), LEASE, Batch(outcome=ReleaseRun())).ok
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.PENDING and row.lease_owner is None
+    assert claim_one(store, sec(1), "w2").lease == Lease("r1", "w2", 2)
+
+
+def test_pause_while_running_reports_held(store: Store) -> None:
+    """A run paused during its lease commits with held=True and stays paused after release."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    store.change("r1", None, "pause", None, sec(1))
+    assert store.get("r1", None)[0].status == RunStatus.PAUSED
+    result = store.commit(c.lease, sec(2), LEASE, Batch((rec("s1"),)))
+    assert result.ok and result.held
+    assert store.commit(c.lease, sec(3), LEASE, Batch(outcome=ReleaseRun())).held
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.PAUSED and row.held and row.lease_owner is None
+    assert store.claim("w", [WF], sec(100), LEASE, 10) == []
+    store.change("r1", None, "resume", None, sec(4))
+    assert store.get("r1", None)[0].status == RunStatus.PENDING
+    assert claim_one(store, sec(4)).run.status == RunStatus.RUNNING
+
+
+# -- events and client actions ------------------------------------------------------------------------
+
+
+def test_deliver_event_wakes_only_a_matching_waiter(store: Store) -> None:
+    """An event wakes a run waiting for that name; other names are only buffered."""
+    store.start_run(new("r1"))
+    wait_for(store, "r1", "approve")
+    store.deliver_event("r1", None, "other", None, sec(1))
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.PAUSED and row.mailbox_seq == 1
+    store.deliver_event("r1", None, "approve", {"yes": True}, sec(2))
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.PENDING and row.due_at == sec(2)
+    c = claim_one(store, sec(2))
+    assert [(e.name, e.data) for e in c.mailbox] == [("other", None), ("approve", {"yes": True})]
+    assert c.mailbox[0].id < c.mailbox[1].id and c.mailbox[1].created_at == sec(2)
+
+
+def test_deliver_event_errors(store: Store) -> None:
+    """Unknown or foreign runs raise RunNotFoundError; ended runs raise InvalidStateError, storing nothing."""
+    store.start_run(new("r1", resource="u1"))
+    with pytest.raises(RunNotFoundError):
+        store.deliver_event("nope", None, "go", None, T0)
+    with pytest.raises(RunNotFoundError):
+        store.deliver_event("r1", "u2", "go", None, T0)
+    store.change("r1", None, "cancel", None, T0)
+    with pytest.raises(InvalidStateError):
+        store.deliver_event("r1", "u1", "go", None, T0)
+    assert store.get("r1", None)[0].mailbox_seq == 0
+
+
+def test_pause_resume_cancel(store: Store) -> None:
+    """pause/resume/cancel follow the status rules, refusing invalid changes with InvalidStateError."""
+    store.start_run(new("r1", resource="u1"))
+    with pytest.raises(InvalidStateError, match="trigger_event"):
+        store.change("r1", None, "resume", None, T0)
+    store.change("r1", "u1", "pause", None, sec(1))
+    row = store.get("r1", None)[0]
+    assert row.held and row.status == RunStatus.PAUSED and row.paused_at == sec(1)
+    with pytest.raises(InvalidStateError):
+        store.change("r1", None, "pause", None, sec(2))
+    store.change("r1", None, "resume", None, sec(3))
+    row = store.get("r1", None)[0]
+    assert not row.held and row.status == RunStatus.PENDING and row.resumed_at == sec(3)
+    with pytest.raises(RunNotFoundError):
+        store.change("r1", "u2", "cancel", None, sec(4))
+    store.change("r1", None, "cancel", None, sec(4))
+    row = store.get("r1", None)[0]
+    assert row.status == RunStatus.CANCELLED and row.completed_at == sec(4)
+    for action in ("pause", "resume", "cancel"):
+        with pytest.raises(InvalidStateError):
+            store.change("r1", None, action, None, sec(5))
+
+
+def test_resume_completes_a_pause_step(store: Store) -> None:
+    """resume on a run at a Pause step completes the step and makes the run ready."""
+    store.start_run(new("r1"))
+    suspend_at(store, "r1", rec("p", "waiting", "pause"), Waiting("p", "pause"))
+    store.change("r1", None, "resume", None, sec(1))
+    row, steps = store.get("r1", None)
+    assert row.status == RunStatus.PENDING and row.waiting is None
+    assert steps[0].status == "completed" and steps[0].completed_at == sec(1)
+
+
+def test_fast_forward(store: Store) -> None:
+    """fast_forward delivers data to a waiting step; a run neither waiting nor held is unchanged."""
+    store.start_run(new("r1"))
+    store.change("r1", None, "fast_forward", {"x": 1}, sec(1))
+    assert store.get("r1", None)[0].updated_at == T0
+    wait_for(store, "r1")
+    store.change("r1", None, "fast_forward", {"x": 2}, sec(2))
+    row, steps = store.get("r1", None)
+    assert row.status == RunStatus.PENDING and steps[0].status == "completed" and steps[0].output == {"x": 2}
+    store.change("r1", None, "cancel", None, sec(3))
+    store.change("r1", None, "fast_forward", None, sec(4))
+    assert store.get("r1", None)[0].status == RunStatus.CANCELLED
+    store.start_run(new("r2"))
+    with pytest.raises(ValueError):
+        store.change("r2", None, "explode", None, sec(5))
+
+
+def test_resume_with_buffered_event_wakes_waiter(store: Store) -> None:
+    """Resuming a held run that waits for an already-buffered event makes it ready at once."""
+    store.start_run(new("r1"))
+    wait_for(store, "r1")
+    store.change("r1", None, "pause", None, sec(1))
+    store.deliver_event("r1", None, "go", {}, sec(2))
+    assert store.get("r1", None)[0].status == RunStatus.PAUSED
+    store.change("r1", None, "resume", None, sec(3))
+    assert store.get("r1", None)[0].status == RunStatus.PENDING
+
+
+# -- children ---------------------------------------------------------------------------------------------
+
+
+def start_child(store: Store, parent: str, child: str, now: Any = T0) -> None:
+    c = claim_one(store, now)
+    assert c.run.id == parent
+    step = rec("c", "waiting", "child", output={"child_run_id": child})
+    batch = Batch(
+        (step,),
+        outcome=SuspendRun(Waiting("c", "child"), None, c.run.mailbox_seq),
+        children=(StartChild(new(child, parent_run_id=parent, parent_step_id="c", now=now)),),
+    )
+    assert store.commit(c.lease, now, LEASE, batch).ok
+
+
+def test_child_completion_settles_parent_step(store: Store) -> None:
+    """A child run completing completes the parent's Child step with its output and wakes the parent."""
+    store.start_run(new("p"))
+    start_child(store, "p", "k")
+    child = store.get("k", None)[0]
+    assert child.status == RunStatus.PENDING and (child.parent_run_id, child.parent_step_id) == ("p", "c")
+    c = claim_one(store, sec(1))
+    assert c.run.id == "k"
+    assert store.commit(c.lease, sec(2), LEASE, Batch(outcome=CompleteRun({"v": 7}))).ok
+    parent, steps = store.get("p", None)
+    assert parent.status == RunStatus.PENDING and parent.waiting is None
+    assert steps[0].status == "completed" and steps[0].output == {"v": 7}
+
+
+def test_child_failure_fails_parent_step(store: Store) -> None:
+    """A failed child settles the parent's Child step as failed with ChildFailedError."""
+    store.start_run(new("p"))
+    start_child(store, "p", "k")
+    c = claim_one(store, sec(1))
+    assert store.commit(c.lease, sec(2), LEASE, Batch(outcome=FailRun(RunError("KeyError", "x")))).ok
+    step = store.get("p", None)[1][0]
+    assert step.status == "failed" and step.error is not None and step.error.type == "ChildFailedError"
+
+
+def test_cancel_cascades_to_children(store: Store) -> None:
+    """Cancelling a run cancels its live children recursively and settles its Child step."""
+    store.start_run(new("p"))
+    start_child(store, "p", "k")
+    start_child(store, "k", "g", sec(1))
+    store.start_run(new("done", wf="wf2", parent_run_id="p", parent_step_id="x"))
+    done = claim_one(store, sec(2), wf="wf2")
+    assert done.run.id == "done"
+    store.commit(done.lease, sec(2), LEASE, Batch(outcome=CompleteRun(None)))
+    store.change("p", None, "cancel", None, sec(3))
+    statuses = {r: store.get(r, None)[0].status for r in ("p", "k", "g", "done")}
+    assert statuses == {
+        "p": RunStatus.CANCELLED,
+        "k": RunStatus.CANCELLED,
+        "g": RunStatus.CANCELLED,
+        "done": RunStatus.COMPLETED,
+    }
+    assert store.get("p", None)[1][0].status == "failed"
+    assert store.get("k", None)[0].completed_at == sec(3)
+
+
+# -- listing, scheduling, heartbeats -----------------------------------------------------------------------
+
+
+def make_35(store: Store) -> list[str]:
+    ids = []
+    for i in range(35):
+        run_id = f"run-{i:02d}"
+        store.start_run(new(run_id, now=sec(i // 3), resource="u1" if i % 2 else "u2"))  # ties of 3
+        ids.append(run_id)
+    return sorted(ids, key=lambda r: (int(r[4:]) // 3, r), reverse=True)
+
+
+def test_list_runs_pages_forward_and_back(store: Store) -> None:
+    """35 runs page 10/10/10/5 newest first (ties by id); walking back reproduces the pages."""
+    expected = make_35(store)
+    pages, cursor = [], None
+    while True:
+        items, has_more, has_prev = store.list_runs(RunQuery(limit=10, starting_after=cursor))
+        pages.append(([r.id for r in items], has_more, has_prev))
+        if not has_more:
+            break
+        cursor = items[-1].id
+    assert [len(p[0]) for p in pages] == [10, 10, 10, 5]
+    assert [p[1:] for p in pages] == [(True, False), (True, True), (True, True), (False, True)]
+    assert [r for p in pages for r in p[0]] == expected
+    for i in range(3, 0, -1):
+        items, has_more, has_prev = store.list_runs(RunQuery(limit=10, ending_before=pages[i][0][0]))
+        assert [r.id for r in items] == pages[i - 1][0]
+        assert has_more and has_prev == (i - 1 > 0)
+
+
+def test_list_runs_filters(store: Store) -> None:
+    """Filters on resource, workflow and statuses combine with AND."""
+    make_35(store)
+    store.start_run(new("x1", wf="other", resource="u1"))
+    store.change("run-01", None, "cancel", None, sec(20))
+    items, _, _ = store.list_runs(RunQuery(resource_id="u1", limit=100))
+    assert len(items) == 18 and all(r.resource_id == "u1" for r in items)
+    items, _, _ = store.list_runs(RunQuery(workflow_id="other", limit=100))
+    assert [r.id for r in items] == ["x1"]
+    items, _, _ = store.list_runs(RunQuery(resource_id="u1", statuses=("cancelled",), limit=100))
+    assert [r.id for r in items] == ["run-01"]
+    items, more, _ = store.list_runs(RunQuery(workflow_id=WF, statuses=("pending", "running"), limit=5))
+    assert len(items) == 5 and more
+
+
+def test_list_runs_unknown_cursor(store: Store) -> None:
+    """A cursor that is not a run id raises InvalidArgumentError."""
+    store.start_run(new("r1"))
+    with pytest.raises(InvalidArgumentError):
+        store.list_runs(RunQuery(starting_after="nope"))
+    with pytest.raises(InvalidArgumentError):
+        store.list_runs(RunQuery(ending_before="nope"))
+
+
+def test_next_due(store: Store) -> None:
+    """next_due is the earliest due time or lease expiry among live runs of the given workflows."""
+    assert store.next_due([WF]) is None
+    store.start_run(new("r1", now=sec(5)))
+    store.start_run(new("r2", wf="wf2", now=sec(1)))
+    assert store.next_due([WF]) == sec(5)
+    assert store.next_due([WF, "wf2"]) == sec(1)
+    assert store.next_due([]) is None
+    c = claim_one(store, sec(5))
+    assert store.next_due([WF]) == sec(5) + LEASE
+    store.commit(
+        c.lease, sec(6), LEASE, Batch(outcome=SuspendRun(Waiting("d", "delay", None, sec(50)), sec(50), 0))
+    )
+    assert store.next_due([WF]) == sec(50)
+    store.change("r1", None, "cancel", None, sec(7))
+    assert store.next_due([WF]) is None
+
+
+def test_heartbeat(store: Store) -> None:
+    """A heartbeat extends live leases in one call and reports the runs whose lease is lost."""
+    store.start_run(new("r1"))
+    store.start_run(new("r2"))
+    a, b = store.claim("w1", [WF], T0, LEASE, 10)
+    assert store.heartbeat([a.lease, b.lease], sec(20), LEASE) == set()
+    assert store.get(a.run.id, None)[0].lease_expires_at == sec(50)
+    assert store.claim("w2", [WF], sec(40), LEASE, 10) == []
+    store.change(b.run.id, None, "cancel", None, sec(41))
+    assert store.heartbeat([a.lease, b.lease], sec(45), LEASE) == {b.run.id}
+    assert store.heartbeat([a.lease], sec(80), LEASE) == {a.run.id}
+    assert store.heartbeat([], sec(80), LEASE) == set()
+
+
+# -- Postgres only ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg(pg_dsn: str, pg_schema: str) -> Iterator[PostgresStore]:
+    """A migrated PostgresStore in a fresh schema."""
+    with ConnectionPool(pg_dsn, min_size=1, max_size=8, open=True) as pool:
+        store = PostgresStore(pool, schema=pg_schema)
+        store.migrate()
+        with pool.connection() as conn:
+            conn.execute(sql.SQL("CREATE TABLE {}.ledger (v int)").format(sql.Identifier(pg_schema)))
+        yield store
+        store.close()
+
+
+class _Tx:
+    """A stand-in for ``pgflow.commands.Transaction``: ``step_id``, ``fn``, ``args``."""
+
+    def __init__(self, step_id: str, fn: Any, *args: Any) -> None:
+        self.step_id, self.fn, self.args = step_id, fn, args
+
+
+def _insert(schema: str) -> Any:
+    def fn(conn: psycopg.Connection[Any], value: int) -> dict[str, int]:
+        conn.execute(sql.SQL("INSERT INTO {}.ledger VALUES (%s)").format(sql.Identifier(schema)), (value,))
+        return {"inserted": value}
+
+    return fn
+
+
+def _ledger(store: PostgresStore) -> list[int]:
+    with store._pool.connection() as conn:
+        query = sql.SQL("SELECT v FROM {}.ledger ORDER BY v").format(sql.Identifier(store.schema))
+        return [r[0] for r in conn.execute(query).fetchall()]
+
+
+@pytest.mark.postgres
+def test_transaction_commits_with_the_step(pg: PostgresStore) -> None:
+    """A Transaction step's writes and its completed record commit together."""
+    pg.start_run(new("r1"))
+    c = claim_one(pg)
+    base = rec("t", "waiting", "transaction", attempts=0)
+    result = pg.commit(
+        c.lease, sec(1), LEASE, Batch((rec("s0"),)), transaction=(_Tx("t", _insert(pg.schema), 7), base)
+    )
+    assert result.ok and result.transaction_result is not None
+    assert result.transaction_result.status == "completed" and result.transaction_result.output == {
+        "inserted": 7
+    }
+    assert _ledger(pg) == [7]
+    steps = pg.get("r1", None)[1]
+    assert (
+        [s.step_id for s in steps] == ["s0", "t"]
+        and steps[1].attempts == 1
+        and steps[1].completed_at == sec(1)
+    )
+
+
+@pytest.mark.postgres
+def test_transaction_failure_rolls_back_everything(pg: PostgresStore) -> None:
+    """If the step function raises, its writes and the batch roll back and the error propagates."""
+    pg.start_run(new("r1"))
+    c = claim_one(pg)
+    insert = _insert(pg.schema)
+
+    def boom(conn: psycopg.Connection[Any]) -> None:
+        insert(conn, 1)
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        pg.commit(
+            c.lease, sec(1), LEASE, Batch((rec("s0"),)), transaction=(_Tx("t", boom), rec("t", "waiting"))
+        )
+    with pytest.raises(psycopg.errors.UndefinedTable):  # the user's own SQL error is not wrapped
+        pg.commit(
+            c.lease,
+            sec(1),
+            LEASE,
+            Batch(),
+            transaction=(_Tx("t", lambda cn: cn.execute("SELECT * FROM nope")), rec("t", "waiting")),
+        )
+    assert _ledger(pg) == [] and pg.get("r1", None)[1] == []
+
+
+@pytest.mark.postgres
+def test_transaction_not_run_without_lease(pg: PostgresStore) -> None:
+    """With a lost lease the step function is never called and nothing is written."""
+    pg.start_run(new("r1"))
+    c = claim_one(pg)
+    called = []
+    result = pg.commit(
+        c.lease, sec(99), LEASE, Batch(), transaction=(_Tx("t", called.append), rec("t", "waiting"))
+    )
+    assert not result.ok and called == []
+
+
+@pytest.mark.postgres
+def test_concurrent_duplicate_starts(pg: PostgresStore) -> None:
+    """Ten concurrent starts with one idempotency key create exactly one run."""
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(8)
+
+    def start(i: int) -> None:
+        barrier.wait()
+        row, created = pg.start_run(new(f"r{i}", key="same"))
+        results.append((row.id, created))
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({rid for rid, _ in results}) == 1 and sum(created for _, created in results) == 1
+
+
+@pytest.mark.postgres
+def test_concurrent_claims_never_share_a_run(pg: PostgresStore) -> None:
+    """Workers claiming at once (SKIP LOCKED) each get distinct runs, all runs claimed once."""
+    for i in range(20):
+        pg.start_run(new(f"r{i:02d}"))
+    got: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def work(owner: str) -> None:
+        barrier.wait()
+        got.extend(c.run.id for c in pg.claim(owner, [WF], T0, LEASE, 7))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == [f"r{i:02d}" for i in range(20)]
+
+
+@pytest.mark.postgres
+def test_wakeup_notifications(pg: PostgresStore) -> None:
+    """wait_for_wakeup returns True after a start commits elsewhere, False on timeout."""
+    pg.listen()
+    assert pg.wait_for_wakeup(0.05) is False
+    pg.start_run(new("r1"))
+    assert pg.wait_for_wakeup(5) is True
+    assert pg.wait_for_wakeup(0.05) is False
+
+
+@pytest.mark.postgres
+def test_watch_runs_sees_status_changes(pg: PostgresStore) -> None:
+    """A run watcher wakes when that run's status changes, not for other runs."""
+    pg.start_run(new("r1"))
+    pg.start_run(new("r2"))
+    with pg.watch_runs() as watcher:
+        pg.change("r2", None, "pause", None, sec(1))
+        assert watcher.wait("r1", 0.1) is False
+        pg.change("r1", None, "cancel", None, sec(1))
+        assert watcher.wait("r1", 5) is True
+
+
+@pytest.mark.postgres
+def test_storage_errors_are_translated(pg_dsn: str, pg_schema: str) -> None:
+    """A database error surfaces as StorageError with the psycopg error as its cause."""
+    with ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True) as pool:
+        store = PostgresStore(pool, schema=pg_schema)  # not migrated: tables are missing
+        with pytest.raises(StorageError) as info:
+            store.get("r1", None)
+        assert isinstance(info.value.__cause__, psycopg.Error)
