@@ -132,6 +132,24 @@ def test_client_knows_workflows_any_engine_registered(producer: pgflow.Engine, c
         client.start_workflow("nope")
 
 
+def test_client_start_by_id_applies_the_registered_definition_defaults(pg_dsn: str, pg_schema: str) -> None:
+    """A run started by id from a Client gets the definition's retries, timeout and backoff."""
+
+    @workflow("strict-defaults", retries=2, timeout="1h", retry_backoff="3s")
+    def strict(ctx: pgflow.Context[Any]):
+        yield Run("echo", echo, 1)
+
+    registrar = pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[strict])
+    registrar.start(worker=False)
+    registrar.stop()
+    with pgflow.Client(pg_dsn, schema=pg_schema) as c:
+        run = c.start_workflow("strict-defaults")
+        by_ref = c.start_workflow(pgflow.ref("strict-defaults"), retries=0)
+    assert run.max_retries == 2
+    assert run.timeout_at == run.created_at.add(hours=1)
+    assert by_ref.max_retries == 0 and by_ref.timeout_at == by_ref.created_at.add(hours=1)
+
+
 def test_client_on_a_fresh_schema_migrates_lazily(client: pgflow.Client, pg_dsn: str, pg_schema: str) -> None:
     assert client.get_runs().items == []
     assert execute(pg_dsn, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (pg_schema,))

@@ -152,11 +152,19 @@ def test_relative_links_resolve(path: Path) -> None:
             continue
         file_part, _, anchor = target.partition("#")
         linked = (path.parent / file_part) if file_part else path
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
             broken.append(target)
     assert broken == []
+
+
+def test_api_reference_covers_every_export() -> None:
+    """docs/api.md documents every name in ``pgflow.__all__`` and ``pgflow.testing.__all__``."""
+    import pgflow
+    import pgflow.testing
+
+    text = (DOCS / "api.md").read_text("utf-8")
+    names = [*pgflow.__all__, *pgflow.testing.__all__]
+    assert [n for n in names if not re.search(rf"`{re.escape(n)}[`(\[]", text)] == []
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=_ids(DOC_FILES))

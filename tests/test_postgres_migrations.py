@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -60,7 +61,7 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
         assert _columns(conn, pg_schema, "runs") == RUN_COLUMNS
         assert _columns(conn, pg_schema, "steps") == STEP_COLUMNS
         assert _columns(conn, pg_schema, "events") == EVENT_COLUMNS
-        assert _columns(conn, pg_schema, "workflows") == {"id", "steps", "registered_at"}
+        assert _columns(conn, pg_schema, "workflows") == {"id", "steps", "settings", "registered_at"}
         assert _columns(conn, pg_schema, "schema_version") == {"version", "name", "applied_at"}
         indexes = {
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))
@@ -161,3 +162,30 @@ def test_sql_never_reads_the_server_clock() -> None:
     texts = [root.joinpath("sql/queries.sql").read_text("utf-8")] + [m.text for m in load_migrations()]
     clock = re.compile(r"\b(now\s*\(|current_timestamp|current_date|localtimestamp|clock_timestamp)", re.I)
     assert not [t for t in texts if clock.search(t)]
+
+
+def _documented_columns() -> dict[str, set[str]]:
+    """The tables and columns listed in docs/sql.md (``## `table` …`` headings, then table rows)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "sql.md").read_text("utf-8")
+    tables: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if heading := re.match(r"^## `(\w+)`", line):
+            current = tables.setdefault(heading.group(1), set())
+        elif line.startswith("## "):
+            current = None
+        elif current is not None and (cell := re.match(r"^\| `(\w+)` \|", line)):
+            current.add(cell.group(1))
+    return tables
+
+
+@pytest.mark.postgres
+def test_docs_list_every_column(pg_dsn: str, pg_schema: str) -> None:
+    """docs/sql.md documents exactly the tables and columns the migrations create."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, pg_schema)
+        tables = [
+            r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (pg_schema,))
+        ]
+        actual = {t: _columns(conn, pg_schema, t) for t in tables}
+    assert _documented_columns() == actual

@@ -305,6 +305,7 @@ def test_suspend_refused_when_mailbox_changed(store: Store) -> None:
     assert store.commit(c.lease, sec(3), LEASE, consumed).ok
     again = store.reload(c.lease)
     assert again is not None and again.mailbox == []
+    assert store.mailbox("r1") == [] and store.consumed_events("r1") == {fresh.mailbox[0].id: "w"}  # type: ignore[attr-defined]
 
 
 def test_complete_run(store: Store) -> None:
@@ -774,3 +775,42 @@ def test_storage_errors_are_translated(pg_dsn: str, pg_schema: str) -> None:
         with pytest.raises(StorageError) as info:
             store.get("r1", None)
         assert isinstance(info.value.__cause__, psycopg.Error)
+
+
+def _round_trips(pool: ConnectionPool[Any], action: Any, tmp_path: Any) -> int:
+    """How many request bursts ``action`` sends on the pool's only connection (libpq trace)."""
+    trace = tmp_path / "trace.txt"
+    with trace.open("w") as out:
+        with pool.connection() as conn:
+            conn.pgconn.trace(out.fileno())
+            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            action()
+        finally:
+            with pool.connection() as conn:
+                conn.pgconn.untrace()
+    bursts, previous = 0, None
+    for line in trace.read_text().splitlines():
+        if line[:2] in ("F\t", "B\t"):
+            bursts += line[0] == "F" and previous != "F"
+            previous = line[0]
+    return bursts
+
+
+@pytest.mark.postgres
+def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
+    """A KeepRunning batch of step records costs one round trip; claim and suspend cost two."""
+    with ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True) as pool:
+        pg = PostgresStore(pool, schema=pg_schema)
+        pg.migrate()
+        pg.start_run(new("r1"))
+        claimed: list[Claimed] = []
+        assert _round_trips(pool, lambda: claimed.extend(pg.claim("w", [WF], T0, LEASE, 5)), tmp_path) == 2
+        lease = claimed[0].lease
+        batch = Batch((rec("a"), rec("b", "waiting")))
+        assert _round_trips(pool, lambda: pg.commit(lease, T0, LEASE, batch), tmp_path) == 1
+        suspend = Batch(
+            (rec("w", "waiting", "wait_for"),), outcome=SuspendRun(Waiting("w", "wait_for", "e"), None, 0)
+        )
+        assert _round_trips(pool, lambda: pg.commit(lease, T0, LEASE, suspend), tmp_path) == 2
+        assert [s.step_id for s in pg.get("r1", None)[1]] == ["a", "b", "w"]

@@ -134,6 +134,16 @@ class Workflow:
     def __call__(self, ctx: Context[Any]) -> Generator[Any, Any, Any]:
         return self.fn(ctx)
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Run defaults, stored at registration so a Client starting by id applies them too."""
+        timeout = self.timeout.total_seconds() if self.timeout is not None else None
+        return {
+            "retries": self.retries,
+            "timeout": timeout,
+            "retry_backoff": self.retry_backoff.total_seconds(),
+        }
+
     def validate_input(self, raw: Any) -> Any:
         """Validate ``raw`` and return the JSON value to store (raises InvalidInputError)."""
         return validation.to_stored(self.input, raw, f"input of workflow {self.id!r}")

@@ -67,7 +67,9 @@ class Engine(Operations):
                 )
             self._workflows[workflow.id] = workflow
             if self._backend.is_open:
-                self._backend.store().register_workflow(workflow.id, workflow.steps, self._now())
+                self._backend.store().register_workflow(
+                    workflow.id, workflow.steps, self._now(), workflow.settings
+                )
 
     @property
     def workflows(self) -> Mapping[str, Workflow]:
@@ -81,7 +83,7 @@ class Engine(Operations):
         if fresh:
             with self._lock:
                 for wf in self._workflows.values():
-                    store.register_workflow(wf.id, wf.steps, self._now())
+                    store.register_workflow(wf.id, wf.steps, self._now(), wf.settings)
         return store
 
     def _ops_workflows(self) -> Mapping[str, Workflow]:

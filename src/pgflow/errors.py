@@ -88,16 +88,21 @@ class StepTimeoutError(PgflowError):
     """A step attempt ran longer than its ``timeout``."""
 
 
-class ChildFailedError(PgflowError):
-    """A child run failed or was cancelled."""
+class ChildFailedError(StepFailedError):
+    """A child run failed or was cancelled; thrown into the parent at the ``Child`` step's ``yield``.
 
-    def __init__(
-        self, message: str, *, child_run_id: str = "", status: str = "", error_type: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.child_run_id = child_run_id
-        self.status = status
-        self.error_type = error_type
+    It is a :class:`StepFailedError` too, so ``except StepFailedError`` catches every step failure.
+    """
+
+    def __init__(self, step_id: str, message: str, attempts: int = 1) -> None:
+        super().__init__(step_id, "ChildFailedError", message, attempts)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[StepFailedError], tuple[str, str, int]]:  # type: ignore[override]
+        return (type(self), (self.step_id, self.message, self.attempts))
 
 
 class NonDeterminismError(PgflowError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +46,7 @@ class MemoryStore:
         self._mailbox: dict[str, list[tuple[Event, str | None]]] = {}
         self._keys: dict[str, str] = {}
         self._definitions: dict[str, tuple[StepInfo, ...]] = {}
+        self._settings: dict[str, dict[str, Any]] = {}
         self._event_ids = itertools.count(1)
 
     @contextmanager
@@ -62,9 +63,21 @@ class MemoryStore:
 
     # definitions --------------------------------------------------------------------------------
 
-    def register_workflow(self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime) -> None:
+    def register_workflow(
+        self,
+        workflow_id: str,
+        steps: Sequence[StepInfo],
+        now: DateTime,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         with self._writing():
             self._definitions[workflow_id] = tuple(steps)
+            self._settings[workflow_id] = dict(settings or {})
+
+    def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._settings.get(workflow_id)
+            return dict(found) if found is not None else None
 
     def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None:
         with self._lock:

@@ -97,14 +97,9 @@ class Operations:
         store = self._ops_store()
         target = self._target(workflow, store)
         stored_input = target.validate_input(input)
-        definition = target if isinstance(target, Workflow) else None
         if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
             raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
-        max_retries = retries if retries is not None else (definition.retries if definition else 0)
-        span = (
-            parse_duration(timeout) if timeout is not None else (definition.timeout if definition else None)
-        )
-        backoff = definition.retry_backoff.total_seconds() if definition else 1.0
+        max_retries, span, backoff = _run_defaults(target, store, retries, timeout)
         now = self._now()
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
                      idempotency_key, now + span if span is not None else None, now)  # fmt: skip
@@ -224,6 +219,18 @@ class Operations:
                         f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}"
                     )
                 wait(run_id, left)
+
+
+def _run_defaults(
+    target: Workflow | WorkflowRef, store: Store, retries: int | None, timeout: Any
+) -> tuple[int, pendulum.Duration | None, float]:
+    """Retries, timeout and backoff for a new run: the call's overrides, else the definition's
+    (from the registered settings when only an id or a ref is at hand)."""
+    defaults = target.settings if isinstance(target, Workflow) else (store.workflow_settings(target.id) or {})
+    max_retries = retries if retries is not None else int(defaults.get("retries") or 0)
+    raw_timeout = timeout if timeout is not None else defaults.get("timeout")
+    span = parse_duration(raw_timeout) if raw_timeout is not None else None
+    return max_retries, span, float(defaults.get("retry_backoff") or 1.0)
 
 
 def _run_fields(run: WorkflowRun) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pendulum
 
 from .commands import Child, Poll, Run, Transaction
 from .definition import Workflow, WorkflowRef
-from .errors import PgflowError, SerializationError, WorkflowTimeoutError
+from .errors import PgflowError, SerializationError, StorageError, WorkflowTimeoutError
 from .execution import StepCaller, StepResult, execute_poll, execute_run
 from .records import RunError, StepRecord
 from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend, error_of
@@ -41,6 +41,10 @@ from .store import (
 
 log = logging.getLogger("pgflow.worker")
 DateTime = pendulum.DateTime
+
+
+class _LeaseLost(Exception):
+    """Our lease on the run is gone (expired, taken over, or the run ended): stop touching it."""
 
 
 class Crash(BaseException):
@@ -120,8 +124,11 @@ class RunProcessor:
     def process(self, claimed: Claimed) -> None:
         """Drive the run; swallow nothing but a lost lease (which just ends our interest)."""
         current: Claimed | None = claimed
-        while current is not None:
-            current = self._process_once(current)
+        try:
+            while current is not None:
+                current = self._process_once(current)
+        except _LeaseLost:
+            log.info("run %s: lease lost, leaving it to its new owner", claimed.run.id)
 
     def _process_once(self, claimed: Claimed) -> Claimed | None:
         run, lease = claimed.run, claimed.lease
@@ -225,9 +232,7 @@ class RunProcessor:
             fatal = fatal or result.fatal
         return fatal
 
-    def _execute_all(
-        self, steps: Any, run: RunRow, lease: Lease, pending: _Pending
-    ) -> list[StepResult]:
+    def _execute_all(self, steps: Any, run: RunRow, lease: Lease, pending: _Pending) -> list[StepResult]:
         """Execute the steps of one decision, in order of results; several ``Run``/``Poll`` steps (an
         ``All``) run concurrently, each on its own thread. Transaction/Child steps write through
         ``pending`` and stay sequential."""
@@ -235,7 +240,10 @@ class RunProcessor:
         results: list[StepResult | None] = [None] * len(steps)
         if len(parallel) > 1:
             with ThreadPoolExecutor(len(parallel), thread_name_prefix="pgflow-all") as pool:
-                futures = {i: pool.submit(self._execute_one, *steps[i], run, lease, pending) for i in parallel}
+                futures = {
+                    i: pool.submit(self._execute_one, steps[i][0], steps[i][1], run, lease, pending)
+                    for i in parallel
+                }
                 for i, future in futures.items():
                     results[i] = future.result()
         for i, (cmd, rec) in enumerate(steps):
@@ -266,10 +274,14 @@ class RunProcessor:
             result = self.store.commit(
                 lease, now, self.settings.lease, pending.batch(KeepRunning()), transaction=(cmd, base)
             )
+        except StorageError:
+            raise  # the database failed, not the step: the run is retried after its lease expires
         except Exception as exc:  # fn raised: its writes were rolled back; record the failure normally
             err = error_of(exc, cmd.step_id)
             failed = attrs.evolve(base, status="failed", error=err, attempts=1, completed_at=self.clock.now())
             return StepResult(failed, err if isinstance(exc, SerializationError) else None)
+        if not result.ok:
+            raise _LeaseLost(run.id)
         pending.clear()
         record = result.transaction_result
         assert isinstance(record, StepRecord)
@@ -298,4 +310,3 @@ class RunProcessor:
 def _timeout_error(run: RunRow) -> RunError:
     msg = f"run {run.id} of workflow {run.workflow_id!r} exceeded its timeout (at {run.timeout_at})"
     return error_of(WorkflowTimeoutError(msg), run.current_step_id)
-

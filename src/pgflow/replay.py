@@ -36,6 +36,7 @@ from .commands import (
 from .definition import Context, Workflow
 from .durations import parse_duration, parse_when
 from .errors import (
+    ChildFailedError,
     DuplicateStepError,
     InvalidArgumentError,
     InvalidDurationError,
@@ -507,6 +508,8 @@ class _Abort(Exception):
 
 def _step_failed(rec: StepRecord) -> StepFailedError:
     err = rec.error or RunError("Error", "step failed")
+    if rec.kind == "child" and err.type == "ChildFailedError":
+        return ChildFailedError(rec.step_id, err.message, rec.attempts)
     exc = StepFailedError(rec.step_id, err.type, err.message, rec.attempts)
     exc.original_traceback = err.traceback  # type: ignore[attr-defined]
     return exc

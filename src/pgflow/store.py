@@ -6,7 +6,7 @@ Stores are dumb about rules: every status change is computed by the pure functio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -180,7 +180,15 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # definitions
-    def register_workflow(self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime) -> None: ...
+    def register_workflow(
+        self,
+        workflow_id: str,
+        steps: Sequence[StepInfo],
+        now: DateTime,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None: ...
 
     def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None: ...
 

@@ -95,7 +95,7 @@ class Harness(Operations):
         if known is not None:
             raise WorkflowDefinitionError(f"another workflow is already registered with id {workflow.id!r}")
         self._workflows[workflow.id] = workflow
-        self.store.register_workflow(workflow.id, workflow.steps, self.clock.now())
+        self.store.register_workflow(workflow.id, workflow.steps, self.clock.now(), workflow.settings)
 
     @property
     def workflows(self) -> Mapping[str, Workflow]:

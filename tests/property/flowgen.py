@@ -347,15 +347,17 @@ def scenarios(draw: st.DrawFn, max_steps: int = 6) -> Scenario:
     )
 
 
-ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("advance"), st.sampled_from([1, 10, 30, 60, 600, 3600])),
-        st.tuples(st.just("event"), st.sampled_from(EVENTS)),
-        st.tuples(st.sampled_from(["pause", "resume", "ff", "idle"]), st.none()),
-        st.tuples(st.just("cancel"), st.none()).filter(lambda _: True),
+ops = st.tuples(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("advance"), st.sampled_from([1, 10, 30, 60, 600, 3600])),
+            st.tuples(st.just("event"), st.sampled_from(EVENTS)),
+            st.tuples(st.sampled_from(["pause", "resume", "ff", "idle"]), st.none()),
+        ),
+        max_size=12,
     ),
-    max_size=12,
-)
+    st.sampled_from([False] * 9 + [True]),  # sometimes the script ends by cancelling the run
+).map(lambda t: [*t[0], ("cancel", None)] if t[1] else t[0])
 
 
 # ------------------------------------------------------------------------- checked live replayer
@@ -411,6 +413,7 @@ class Player:
             self.h.crash_after(sid)
         self.specs = self.scenario.by_id()
         self.visits: Counter[str] = Counter()
+        self.rounds = 0
         self.sent: list[int] = []
         self.completed: dict[str, pgflow.StepRecord] = {}
         self.effects_at_completion: dict[str, int] = {}
@@ -509,7 +512,7 @@ class Player:
 
     def play(self) -> pgflow.WorkflowRun:
         """Drive the run to its end: react to each waiting state as the scenario says."""
-        for _ in range(MAX_ROUNDS):
+        for self.rounds in range(MAX_ROUNDS):
             self.h.run_until_idle()
             run = self.check()
             if run.status in TERMINAL:
@@ -592,6 +595,8 @@ class Played:
     run: pgflow.WorkflowRun
     effects: dict[str, int]
     sent: int
+    crashes: int  # crash points that fired
+    rounds: int
 
 
 def play(scenario: Scenario, *, crashes: bool = True, ops: Sequence[tuple[str, Any]] = ()) -> Played:
@@ -603,7 +608,10 @@ def play(scenario: Scenario, *, crashes: bool = True, ops: Sequence[tuple[str, A
             player.apply(op)
         run = player.play()
         player.check_values()
-        return Played(run, dict(EFFECTS[player.token]), len(player.sent))
+        faults = player.h._faults  # the crash points left armed never fired
+        armed = len(player.scenario.crash_before) + len(player.scenario.crash_after)
+        fired = armed - len(faults.before) - len(faults.after)
+        return Played(run, dict(EFFECTS[player.token]), len(player.sent), fired, player.rounds)
     finally:
         player.close()
 

@@ -10,7 +10,7 @@ that the live generator decides like a replay from scratch.
 
 from __future__ import annotations
 
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 from flowgen import CheckedReplayer, RunSpec, Scenario, checked_processor, ops, outcome, play, scenarios
@@ -23,6 +23,9 @@ def test_crashed_run_ends_like_the_crash_free_run(scenario: Scenario) -> None:
     with checked_processor():
         clean = play(scenario, crashes=False)
         crashed = play(scenario, crashes=True)
+    event(f"status: {clean.run.status}")
+    event(f"crash points fired: {crashed.crashes}")
+    event(f"events sent: {min(clean.sent, 3)}+")
     assert outcome(crashed.run) == outcome(clean.run)
     assert crashed.sent == clean.sent
     if clean.run.status == "failed":
@@ -41,6 +44,8 @@ def test_invariants_hold_under_arbitrary_interleavings(scenario: Scenario, scrip
     note(repr(scenario))
     with checked_processor():
         played = play(scenario, ops=script)
+    event(f"status: {played.run.status}")
+    event(f"crash points fired: {played.crashes}")
     assert played.run.status in ("completed", "failed", "cancelled")
 
 

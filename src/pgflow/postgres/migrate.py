@@ -7,6 +7,7 @@ apply the missing files in order. A quick unlocked check makes an up-to-date dat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
@@ -66,7 +67,7 @@ def applied_version(conn: psycopg.Connection[Any], schema: str) -> int:
 
 def migrate(conn: psycopg.Connection[Any], schema: str) -> list[int]:
     """Bring ``schema`` up to date on ``conn`` (idle, not inside a transaction); returns versions applied."""
-    with conn.transaction():
+    with contextlib.nullcontext() if conn.autocommit else conn.transaction():
         if applied_version(conn, schema) >= latest_version():
             return []
     with conn.transaction():

@@ -8,10 +8,9 @@ the run running) is one fenced SQL statement. psycopg errors become :class:`Stor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-import attrs
 import pendulum
 import psycopg
 import psycopg_pool
@@ -42,7 +41,7 @@ from .listen import Listener, RunWatcher, channel
 from .paging import list_runs
 from .queries import Queries
 from .rows import event_from, json_value, jsonb, run_from, run_params, step_from, steps_json
-from .tx import Channels, Tx, pipelined_transaction, read_together
+from .tx import Channels, Tx, UserCodeError, pipelined_transaction, read_together, run_transaction_step
 
 __all__ = ["PostgresStore"]
 
@@ -51,14 +50,6 @@ DateTime = pendulum.DateTime
 Conn = psycopg.Connection[Any]
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _ATTEMPTS = 3
-
-
-class _UserCodeError(Exception):
-    """A Transaction step's function (or its result's serialisation) failed: re-raised as is."""
-
-    def __init__(self, original: BaseException) -> None:
-        super().__init__(str(original))
-        self.original = original
 
 
 class PostgresStore:
@@ -87,7 +78,7 @@ class PostgresStore:
                     raise StorageError(
                         f"{op} failed on schema {self.schema!r} after {attempt} attempts: {exc}"
                     ) from exc
-            except _UserCodeError as exc:
+            except UserCodeError as exc:
                 failure = exc.original
                 break
             except psycopg.Error as exc:
@@ -128,8 +119,8 @@ class PostgresStore:
     # lifecycle ----------------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create or upgrade the schema (idempotent; one cheap query when up to date)."""
-        self._run("migrate", lambda conn: migrations.migrate(conn, self.schema))
+        """Create or upgrade the schema (idempotent; two quick reads when up to date)."""
+        self._run("migrate", lambda conn: migrations.migrate(conn, self.schema), autocommit=True)
 
     def close(self) -> None:
         """Close the LISTEN connection; the pool belongs to the caller and stays open."""
@@ -137,15 +128,29 @@ class PostgresStore:
 
     # definitions --------------------------------------------------------------------------------------
 
-    def register_workflow(self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime) -> None:
+    def register_workflow(
+        self,
+        workflow_id: str,
+        steps: Sequence[StepInfo],
+        now: DateTime,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         data = serde.converter.unstructure(list(steps), list[StepInfo])
+        params = {
+            "id": workflow_id,
+            "steps": jsonb(data),
+            "settings": jsonb(dict(settings or {})),
+            "now": now,
+        }
         self._run(
             "register_workflow",
-            lambda conn: conn.execute(
-                self._q["register_workflow"], {"id": workflow_id, "steps": jsonb(data), "now": now}
-            ),
+            lambda conn: conn.execute(self._q["register_workflow"], params),
             autocommit=True,
         )
+
+    def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
+        found = self._query("workflow_settings", "workflow_settings", id=workflow_id)
+        return dict(found[0]["settings"]) if found else None
 
     def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None:
         found = self._query("workflow_steps", "workflow_steps", id=workflow_id)
@@ -309,7 +314,7 @@ class PostgresStore:
         except tr.MailboxChanged:
             return CommitResult(ok=False, mailbox_changed=True)
         steps = list(batch.steps)
-        record = _run_transaction(tx.conn, transaction, now) if transaction else None
+        record = run_transaction_step(tx.conn, transaction, now) if transaction else None
         if record is not None:
             steps.append(record)
         for child in batch.children:
@@ -341,6 +346,19 @@ class PostgresStore:
         found = self._query("next_due", "next_due", workflow_ids=list(workflow_ids))
         due = found[0]["due"] if found else None
         return None if due is None else pendulum.instance(due).in_timezone("UTC")
+
+    # inspection (the Harness and tests) ------------------------------------------------------------
+
+    def mailbox(self, run_id: str) -> list[Event]:
+        """The run's unconsumed events, oldest first (as ``MemoryStore.mailbox``)."""
+        return [event_from(r) for r in self._query("mailbox", "mailbox_of_runs", run_ids=[run_id])]
+
+    def consumed_events(self, run_id: str) -> dict[int, str]:
+        """Consumed event id -> the step that consumed it (as ``MemoryStore.consumed_events``)."""
+        return {
+            r["id"]: r["consumed_by_step"]
+            for r in self._query("consumed_events", "consumed_events", run_id=run_id)
+        }
 
     # waiting for changes ------------------------------------------------------------------------------
 
@@ -391,14 +409,3 @@ def _claimed(row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]
     records = {r["step_id"]: step_from(r) for r in steps if r["run_id"] == row.id}
     mailbox: list[Event] = [event_from(r) for r in mail if r["run_id"] == row.id]
     return Claimed(row, records, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
-
-
-def _run_transaction(conn: Conn, transaction: tuple[Any, StepRecord], now: DateTime) -> StepRecord:
-    """Call a Transaction step's ``fn(conn, *args)`` and build its completed record."""
-    cmd, base = transaction
-    try:
-        result = cmd.fn(conn, *cmd.args) if hasattr(cmd, "fn") else cmd(conn)
-        output = serde.to_json(result, root=f"result of step {base.step_id!r}")
-    except Exception as exc:
-        raise _UserCodeError(exc) from exc
-    return attrs.evolve(base, status="completed", output=output, attempts=base.attempts + 1, completed_at=now)

@@ -11,10 +11,12 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import attrs
 import pendulum
 import psycopg
 from psycopg.rows import dict_row
 
+from pgflow import serde
 from pgflow import transitions as tr
 from pgflow.errors import RunNotFoundError
 from pgflow.memory import not_found_message
@@ -24,7 +26,14 @@ from pgflow.store import RunRow
 from .queries import Queries
 from .rows import run_from, run_params, step_from, steps_json
 
-__all__ = ["Channels", "Tx", "pipelined_transaction", "read_together"]
+__all__ = [
+    "Channels",
+    "Tx",
+    "UserCodeError",
+    "pipelined_transaction",
+    "read_together",
+    "run_transaction_step",
+]
 
 DateTime = pendulum.DateTime
 Conn = psycopg.Connection[Any]
@@ -46,7 +55,8 @@ def pipelined_transaction(conn: Conn) -> Iterator[None]:
             conn.execute(b"COMMIT")
     except BaseException:
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute(b"ROLLBACK")
+            with contextlib.suppress(psycopg.Error):  # a broken connection is discarded by the pool
+                conn.execute(b"ROLLBACK")
         raise
 
 
@@ -152,3 +162,22 @@ class Tx:
             payloads = [p for _, p in self._notes]
             self.conn.execute(self._q["notify"], {"channels": channels, "payloads": payloads})
             self._notes.clear()
+
+
+class UserCodeError(Exception):
+    """A Transaction step's function (or its result's serialisation) failed: re-raised as is."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def run_transaction_step(conn: Conn, transaction: tuple[Any, StepRecord], now: DateTime) -> StepRecord:
+    """Call a Transaction step's ``fn(conn, *args)`` and build its completed record."""
+    cmd, base = transaction
+    try:
+        result = cmd.fn(conn, *cmd.args) if hasattr(cmd, "fn") else cmd(conn)
+        output = serde.to_json(result, root=f"result of step {base.step_id!r}")
+    except Exception as exc:
+        raise UserCodeError(exc) from exc
+    return attrs.evolve(base, status="completed", output=output, attempts=base.attempts + 1, completed_at=now)

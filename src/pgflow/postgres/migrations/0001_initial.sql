@@ -6,6 +6,7 @@
 CREATE TABLE {schema}.workflows (
     id            text PRIMARY KEY,
     steps         jsonb NOT NULL,
+    settings      jsonb NOT NULL DEFAULT jsonb_build_object(),
     registered_at timestamptz NOT NULL
 );
 

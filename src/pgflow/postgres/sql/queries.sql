@@ -4,10 +4,15 @@
 -- time is a parameter, so a simulated engine clock drives Postgres too.
 
 -- name: register_workflow
--- Store (or replace) a workflow's static step list.
-INSERT INTO {schema}.workflows (id, steps, registered_at)
-VALUES (%(id)s, %(steps)s, %(now)s)
-ON CONFLICT (id) DO UPDATE SET steps = excluded.steps, registered_at = excluded.registered_at
+-- Store (or replace) a workflow's static step list and its run defaults (retries, timeout, backoff).
+INSERT INTO {schema}.workflows (id, steps, settings, registered_at)
+VALUES (%(id)s, %(steps)s, %(settings)s, %(now)s)
+ON CONFLICT (id) DO UPDATE
+SET steps = excluded.steps, settings = excluded.settings, registered_at = excluded.registered_at
+
+-- name: workflow_settings
+-- The run defaults of one registered workflow.
+SELECT settings FROM {schema}.workflows WHERE id = %(id)s
 
 -- name: workflow_steps
 -- The static step list of one registered workflow.
@@ -200,3 +205,9 @@ SELECT * FROM {schema}.runs WHERE {filters} ORDER BY created_at, id LIMIT %(limi
 -- Send notifications (channel, payload) when the transaction commits.
 SELECT pg_notify(n.channel, n.payload)
 FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS n(channel, payload)
+
+-- name: consumed_events
+-- The events of a run already consumed, with the WaitFor step that took each.
+SELECT id, consumed_by_step FROM {schema}.events
+WHERE run_id = %(run_id)s AND consumed_by_step IS NOT NULL
+ORDER BY id
