@@ -4,7 +4,7 @@
 
 Two expense reports are filed. The first manager answers after one reminder; nobody answers the
 second, so it is escalated to a director, whose silence auto-rejects it. Real deployments would use
-"2 days" where this demo uses a second.
+"2 days" where this demo uses 600 ms.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pgflow
 from pgflow import Run, WaitFor, workflow
 
 SCHEMA = os.environ.get("PGFLOW_SCHEMA", "pgflow")
-REMINDER_AFTER = "1s"  # in production: "2 days"
+REMINDER_AFTER = "600ms"  # in production: "2 days"
 REMINDERS = 2
 
 

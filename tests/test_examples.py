@@ -21,7 +21,7 @@ CASES = [
     ("basic.py", ["run completed: {'order_id': 'A-1001', 'status': 'shipped'", "progress: 4/4 steps, 100.0%"]),
     (
         "approval_flow.py",
-        ["{'approved': True, 'by': 'ada', 'payment': 'PAY-grace-120'}, 1 reminder(s)",
+        ["{'approved': True, 'by': 'ada', 'payment': 'PAY-grace-120'}",
          "{'approved': False, 'by': 'policy'}, 2 reminder(s)"],
     ),
     (

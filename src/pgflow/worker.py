@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ class Worker:
         self.clock = clock
         self.stopping = threading.Event()
         self._wake = threading.Event()
+        self._stopped = threading.Event()  # set once in-flight work is done: heartbeats end
         self._active: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -58,13 +60,26 @@ class Worker:
         self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """In-flight steps finish and are recorded; their runs are released; nothing new starts."""
+        """In-flight steps finish and are recorded, their runs are released, nothing new starts.
+
+        Bounded by ``timeout``: a step still running then is abandoned; its run is taken over by
+        another worker when the lease (no longer renewed) expires."""
+        deadline = time.monotonic() + timeout
         self.stopping.set()
         self._wake.set()
+        self._pool.shutdown(wait=False)  # queued runs still start, see `stopping` and release at once
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(0.01)  # heartbeats keep the leases of in-flight runs alive meanwhile
+        self._stopped.set()
         for thread in self._threads:
-            thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._busy():
+            log.warning("pgflow worker %s stopped with runs still executing: %s", self.owner, sorted(self._active))
         log.info("pgflow worker %s stopped", self.owner)
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._active)
 
     # claiming ------------------------------------------------------------------------------------
 
@@ -137,7 +152,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.settings.lease.total_seconds() / 3)
-        while not self.stopping.wait(interval):
+        while not self._stopped.wait(interval):
             with self._lock:
                 leases = list(self._active.values())
             if not leases:
