@@ -277,15 +277,16 @@ def test_crash_after_does_not_rerun_recorded_step(clock: SimClock) -> None:
 
 
 def test_crash_is_one_shot(clock: SimClock) -> None:
-    """A crash point fires on the next execution only; the recovery passes it."""
+    """A crash point fires on the next execution only: the step ran, was lost, and the recovery
+    runs it once more without crashing again."""
     calls: dict[str, int] = {}
     wf = _counting_workflow("crash_once", calls)
     h = Harness(workflows=[wf], clock=clock, lease="5s")
     h.crash_before("a")
     run_id = started(h, wf)
-    assert h.get_run(run_id).timeline == {}
+    assert h.get_run(run_id).timeline == {} and calls == {"a": 1}
     h.advance("5s")
-    assert h.get_run(run_id).status == "completed" and calls == {"a": 1, "b": 1, "c": 1}
+    assert h.get_run(run_id).status == "completed" and calls == {"a": 2, "b": 1, "c": 1}
 
 
 # ================================================================================ input validation

@@ -23,7 +23,7 @@ from .serde import to_json
 from .static_steps import StepInfo
 from .store import NewRun, RunQuery, RunRow, Store
 
-__all__ = ["Operations", "Waiter", "to_public"]
+__all__ = ["Operations", "Waiter", "run_defaults", "to_public"]
 
 Waiter = Callable[[str, float], None]
 
@@ -99,7 +99,7 @@ class Operations:
         stored_input = target.validate_input(input)
         if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
             raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
-        max_retries, span, backoff = _run_defaults(target, store, retries, timeout)
+        max_retries, span, backoff = run_defaults(target, store, retries, timeout)
         now = self._now()
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
                      idempotency_key, now + span if span is not None else None, now)  # fmt: skip
@@ -123,12 +123,16 @@ class Operations:
                 f"data of event {event!r} for run {run_id} is not serialisable: {exc}"
             ) from None
         store = self._ops_store()
-        store.deliver_event(run_id, _optional_id(resource_id, "resource_id"), event, payload, self._now())
+        store.deliver_event(
+            check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"), event, payload, self._now()
+        )
         return self.get_run(run_id, resource_id=resource_id)
 
     def _change(self, run_id: str, action: str, resource_id: str | None, data: Any = None) -> WorkflowRun:
         store = self._ops_store()
-        store.change(run_id, _optional_id(resource_id, "resource_id"), action, data, self._now())
+        store.change(
+            check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"), action, data, self._now()
+        )
         return self.get_run(run_id, resource_id=resource_id)
 
     def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
@@ -221,7 +225,7 @@ class Operations:
                 wait(run_id, left)
 
 
-def _run_defaults(
+def run_defaults(
     target: Workflow | WorkflowRef, store: Store, retries: int | None, timeout: Any
 ) -> tuple[int, pendulum.Duration | None, float]:
     """Retries, timeout and backoff for a new run: the call's overrides, else the definition's

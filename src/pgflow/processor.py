@@ -19,6 +19,7 @@ from .commands import Child, Poll, Run, Transaction
 from .definition import Workflow, WorkflowRef
 from .errors import PgflowError, SerializationError, StorageError, WorkflowTimeoutError
 from .execution import StepCaller, StepResult, execute_poll, execute_run
+from .operations import run_defaults
 from .records import RunError, StepRecord
 from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend, error_of
 from .store import (
@@ -223,8 +224,9 @@ class RunProcessor:
     def _execute(
         self, action: Execute, replayer: Replayer, pending: _Pending, run: RunRow, lease: Lease
     ) -> RunError | None:
-        self.faults.check_before([cmd.step_id for cmd, _ in action.steps])
         results = self._execute_all(action.steps, run, lease, pending)
+        # crash_before: the step ran but the process dies before its outcome is recorded
+        self.faults.check_before([cmd.step_id for cmd, _ in action.steps])
         fatal = None
         for result in results:
             replayer.record(result.record)
@@ -270,6 +272,9 @@ class RunProcessor:
         base = rec or StepRecord(
             cmd.step_id, "transaction", "waiting", started_at=now, run_attempt=run.retry_count
         )
+        if cmd.step_id in self.faults.before:  # die inside the transaction: its writes roll back
+            self.faults.before.discard(cmd.step_id)
+            cmd = Transaction(cmd.step_id, _then_crash(cmd.fn, cmd.step_id), *cmd.args)
         try:
             result = self.store.commit(
                 lease, now, self.settings.lease, pending.batch(KeepRunning()), transaction=(cmd, base)
@@ -297,14 +302,21 @@ class RunProcessor:
             err = error_of(exc, cmd.step_id)
             return StepResult(attrs.evolve(base, status="failed", error=err, attempts=1, completed_at=now))
         child_id = str(uuid.uuid4())
-        wf = self.workflows.get(target.id)
-        retries = wf.retries if wf else 0
-        timeout_at = now + wf.timeout if wf is not None and wf.timeout is not None else None
-        backoff = wf.retry_backoff.total_seconds() if wf else 1.0
+        definition = self.workflows.get(target.id, target)
+        retries, span, backoff = run_defaults(definition, self.store, None, None)
+        timeout_at = now + span if span is not None else None
         new = NewRun(child_id, target.id, cmd.resource_id, stored_input, retries, backoff, None, timeout_at, now,
                      parent_run_id=run.id, parent_step_id=cmd.step_id)  # fmt: skip
         pending.children.append(StartChild(new))
         return StepResult(attrs.evolve(base, output={"child_run_id": child_id}, attempts=1))
+
+
+def _then_crash(fn: Callable[..., Any], step_id: str) -> Callable[..., Any]:
+    def run_then_crash(conn: Any, *args: Any) -> Any:
+        fn(conn, *args)
+        raise Crash(f"crash_before({step_id!r})")
+
+    return run_then_crash
 
 
 def _timeout_error(run: RunRow) -> RunError:

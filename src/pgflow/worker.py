@@ -74,7 +74,9 @@ class Worker:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._busy():
-            log.warning("pgflow worker %s stopped with runs still executing: %s", self.owner, sorted(self._active))
+            log.warning(
+                "pgflow worker %s stopped with runs still executing: %s", self.owner, sorted(self._active)
+            )
         log.info("pgflow worker %s stopped", self.owner)
 
     def _busy(self) -> bool:
