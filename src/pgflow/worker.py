@@ -113,8 +113,10 @@ class Worker:
         claimed = self._claim(free)
         for item in claimed:
             self._pool.submit(self._work, item)
-        if claimed and len(claimed) == free:
-            self._wake.wait(0.05)  # full: wait for a slot
+        if free <= 0 or len(claimed) == free:
+            # full: busy workers claim their next runs themselves; one that finds nothing sets
+            # _wake. (Asking for next_due here would spin: ready runs are always due.)
+            self._wake.wait(FALLBACK_POLL)
             self._wake.clear()
             return
         self._idle_wait()
@@ -137,18 +139,20 @@ class Worker:
 
     def _work(self, item: Claimed) -> None:
         current: Claimed | None = item
-        while current is not None:
-            try:
-                self.processor.process(current)
-            except Exception:
-                log.exception("pgflow: run %s failed in the worker; it will be retried after its lease expires",
-                              current.run.id)  # fmt: skip
-            finally:
-                with self._lock:
-                    self._active.pop(current.run.id, None)
-            more = self._claim(1)  # stay busy without a trip through the dispatcher
-            current = more[0] if more else None
-        self._wake.set()
+        try:
+            while current is not None:
+                try:
+                    self.processor.process(current)
+                except Exception:
+                    log.exception("pgflow: run %s failed in the worker; it will be retried after its lease expires",
+                                  current.run.id)  # fmt: skip
+                finally:
+                    with self._lock:
+                        self._active.pop(current.run.id, None)
+                more = self._claim(1)  # stay busy without a trip through the dispatcher
+                current = more[0] if more else None
+        finally:
+            self._wake.set()  # a slot is free: the dispatcher looks for work again
 
     # leases ------------------------------------------------------------------------------------
 
