@@ -38,7 +38,13 @@ def test_run_keeps_positional_args_and_options() -> None:
     """``Run(step_id, fn, *args, retry=, timeout=)`` keeps args as a tuple."""
     policy = Retry(max_attempts=2)
     cmd = Run("charge", boom, "card", 10, retry=policy, timeout="5s")
-    assert (cmd.step_id, cmd.fn, cmd.args, cmd.retry, cmd.timeout) == ("charge", boom, ("card", 10), policy, "5s")
+    assert (cmd.step_id, cmd.fn, cmd.args, cmd.retry, cmd.timeout) == (
+        "charge",
+        boom,
+        ("card", 10),
+        policy,
+        "5s",
+    )
     assert Run("x", boom).args == () and Run("x", boom).retry is None
 
 
@@ -113,7 +119,9 @@ def test_retry_defaults() -> None:
 def test_retry_parses_durations() -> None:
     """Retry's ``initial`` and ``max_delay`` accept duration strings."""
     r = Retry(initial="500ms", max_delay="2m")
-    assert r.initial == pendulum.duration(microseconds=500_000) and r.max_delay == pendulum.duration(minutes=2)
+    assert r.initial == pendulum.duration(microseconds=500_000) and r.max_delay == pendulum.duration(
+        minutes=2
+    )
 
 
 def test_retry_rejects_bad_values() -> None:

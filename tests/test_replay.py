@@ -30,7 +30,7 @@ from pgflow import (
     WaitUntil,
     workflow,
 )
-from pgflow.replay import Complete, Execute, Fail, ReplayInput, Replayer, Suspend
+from pgflow.replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend
 from pgflow.testing import Harness, SimClock
 
 Flow = Generator[Any, Any, Any]
@@ -421,7 +421,11 @@ def test_uncaught_failure_describes_original_exception(clock: SimClock) -> None:
     h = harness(clock, wf)
     run = h.run_until_complete(h.start_workflow(wf).id)
     assert run.status == "failed" and run.error is not None
-    assert (run.error.type, run.error.message, run.error.step_id) == ("ValueError", "the original message", "broken")
+    assert (run.error.type, run.error.message, run.error.step_id) == (
+        "ValueError",
+        "the original message",
+        "broken",
+    )
     assert run.error.traceback and "ValueError" in run.error.traceback
 
 
@@ -542,6 +546,35 @@ def test_event_arriving_after_timeout_stays_in_mailbox(clock: SimClock) -> None:
     h.run_until_idle()
     assert h.get_run(run_id).output is None
     assert [e.data for e in h.store.mailbox(run_id)] == ["late"]  # type: ignore[attr-defined]
+
+
+def test_event_after_deadline_loses_to_the_timeout_while_held(clock: SimClock) -> None:
+    """An event delivered after the WaitFor's deadline (the run was held) does not beat the timeout."""
+    wf = _waiter("wait-held-deadline", timeout="1h")
+    h = harness(clock, wf)
+    run_id = start(h, wf)
+    h.pause_workflow(run_id)
+    h.advance("2h")
+    h.trigger_event(run_id, "go", "too late")
+    h.resume_workflow(run_id)
+    h.run_until_idle()
+    run = h.get_run(run_id)
+    assert run.output == {"data": None} and run.timeline["w"].timed_out
+    assert [e.data for e in h.store.mailbox(run_id)] == ["too late"]  # type: ignore[attr-defined]
+
+
+def test_event_before_deadline_wins_while_held(clock: SimClock) -> None:
+    """An event delivered before the deadline is consumed on resume, even if the deadline has passed since."""
+    wf = _waiter("wait-held-early-event", timeout="1h")
+    h = harness(clock, wf)
+    run_id = start(h, wf)
+    h.pause_workflow(run_id)
+    h.advance("30m")
+    h.trigger_event(run_id, "go", "in time")
+    h.advance("2h")
+    h.resume_workflow(run_id)
+    h.run_until_idle()
+    assert h.get_run(run_id).output == {"data": "in time"}
 
 
 def test_wait_timeout_is_not_recomputed_on_replay(clock: SimClock) -> None:
@@ -1084,7 +1117,9 @@ def test_yielding_a_non_command_is_a_definition_error(clock: SimClock) -> None:
 
     h = harness(clock, wf)
     run = h.run_until_complete(h.start_workflow(wf).id)
-    assert run.error is not None and run.error.type == "WorkflowDefinitionError" and "int" in run.error.message
+    assert (
+        run.error is not None and run.error.type == "WorkflowDefinitionError" and "int" in run.error.message
+    )
 
 
 def test_transaction_on_memory_store_is_unsupported(clock: SimClock) -> None:
@@ -1298,3 +1333,72 @@ def test_replayer_drops_failures_of_earlier_attempts(clock: SimClock) -> None:
     failed = pgflow.StepRecord("a", "run", "failed", error=pgflow.RunError("ValueError", "x"), attempts=1)
     assert isinstance(_replayer(wf, {"a": failed}, attempt=0).decide(T0).action, Fail)
     assert isinstance(_replayer(wf, {"a": failed}, attempt=1).decide(T0).action, Execute)
+
+
+def test_input_is_rebuilt_identically_on_every_replay(clock: SimClock) -> None:
+    """``ctx.input`` is an equal instance of the input class on first execution and on replay."""
+    inputs: list[Any] = []
+
+    @workflow("input-replay", input=Item)
+    def wf(ctx: pgflow.Context[Item]) -> Flow:
+        inputs.append(ctx.input)
+        yield Delay("d", "1m")
+
+    h = harness(clock, wf)
+    start(h, wf, Item("a", 3))
+    h.advance("1m")
+    assert inputs == [Item("a", 3), Item("a", 3)] and all(type(i) is Item for i in inputs)
+
+
+def test_run_datetime_result_with_annotation(clock: SimClock) -> None:
+    """A ``-> pendulum.DateTime`` step result comes back as an equal aware DateTime."""
+    seen: list[Any] = []
+
+    def when() -> pendulum.DateTime:
+        return T0.add(days=3)
+
+    @workflow("run-datetime")
+    def wf(ctx: Any) -> Flow:
+        seen.append((yield Run("when", when)))
+        yield Delay("d", "1m")
+
+    h = harness(clock, wf)
+    start(h, wf)
+    h.advance("1m")
+    assert seen == [T0.add(days=3)] * 2 and all(isinstance(v, pendulum.DateTime) for v in seen)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [Delay("d", "soon"), WaitFor("w", event="", timeout="1h"), WaitFor("w", event="go", timeout="-5s")],
+    ids=["bad-duration", "empty-event", "negative-timeout"],
+)
+def test_invalid_command_arguments_fail_the_run(clock: SimClock, command: Any) -> None:
+    """A bad duration or event name fails the run with WorkflowDefinitionError, not retried."""
+
+    @workflow("bad-args", retries=2)
+    def wf(ctx: Any) -> Flow:
+        yield command
+
+    h = harness(clock, wf)
+    run = h.run_until_complete(h.start_workflow(wf).id)
+    assert run.status == "failed" and run.retry_count == 0
+    assert run.error is not None and run.error.type == "WorkflowDefinitionError"
+
+
+def test_workflow_finally_block_runs_when_generator_is_discarded(clock: SimClock) -> None:
+    """A suspended generator is closed, so the workflow's ``finally`` may run more than once."""
+    finals: list[str] = []
+
+    @workflow("finally")
+    def wf(ctx: Any) -> Flow:
+        try:
+            yield Delay("d", "1m")
+        finally:
+            finals.append("finally")
+
+    h = harness(clock, wf)
+    run_id = start(h, wf)
+    assert finals == ["finally"]
+    h.advance("1m")
+    assert h.get_run(run_id).status == "completed" and finals == ["finally", "finally"]

@@ -11,8 +11,10 @@ replay-from-scratch, which always gives the same decisions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
+import weakref
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
@@ -386,7 +388,7 @@ class Replayer:
 
     def _recorded_value(self, cmd: Any, rec: StepRecord) -> _Eval:
         if isinstance(cmd, Run):
-            return _Value(serde.from_json(rec.output, serde.return_annotation(cmd.fn)))
+            return _Value(serde.from_json(rec.output, _return_annotation(cmd.fn)))
         if isinstance(cmd, Poll):
             return _Value(PollResult(rec.timed_out, rec.output))
         if isinstance(cmd, WaitFor) and cmd.schema is not None and not rec.timed_out:
@@ -435,6 +437,8 @@ class Replayer:
         for ev in mailbox:
             if ev.name != cmd.event or ev.id in self._consumed_ids:
                 continue
+            if rec.timeout_at is not None and ev.created_at >= rec.timeout_at:
+                continue  # delivered after the deadline (e.g. while held): the timeout fired first
             try:
                 value = _validate_event(cmd, ev.data)
             except PgflowError as exc:
@@ -513,6 +517,27 @@ def _step_failed(rec: StepRecord) -> StepFailedError:
     exc = StepFailedError(rec.step_id, err.type, err.message, rec.attempts)
     exc.original_traceback = err.traceback  # type: ignore[attr-defined]
     return exc
+
+
+_HINTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_MISSING = object()
+
+
+def _return_annotation(fn: Any) -> Any:
+    """``serde.return_annotation(fn)``, remembered per function: resolving type hints (which
+    compiles string annotations) for every recorded value costs tens of µs a step. A hint that
+    did not resolve is not remembered, so it is tried again next time, as before."""
+    try:
+        found = _HINTS.get(fn, _MISSING)
+    except TypeError:  # not weak-referenceable or not hashable: no cache
+        return serde.return_annotation(fn)
+    if found is not _MISSING:
+        return found
+    hint = serde.return_annotation(fn)
+    if hint is not None or "return" not in getattr(fn, "__annotations__", {"return": None}):
+        with contextlib.suppress(TypeError):
+            _HINTS[fn] = hint
+    return hint
 
 
 def _validate_event(cmd: WaitFor, data: Any) -> Any:

@@ -45,7 +45,7 @@ from pgflow import (
     WaitUntil,
     workflow,
 )
-from pgflow.replay import ReplayInput, Replayer
+from pgflow.replay import Replayer, ReplayInput
 from pgflow.testing import Harness, SimClock
 
 T0 = pendulum.datetime(2030, 1, 1, tz="UTC")
@@ -68,7 +68,8 @@ VALUES: dict[str, dict[tuple[int, str], list[Any]]] = defaultdict(lambda: defaul
 @attrs.frozen
 class RunSpec:
     sid: str
-    mode: str = "ok"  # ok | fail (ValueError) | fatal (KeyError, non-retryable) | flaky (fails on early run attempts)
+    # ok | fail (ValueError) | fatal (KeyError, non-retryable) | flaky (fails on early run attempts)
+    mode: str = "ok"
     until_attempt: int = 1
     retry: int | None = None  # Retry(max_attempts=...) or no step retry
     catch: bool = False
@@ -82,6 +83,7 @@ class WaitSpec:
     early: bool = False  # the event is sent before the run starts
     actions: tuple[str, ...] = ()
     catch: bool = False
+    picky: bool = False  # a schema that rejects events with an odd serial number (they stay in the mailbox)
 
 
 @attrs.frozen
@@ -130,13 +132,19 @@ class AllSpec:
 
 StepSpec = RunSpec | WaitSpec | DelaySpec | UntilSpec | PollSpec | PauseSpec | AllSpec
 ACTIONS = {
-    "wait_for": ("send", "twice", "ff", "timeout", "hold"),
+    "wait_for": ("send", "twice", "ff", "timeout", "hold", "hold_late"),
     "delay": ("advance", "ff", "hold"),
     "wait_until": ("advance", "ff", "hold"),
     "poll": ("advance", "ff", "hold"),
     "pause": ("resume", "ff", "hold"),
 }
-PROGRESS = {"wait_for": "send", "delay": "advance", "wait_until": "advance", "poll": "advance", "pause": "resume"}
+PROGRESS = {
+    "wait_for": "send",
+    "delay": "advance",
+    "wait_until": "advance",
+    "poll": "advance",
+    "pause": "resume",
+}
 
 
 @attrs.frozen
@@ -146,6 +154,7 @@ class Scenario:
     crash_before: frozenset[str] = frozenset()
     crash_after: frozenset[str] = frozenset()
     visit_events: tuple[tuple[str, str], ...] = ()  # (step id, event): send it on the first visit there
+    timeout: str | None = None  # the run's workflow timeout
 
     def flat(self) -> Iterator[StepSpec]:
         for step in self.steps:
@@ -208,6 +217,13 @@ class PollFn:
         return {"ready": self.sid} if calls >= self.ready_after else None
 
 
+def even_only(data: Any) -> Any:
+    """A WaitFor schema: events with an odd serial number are rejected."""
+    if data.get("n", 0) % 2:
+        raise ValueError(f"odd event #{data['n']}")
+    return data
+
+
 def command(step: StepSpec, token: str, attempt: int) -> Any:
     if isinstance(step, RunSpec):
         retry = None
@@ -215,7 +231,8 @@ def command(step: StepSpec, token: str, attempt: int) -> Any:
             retry = Retry(max_attempts=step.retry, initial="2s", jitter=0, non_retryable=(KeyError,))
         return Run(step.sid, StepFn(token, step.sid, step.mode, step.until_attempt, attempt), retry=retry)
     if isinstance(step, WaitSpec):
-        return WaitFor(step.sid, step.event, timeout=f"{step.timeout}s" if step.timeout else None)
+        return WaitFor(step.sid, step.event, timeout=f"{step.timeout}s" if step.timeout else None,
+                       schema=even_only if step.picky else None)  # fmt: skip
     if isinstance(step, DelaySpec):
         return Delay(step.sid, f"{step.seconds}s")
     if isinstance(step, UntilSpec):
@@ -276,7 +293,9 @@ def forget(token: str) -> None:
 
 # ---------------------------------------------------------------------------------- strategies
 
-_actions = {kind: st.lists(st.sampled_from(options), max_size=3).map(tuple) for kind, options in ACTIONS.items()}
+_actions = {
+    kind: st.lists(st.sampled_from(options), max_size=3).map(tuple) for kind, options in ACTIONS.items()
+}
 
 
 @st.composite
@@ -292,7 +311,7 @@ def run_specs(draw: st.DrawFn, sid: str, in_all: bool = False) -> RunSpec:
 def wait_specs(draw: st.DrawFn, sid: str) -> WaitSpec:
     return WaitSpec(
         sid, draw(st.sampled_from(EVENTS)), draw(st.sampled_from([None, 30, 600])), draw(st.booleans()),
-        draw(_actions["wait_for"]),
+        draw(_actions["wait_for"]), picky=draw(st.sampled_from([False, False, False, True])),
     )  # fmt: skip
 
 
@@ -334,7 +353,7 @@ def step_specs(draw: st.DrawFn, index: int) -> StepSpec:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_steps: int = 6) -> Scenario:
+def scenarios(draw: st.DrawFn, max_steps: int = 7) -> Scenario:
     steps = tuple(draw(step_specs(i)) for i in range(draw(st.integers(1, max_steps))))
     base = Scenario(steps)
     ids = sorted(base.by_id())
@@ -344,6 +363,7 @@ def scenarios(draw: st.DrawFn, max_steps: int = 6) -> Scenario:
     return attrs.evolve(
         base,
         retries=draw(st.integers(0, 2)),
+        timeout=draw(st.sampled_from([None, None, "1800s", "2 days"])),
         crash_before=frozenset(draw(st.lists(st.sampled_from(ids), max_size=2))),
         crash_after=frozenset(draw(st.lists(st.sampled_from(ids), max_size=2))),
         visit_events=tuple(visit_events),
@@ -388,7 +408,9 @@ class CheckedReplayer(Replayer):
             fresh.close()
         actual = super().decide(now, mailbox)
         self._taken.update(event_id for event_id, _ in actual.consumed)
-        assert actual == expected, f"live generator decided\n  {actual}\nreplay from scratch decided\n  {expected}"
+        assert actual == expected, (
+            f"live generator decided\n  {actual}\nreplay from scratch decided\n  {expected}"
+        )
         type(self).checks += 1
         return actual
 
@@ -418,9 +440,14 @@ class Player:
         self.visits: Counter[str] = Counter()
         self.rounds = 0
         self.sent: list[int] = []
+        self.sent_at: list[pendulum.DateTime] = []
+        self.names: list[str] = []
         self.completed: dict[str, pgflow.StepRecord] = {}
+        self.deadlines: dict[str, tuple[Any, Any]] = {}
         self.effects_at_completion: dict[str, int] = {}
-        self.run_id = self.h.start_workflow(generic, {"token": self.token}, retries=self.scenario.retries).id
+        self.run_id = self.h.start_workflow(
+            generic, {"token": self.token}, retries=self.scenario.retries, timeout=self.scenario.timeout
+        ).id
         for spec in self.scenario.flat():
             if isinstance(spec, WaitSpec) and spec.early:
                 self.send(spec.event)
@@ -439,6 +466,8 @@ class Player:
             assert self.run().status in TERMINAL
             return
         self.sent.append(serial)
+        self.sent_at.append(self.clock.now())
+        self.names.append(event)
 
     def run(self) -> pgflow.WorkflowRun:
         return self.h.get_run(self.run_id)
@@ -450,13 +479,15 @@ class Player:
         if due > self.clock.now():
             self.clock.set(due)
 
-    def hold(self, seconds: int, event: str | None = None) -> None:
-        """Hold the run, let time pass (and an event arrive): nothing may move; then resume."""
+    def hold(self, seconds: int, event: str | None = None, *, late: bool = False) -> None:
+        """Hold the run, let time pass and an event arrive (before or after): nothing may move; then resume."""
         before = self.run()
         self.h.pause_workflow(self.run_id)
-        if event is not None:
+        if event is not None and not late:
             self.send(event)
         self.h.advance(f"{seconds}s")
+        if event is not None and late:
+            self.send(event)
         held = self.run()
         assert held.status == "paused" and held.held, f"held run moved: {held.status}"
         assert {k: r for k, r in held.timeline.items() if r.status != "waiting"} == {
@@ -484,6 +515,8 @@ class Player:
             self.h.fast_forward_workflow(self.run_id, {"ff": sid})
         elif action == "hold":
             self.hold(5 if kind == "wait_for" else 90, waiting.event)
+        elif action == "hold_late":  # past any WaitFor deadline, then the event
+            self.hold(700, waiting.event, late=True)
         elif action in ("advance", "timeout"):
             self.next_due()
         else:
@@ -542,8 +575,15 @@ class Player:
         """Completed records never change, and completed steps never run again."""
         effects = EFFECTS[self.token]
         for sid, rec in run.timeline.items():
+            if rec.kind in ("wait_for", "poll"):  # deadlines are computed once, when first reached
+                first = self.deadlines.setdefault(sid, (rec.started_at, rec.timeout_at))
+                assert (rec.started_at, rec.timeout_at) == first, (
+                    f"{sid}: deadline {first} became {rec.timeout_at}"
+                )
             if sid in self.completed:
-                assert rec == self.completed[sid], f"recorded outcome of {sid} changed: {self.completed[sid]} -> {rec}"
+                assert rec == self.completed[sid], (
+                    f"recorded outcome of {sid} changed: {self.completed[sid]} -> {rec}"
+                )
                 if sid in self.effects_at_completion:
                     assert effects[sid] == self.effects_at_completion[sid], f"completed step {sid} ran again"
             elif rec.status == "completed":
@@ -561,8 +601,25 @@ class Player:
         for sid in consumed.values():
             rec = run.timeline[sid]
             assert rec.kind == "wait_for" and rec.status == "completed" and not rec.timed_out
-            taken.append(rec.output["n"])
-        assert sorted(box + taken) == self.sent, f"events lost or duplicated: sent {self.sent}, got {box} + {taken}"
+            serial = rec.output["n"]
+            taken.append(serial)
+            if rec.timeout_at is not None:
+                assert self.sent_at[serial] < rec.timeout_at, (
+                    f"{sid} took event #{serial}, sent after its deadline"
+                )
+            picky = getattr(self.specs[sid], "picky", False)
+            older = [e for e in box if e < serial and self.name_of(e) == rec.event and not (picky and e % 2)]
+            assert not older, f"{sid} took event #{serial} while older {rec.event!r} events {older} waited"
+        assert sorted(box + taken) == self.sent, (
+            f"events lost or duplicated: sent {self.sent}, got {box} + {taken}"
+        )
+        for sid, rec in run.timeline.items():
+            if rec.timed_out:
+                assert rec.timeout_at is not None and rec.completed_at is not None
+                assert rec.completed_at >= rec.timeout_at, f"{sid} timed out before its deadline"
+
+    def name_of(self, serial: int) -> str:
+        return self.names[serial]
 
     def check_budget(self, run: pgflow.WorkflowRun) -> None:
         """Retry counts never exceed their budgets."""
@@ -624,6 +681,7 @@ def play(scenario: Scenario, *, crashes: bool = True, ops: Sequence[tuple[str, A
 
 
 def outcome(run: pgflow.WorkflowRun) -> tuple[Any, ...]:
+    """What must not depend on crashes (messages may name the run: its id is masked)."""
     err = run.error
-    return (run.status, run.output, run.retry_count, err and (err.type, err.message, err.step_id))
-
+    error = err and (err.type, err.message.replace(run.id, "<run>"), err.step_id)
+    return (run.status, run.output, run.retry_count, error)
