@@ -131,6 +131,59 @@ def next_xid(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+class CpuMeter:
+    """CPU seconds used by this process, by the database server's processes (when the server runs
+    on this machine and is readable, else None) and by the whole machine, between start and stop."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.server: Any = None
+        try:
+            import psutil
+
+            backend = psutil.Process(conn.info.backend_pid)
+            parent = backend.parent()
+            if parent is not None and "postgres" in backend.name() and "postgres" in parent.name():
+                self.server = parent
+        except Exception:
+            self.server = None  # a remote server (or one we may not inspect)
+
+    def _server_cpu(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        if self.server is None:
+            return found
+        for proc in [self.server, *self.server.children()]:
+            with contextlib.suppress(Exception):
+                t = proc.cpu_times()
+                found[proc.pid] = t.user + t.system
+        return found
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        with open("/proc/stat") as fh:
+            fields = [float(x) for x in fh.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        idle = fields[3] + fields[4]
+        return (sum(fields) - idle) / hz, sum(fields) / hz
+
+    def start(self) -> None:
+        self._client = time.process_time()
+        self._server = self._server_cpu()
+        self._busy, self._total = self._machine() if os.path.exists("/proc/stat") else (0.0, 0.0)
+
+    def stop(self) -> dict[str, float | None]:
+        client = time.process_time() - self._client
+        after = self._server_cpu()
+        server = sum(v - self._server.get(pid, 0.0) for pid, v in after.items()) if self.server else None
+        busy, total = self._machine() if os.path.exists("/proc/stat") else (0.0, 0.0)
+        span = total - self._total
+        return {
+            "client_cpu_s": client,
+            "server_cpu_s": server,
+            "machine_busy": (busy - self._busy) / span if span > 0 else None,
+            "cpus": os.cpu_count() or 1,
+        }
+
+
 # -- (a) raw durable write rate ---------------------------------------------------------------------------
 
 
@@ -289,10 +342,13 @@ def throughput(
             before = next_xid(stats)
             if trace:
                 result["producer_trace"] = trace.rotate()  # the producer phase, left out of (f)
+            cpu = CpuMeter(stats)
+            cpu.start()
             wall0 = time.time()
             engine.start()
             wait_all_done(dsn, schema, steps_flow.id, runs, timeout=60 + runs * steps / 50)
             engine.stop()
+            result.update(cpu.stop())
             with stats.cursor() as cur:
                 cur.execute(
                     sql.SQL(
@@ -312,6 +368,9 @@ def throughput(
                 steps_per_s=runs * steps / elapsed,
             )  # fmt: skip
             total_steps = runs * steps
+            result["client_cpu_per_step"] = result["client_cpu_s"] / total_steps
+            if result["server_cpu_s"] is not None:
+                result["server_cpu_per_step"] = result["server_cpu_s"] / total_steps
             result["writing_commits_per_step"] = (next_xid(stats) - before) / total_steps
             if trace:
                 counts = trace.rotate()
@@ -475,6 +534,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         (f"(b) {b['runs']} runs x {b['steps']} steps, concurrency {n}",
          f"{b['runs_per_s']:,.0f} runs/s, {b['steps_per_s']:,.0f} steps/s", ">= 2,000 steps/s",
          _ok(b["steps_per_s"] >= 2000)),
+        ("(b) CPU per step: client, server", _cpu(b), "", ""),
+        ("(b) machine CPU busy meanwhile (all processes)",
+         f"{b['machine_busy']:.0%} of {b['cpus']} CPUs" if b.get("machine_busy") is not None else "n/a", "", ""),
         ("(b) steps/s vs raw 1 connection", f"{b['steps_per_s'] / a1:.0%}", ">= 35 %",
          _ok(b["steps_per_s"] / a1 >= 0.35)),
         (f"(b) steps/s vs raw {n} connections", f"{b['steps_per_s'] / an:.0%}", "", ""),
@@ -502,6 +564,12 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def _cpu(b: dict[str, Any]) -> str:
+    client = f"{b['client_cpu_per_step'] * 1e6:,.0f} µs"
+    server = b.get("server_cpu_per_step")
+    return f"{client}, " + (f"{server * 1e6:,.0f} µs" if server is not None else "n/a (remote server)")
 
 
 def _ok(met: bool) -> str:

@@ -7,6 +7,7 @@ import concurrent.futures
 import inspect
 import logging
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,7 @@ class StepCaller:
             return self._loop
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str) -> Any:
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
+        if _is_async(fn):
             return self._call_async(fn, args, timeout, what)
         if timeout is None:
             result = fn(*args)
@@ -76,6 +77,16 @@ class StepCaller:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._loop = None
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """``async def`` (or an object whose ``__call__`` is). A plain function or bound method is
+    decided by its own flags alone: the ``__call__`` of its type is never a coroutine function."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if isinstance(fn, types.FunctionType | types.MethodType):
+        return False
+    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 @attrs.frozen

@@ -149,9 +149,8 @@ class MemoryStore:
 
     def _ended(self, row: RunRow, now: DateTime) -> None:
         if row.status == RunStatus.CANCELLED:
-            for child in [
-                r for r in self._runs.values() if r.parent_run_id == row.id and r.status not in TERMINAL
-            ]:
+            live = [r for r in self._runs.values() if r.parent_run_id == row.id and r.status not in TERMINAL]
+            for child in sorted(live, key=lambda r: r.id):  # id order, as Postgres locks them
                 self._save(tr.cancel(child, now), [], now)
         if row.parent_run_id is not None and row.parent_step_id is not None:
             parent = self._runs.get(row.parent_run_id)

@@ -39,6 +39,8 @@ class Worker:
         self.clock = clock
         self.stopping = threading.Event()
         self._wake = threading.Event()
+        self._listening = False  # LISTEN is on: every start/wake-up is announced by a NOTIFY
+        self._saturated = False  # the dispatcher waits for a free slot (see _work)
         self._stopped = threading.Event()  # set once in-flight work is done: heartbeats end
         self._active: dict[str, Lease] = {}
         self._lock = threading.Lock()
@@ -49,6 +51,7 @@ class Worker:
         listen = getattr(self.store, "listen", None)
         if listen is not None:
             listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
+            self._listening = True
         for target, name in ((self._dispatch_loop, "dispatcher"), (self._heartbeat_loop, "heartbeat")):
             thread = threading.Thread(target=target, name=f"pgflow-{name}", daemon=True)
             thread.start()
@@ -57,7 +60,10 @@ class Worker:
                  ", ".join(sorted(self.workflows)) or "no workflows")  # fmt: skip
 
     def nudge(self) -> None:
-        self._wake.set()
+        """A run was started here. With LISTEN on, its NOTIFY wakes the dispatcher already (a
+        second wake-up would only cost a redundant claim, competing with the run it started)."""
+        if not self._listening:
+            self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """In-flight steps finish and are recorded, their runs are released, nothing new starts.
@@ -114,11 +120,15 @@ class Worker:
         for item in claimed:
             self._pool.submit(self._work, item)
         if free <= 0 or len(claimed) == free:
-            # full: busy workers claim their next runs themselves; one that finds nothing sets
-            # _wake. (Asking for next_due here would spin: ready runs are always due.)
-            self._wake.wait(FALLBACK_POLL)
-            self._wake.clear()
-            return
+            with self._lock:
+                self._saturated = len(self._active) >= self.concurrency
+            if self._saturated:
+                # full: busy workers claim their next runs themselves; one that finds nothing
+                # sets _wake. (Asking for next_due here would spin: ready runs are always due.)
+                self._wake.wait(FALLBACK_POLL)
+                self._wake.clear()
+                self._saturated = False
+                return
         self._idle_wait()
 
     def _idle_wait(self) -> None:
@@ -152,7 +162,10 @@ class Worker:
                 more = self._claim(1)  # stay busy without a trip through the dispatcher
                 current = more[0] if more else None
         finally:
-            self._wake.set()  # a slot is free: the dispatcher looks for work again
+            with self._lock:
+                saturated = self._saturated
+            if saturated:
+                self._wake.set()  # a slot is free: the waiting dispatcher looks for work again
 
     # leases ------------------------------------------------------------------------------------
 
@@ -168,5 +181,7 @@ class Worker:
             except Exception:
                 log.exception("pgflow heartbeat failed")
                 continue
-            for run_id in lost:
+            with self._lock:  # a run that ended (and left _active) meanwhile lost nothing
+                still = {lease.run_id for lease in leases if self._active.get(lease.run_id) == lease}
+            for run_id in lost & still:
                 log.warning("pgflow worker %s lost the lease of run %s", self.owner, run_id)

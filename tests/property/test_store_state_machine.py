@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
+    initialize,
     invariant,
     multiple,
     precondition,
@@ -39,7 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from pgflow.memory import MemoryStore
 from pgflow.postgres import PostgresStore
-from pgflow.records import RunError, RunStatus, StepRecord, Waiting
+from pgflow.records import TERMINAL, RunError, RunStatus, StepRecord, Waiting
 from pgflow.static_steps import StepInfo
 from pgflow.store import (
     Batch,
@@ -61,16 +62,18 @@ from pgflow.store import (
 pytestmark = pytest.mark.postgres
 
 T0 = pendulum.datetime(2024, 1, 1, tz="UTC")
+LEASE = pendulum.duration(seconds=30)
 WORKFLOWS = ("wf-a", "wf-b")
 RESOURCES = (None, "u1", "u2")
 OWNERS = ("w1", "w2")
-STEP_IDS = ("s1", "s2", "s3")
+STEP_IDS = ("s1", "s2")
 EVENTS = ("go", "stop")
 KEYS = ("k1", "k2")
 KINDS = ("run", "wait_for", "delay", "wait_until", "pause", "poll", "child")
 OFFSETS = (-5, 0, 1, 5, 30, 45, 100)  # seconds relative to the simulated now
 ACTIONS = ("pause", "resume", "cancel", "fast_forward")
 STATUSES = tuple(s.value for s in RunStatus)
+PREFIXES = st.sampled_from("abz")  # run ids are PREFIX + counter: id order is not creation order
 SCOPES = st.sampled_from(["none", "none", "own", "own", "other", "ghost"])
 
 SETTINGS = settings(
@@ -137,14 +140,20 @@ def _call(fn: Callable[[Store], Any], store: Store) -> tuple[str, Any]:
 
 
 def _describe(a: Any, b: Any) -> str:
-    """The fields where two values differ (attrs values field by field, else both reprs)."""
+    """Where two values differ: attrs values field by field, sequences element by element."""
     if attrs.has(type(a)) and type(a) is type(b):
         return "; ".join(
             f"{f.name}: memory={getattr(a, f.name)!r} postgres={getattr(b, f.name)!r}"
             for f in attrs.fields(type(a))
-            if getattr(a, f.name) != getattr(b, f.name)
+            if _normal(getattr(a, f.name)) != _normal(getattr(b, f.name))
         )
-    return f"memory={a!r}\npostgres={b!r}"
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
+        return "; ".join(
+            f"[{i}] {_describe(x, y)}"
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            if _normal(x) != _normal(y)
+        )
+    return f"memory={a!r} postgres={b!r}"
 
 
 def _normal(value: Any) -> Any:
@@ -159,12 +168,9 @@ def _normal(value: Any) -> Any:
 
 
 def assert_same(what: str, mem: tuple[str, Any], pg: tuple[str, Any]) -> None:
-    if _normal(mem) == _normal(pg):
-        return
-    if mem[0] == pg[0] == "ok" and isinstance(mem[1], list) and isinstance(pg[1], list):
-        details = [_describe(a, b) for a, b in zip(mem[1], pg[1], strict=False) if _normal(a) != _normal(b)]
-        raise AssertionError(f"{what} differs: {details or _describe(mem, pg)}")
-    raise AssertionError(f"{what} differs: {_describe(mem[1], pg[1])}")
+    """Both stores answered alike: equal values (in the same order), or the same error and message."""
+    if _normal(mem) != _normal(pg):
+        raise AssertionError(f"{what} differs: {_describe(mem, pg)}")
 
 
 # -- the machine -------------------------------------------------------------------------------------
@@ -191,7 +197,6 @@ class StoreMachine(RuleBasedStateMachine):
         self.mem = MemoryStore()
         self.pg = PostgresStore(self.pool, schema=self.schema)
         self.now = T0
-        self.known: list[str] = []  # every run id ever used (created or not)
         self._ids = itertools.count()
 
     # helpers ---------------------------------------------------------------------------------------
@@ -204,12 +209,15 @@ class StoreMachine(RuleBasedStateMachine):
 
     def new_id(self, prefix: str) -> str:
         """A fresh run id; the random prefix makes id order differ from creation order."""
-        run_id = f"{prefix}{next(self._ids):02d}"
-        self.known.append(run_id)
-        return run_id
+        return f"{prefix}{next(self._ids):02d}"
 
     def row(self, run_id: str) -> RunRow:
+        """A run as the memory store has it (to build the next operation from)."""
         return self.mem.get(run_id, None)[0]
+
+    def all_runs(self) -> list[RunRow]:
+        """Every run (as the memory store has it; the invariant keeps Postgres equal)."""
+        return self.mem.list_runs(RunQuery(limit=10_000))[0]
 
     def draw_batch(self, data: st.DataObject, run: RunRow) -> Batch:
         """A batch for ``run``: step records, consumed events, an outcome and child runs."""
@@ -237,7 +245,7 @@ class StoreMachine(RuleBasedStateMachine):
         children = tuple(
             StartChild(
                 NewRun(
-                    self.new_id("c"),
+                    self.new_id(data.draw(PREFIXES)),
                     data.draw(st.sampled_from(WORKFLOWS)),
                     data.draw(st.sampled_from(RESOURCES)),
                     data.draw(json_values),
@@ -255,6 +263,7 @@ class StoreMachine(RuleBasedStateMachine):
         return Batch(tuple(steps), tuple(consumed), outcome, children)
 
     def outcomes(self, run: RunRow) -> st.SearchStrategy[RunOutcome]:
+        """Every outcome kind; a suspend sees the current mailbox_seq, or a stale one."""
         seen = st.sampled_from([run.mailbox_seq, run.mailbox_seq, run.mailbox_seq - 1])  # stale sometimes
         suspend = st.builds(
             lambda w, wake, s: SuspendRun(w, w.wake_at if w is not None else wake, s),
@@ -270,16 +279,41 @@ class StoreMachine(RuleBasedStateMachine):
         )
 
     def commit(self, lease: Lease, data: st.DataObject) -> Any:
+        """Commit a random batch with ``lease`` on both; the children it started, if it was written."""
         batch = self.draw_batch(data, self.row(lease.run_id))
         duration = data.draw(durations, label="lease")
         kind, result = self.both("commit", lambda s: s.commit(lease, self.now, duration, batch))
         ok = kind == "ok" and result.ok
         return multiple(*[c.run.id for c in batch.children]) if ok else multiple()
 
+    @initialize(
+        target=runs, wf=st.sampled_from(WORKFLOWS), ids=st.lists(st.sampled_from(STEP_IDS), unique=True),
+        retries=st.integers(0, 3), resources=st.lists(st.sampled_from(RESOURCES), min_size=1, max_size=4),
+    )  # fmt: skip
+    def setup(self, wf: str, ids: list[str], retries: int, resources: list[str | None]) -> Any:
+        """Register a workflow twice (the second replaces the first; both read back alike), then
+        start a few plain runs so that every example has something to work on."""
+        steps = [StepInfo(i, "run", loop=n % 2 == 1) for n, i in enumerate(ids)]
+        for shown, extra in ((steps[:1], {}), (steps, {"retries": retries})):
+            self.both(
+                "register_workflow",
+                lambda s, shown=shown, extra=extra: s.register_workflow(wf, shown, self.now, extra),
+            )
+            self.both("workflow_steps", lambda s: (s.workflow_steps(wf), s.workflow_settings(wf)))
+        self.both("workflow_steps", lambda s: (s.workflow_steps("nope"), s.workflow_settings("nope")))
+        started = []
+        for n, resource in enumerate(resources):
+            new = NewRun(
+                self.new_id("i"), WORKFLOWS[n % 2], resource, {"n": n}, n % 3, 1.0, None, None, self.now
+            )
+            self.both("start_run", lambda s, new=new: s.start_run(new))
+            started.append(new.id)
+        return multiple(*started)
+
     # client side -----------------------------------------------------------------------------------
 
     @rule(
-        target=runs, prefix=st.sampled_from("abz"), wf=st.sampled_from(WORKFLOWS), resource=st.sampled_from(RESOURCES),
+        target=runs, prefix=PREFIXES, wf=st.sampled_from(WORKFLOWS), resource=st.sampled_from(RESOURCES),
         key=st.none() | st.sampled_from(KEYS), value=json_values, retries=st.integers(0, 2),
         backoff=st.sampled_from([0.5, 1.0, 2.0]), timeout=st.none() | st.sampled_from([5, 40, 200]),
     )  # fmt: skip
@@ -293,34 +327,49 @@ class StoreMachine(RuleBasedStateMachine):
         kind, result = self.both("start_run", lambda s: s.start_run(new))
         return multiple(new.id) if kind == "ok" and result[1] else multiple()
 
-    @rule(target=runs, parent=runs, step=st.sampled_from(STEP_IDS), wf=st.sampled_from(WORKFLOWS))
-    def start_linked_run(self, parent: str, step: str, wf: str) -> Any:
-        """Start a run linked to a parent run's step (as a Child step does)."""
-        new = NewRun(self.new_id("p"), wf, None, None, 0, 1.0, None, None, self.now, parent, step)
+    @rule(target=runs, parent=runs, step=st.sampled_from(STEP_IDS), prefix=PREFIXES, data=st.data())
+    def start_linked_run(self, parent: str, step: str, prefix: str, data: st.DataObject) -> Any:
+        """Start a run linked to a parent's step: mostly the step a waiting run waits at (so that
+        parents often have several live children on one step), else any run and step."""
+        waiting = [r for r in self.all_runs() if r.waiting is not None]
+        if waiting and data.draw(st.integers(0, 3), label="at a waiting step?"):
+            row = data.draw(st.sampled_from(waiting), label="parent")
+            assert row.waiting is not None
+            parent, step = row.id, row.waiting.step_id
+        wf = data.draw(st.sampled_from(WORKFLOWS), label="workflow")
+        new = NewRun(self.new_id(prefix), wf, None, None, 0, 1.0, None, None, self.now, parent, step)
         kind, result = self.both("start_run", lambda s: s.start_run(new))
         return multiple(new.id) if kind == "ok" and result[1] else multiple()
 
-    @rule(
-        run=runs,
-        scope=st.sampled_from(["none", "own", "other"]),
-        event=st.sampled_from(EVENTS),
-        value=json_values,
-    )
+    @rule(run=runs, scope=SCOPES, event=st.sampled_from(EVENTS), value=json_values)
     def deliver_event(self, run: str, scope: str, event: str, value: Any) -> None:
-        """Deliver an event (terminal runs and foreign resources must raise alike)."""
-        resource = self.scope(run, scope)
+        """Deliver an event (terminal, missing and foreign-resource runs must raise alike)."""
+        run, resource = self.scoped(run, scope)
         self.both("deliver_event", lambda s: s.deliver_event(run, resource, event, value, self.now))
 
-    @rule(
-        run=runs,
-        scope=st.sampled_from(["none", "own", "other"]),
-        action=st.sampled_from(ACTIONS),
-        value=json_values,
-    )
+    @rule(run=runs, scope=SCOPES, action=st.sampled_from(ACTIONS), value=st.none() | json_values)
     def change(self, run: str, scope: str, action: str, value: Any) -> None:
         """Pause, resume, cancel or fast-forward (InvalidStateError / RunNotFoundError alike)."""
-        resource = self.scope(run, scope)
+        run, resource = self.scoped(run, scope)
         self.both(action, lambda s: s.change(run, resource, action, value, self.now))
+
+    @rule(run=runs, action=st.sampled_from(["pause", "resume"]))
+    def hold_or_release(self, run: str, action: str) -> None:
+        """Pause or resume (more often than cancel, so that held runs meet workers)."""
+        self.both(action, lambda s: s.change(run, None, action, None, self.now))
+
+    def parents(self) -> list[str]:
+        """Live runs with live children."""
+        rows = self.all_runs()
+        live = {r.id for r in rows if r.status not in TERMINAL}
+        return sorted({r.parent_run_id for r in rows if r.id in live and r.parent_run_id in live})
+
+    @precondition(lambda self: bool(self.parents()))
+    @rule(data=st.data())
+    def cancel_parent(self, data: st.DataObject) -> None:
+        """Cancel a run with live children: the cascade cancels them and settles its Child steps."""
+        run = data.draw(st.sampled_from(self.parents()), label="parent")
+        self.both("cancel", lambda s: s.change(run, None, "cancel", None, self.now))
 
     def scoped(self, run: str, scope: str) -> tuple[str, str | None]:
         """The run id and resource to address it with: unscoped, its own, another's, or a missing run."""
@@ -346,21 +395,6 @@ class StoreMachine(RuleBasedStateMachine):
             ending_before=target if cursor == "before" else None,
         )  # fmt: skip
         self.both(f"list_runs({query})", lambda s: s.list_runs(query))
-
-    @rule(
-        wf=st.sampled_from(WORKFLOWS),
-        ids=st.lists(st.sampled_from(STEP_IDS), unique=True),
-        retries=st.integers(0, 3),
-    )
-    def register_workflow(self, wf: str, ids: list[str], retries: int) -> None:
-        """(Re-)register a workflow; its steps and settings read back alike."""
-        steps = [StepInfo(i, "run", loop=n % 2 == 1) for n, i in enumerate(ids)]
-        self.both(
-            "register_workflow", lambda s: s.register_workflow(wf, steps, self.now, {"retries": retries})
-        )
-        self.both(
-            "workflow_steps", lambda s: (s.workflow_steps(wf), s.workflow_settings(wf), s.workflow_steps("x"))
-        )
 
     # worker side -----------------------------------------------------------------------------------
 
@@ -396,7 +430,8 @@ class StoreMachine(RuleBasedStateMachine):
         return self.commit(lease, data)
 
     def leased(self) -> list[RunRow]:
-        return [r for r in self.mem.list_runs(RunQuery(limit=1000))[0] if r.lease_owner is not None]
+        """Runs some worker holds a lease on (maybe expired)."""
+        return [r for r in self.all_runs() if r.lease_owner is not None]
 
     @precondition(lambda self: bool(self.leased()))
     @rule(target=runs, data=st.data(), forge=st.sampled_from(["no", "no", "no", "owner", "token"]))
@@ -406,6 +441,27 @@ class StoreMachine(RuleBasedStateMachine):
         run = data.draw(st.sampled_from(self.leased()), label="run")
         owner = "intruder" if forge == "owner" else run.lease_owner or ""
         return self.commit(Lease(run.id, owner, run.lease_token - (forge == "token")), data)
+
+    @precondition(lambda self: bool(self.leased()))
+    @rule(
+        target=runs,
+        data=st.data(),
+        step=st.sampled_from(STEP_IDS),
+        prefix=PREFIXES,
+        wf=st.sampled_from(WORKFLOWS),
+    )
+    def spawn_child(self, data: st.DataObject, step: str, prefix: str, wf: str) -> Any:
+        """A Child step as the processor records it: start the child and suspend waiting for it."""
+        run = data.draw(st.sampled_from(self.leased()), label="run")
+        lease = Lease(run.id, run.lease_owner or "", run.lease_token)
+        child = NewRun(self.new_id(prefix), wf, None, None, 0, 1.0, None, None, self.now, run.id, step)
+        batch = Batch(
+            (StepRecord(step, "child", "waiting", {"child_run_id": child.id}, started_at=self.now, attempts=1),),
+            outcome=SuspendRun(Waiting(step, "child"), None, run.mailbox_seq),
+            children=(StartChild(child),),
+        )  # fmt: skip
+        kind, result = self.both("commit", lambda s: s.commit(lease, self.now, LEASE, batch))
+        return multiple(child.id) if kind == "ok" and result.ok else multiple()
 
     @rule(leases=st.lists(leases, min_size=1, max_size=3), duration=durations)
     def heartbeat(self, leases: list[Lease], duration: pendulum.Duration) -> None:
@@ -434,6 +490,7 @@ class StoreMachine(RuleBasedStateMachine):
     # comparing the whole state ---------------------------------------------------------------------
 
     def compare_run(self, run_id: str) -> None:
+        """One run's row, step records (in order), mailbox and consumed events agree."""
         kind, _ = self.both(f"get({run_id})", lambda s: s.get(run_id, None))
         if kind == "ok":
             self.both(f"mailbox({run_id})", lambda s: s.mailbox(run_id))  # type: ignore[attr-defined]
@@ -442,9 +499,9 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def same_state(self) -> None:
         """Every run, its steps, mailbox and consumed events, the listing and next_due agree."""
-        for run_id in self.known:
-            self.compare_run(run_id)
-        self.both("list_runs", lambda s: s.list_runs(RunQuery(limit=100)))
+        for row in self.all_runs():  # a run only Postgres has: see list_runs
+            self.compare_run(row.id)
+        self.both("list_runs", lambda s: s.list_runs(RunQuery(limit=10_000)))
         self.both("next_due", lambda s: (s.next_due(WORKFLOWS), s.next_due(WORKFLOWS[:1])))
 
 
@@ -467,3 +524,40 @@ def test_memory_and_postgres_stores_agree(machine_env: tuple[ConnectionPool[Any]
     pool, schema = machine_env
     machine = type("BoundStoreMachine", (StoreMachine,), {"pool": pool, "schema": schema})
     run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+# -- divergences the machine found, pinned as plain sequences ----------------------------------------
+
+
+def _bound(env: tuple[ConnectionPool[Any], str]) -> StoreMachine:
+    pool, schema = env
+    return type("BoundStoreMachine", (StoreMachine,), {"pool": pool, "schema": schema})()
+
+
+def test_heartbeat_reports_a_stale_lease_of_a_run_heartbeated_with_its_current_one_too(
+    machine_env: tuple[ConnectionPool[Any], str],
+) -> None:
+    """A stale lease is lost even when the same call also extends the run's current lease."""
+    m = _bound(machine_env)
+    m.both("start_run", lambda s: s.start_run(NewRun("a00", "wf-a", None, None, 0, 1.0, None, None, T0)))
+    short = pendulum.duration(seconds=10)
+    stale = m.both("claim", lambda s: s.claim("w1", ["wf-a"], T0, short, 1))[1][0].lease
+    current = m.both("claim", lambda s: s.claim("w1", ["wf-a"], T0.add(seconds=10), short, 1))[1][0].lease
+    _, lost = m.both("heartbeat", lambda s: s.heartbeat([current, stale], T0.add(seconds=10), short))
+    assert lost == {"a00"}
+
+
+def test_cancel_cascades_to_children_in_id_order(machine_env: tuple[ConnectionPool[Any], str]) -> None:
+    """Cancelling a parent cancels its live children in id order, so the first child to settle the
+    parent's waiting Child step (and be named in its error) is the same in both stores."""
+    m = _bound(machine_env)
+    m.both("start_run", lambda s: s.start_run(NewRun("i00", "wf-a", None, None, 0, 1.0, None, None, T0)))
+    lease = m.both("claim", lambda s: s.claim("w1", ["wf-a"], T0, LEASE, 1))[1][0].lease
+    for child_id in ("b01", "a02"):  # created in this order, cancelled in id order
+        child = StartChild(NewRun(child_id, "wf-a", None, None, 0, 1.0, None, None, T0, "i00", "s1"))
+        waiting = StepRecord("s1", "child", "waiting", started_at=T0)
+        batch = Batch((waiting,), outcome=KeepRunning(), children=(child,))
+        m.both("commit", lambda s, batch=batch: s.commit(lease, T0, LEASE, batch))
+    m.both("cancel", lambda s: s.change("i00", None, "cancel", None, T0))
+    _, (_, steps) = m.both("get", lambda s: s.get("i00", None))
+    assert steps[0].error is not None and "child run a02 " in steps[0].error.message

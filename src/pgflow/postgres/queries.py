@@ -66,12 +66,14 @@ class Queries:
         self.schema = schema
         self._ident = sql.Identifier(schema)
         self._raw = load_queries()
-        self._composed: dict[str, sql.Composed] = {}
+        self._composed: dict[str, bytes] = {}
 
-    def __getitem__(self, name: str) -> sql.Composed:
+    def __getitem__(self, name: str) -> bytes:
+        """The query ``name``, composed once and kept as bytes (psycopg would otherwise render the
+        ``Composed`` again on every execution)."""
         found = self._composed.get(name)
         if found is None:
-            found = self.compose(name)
+            found = self.compose(name).as_bytes(None)
             self._composed[name] = found
         return found
 

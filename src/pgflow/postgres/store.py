@@ -40,7 +40,7 @@ from . import migrate as migrations
 from .listen import Listener, RunWatcher, channel
 from .paging import list_runs
 from .queries import Queries
-from .rows import event_from, json_value, jsonb, run_from, run_params, step_from, steps_json
+from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json
 from .tx import Channels, Tx, UserCodeError, pipelined_transaction, read_together, run_transaction_step
 
 __all__ = ["PostgresStore"]
@@ -71,8 +71,11 @@ class PostgresStore:
         failure: BaseException | None = None
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with self._pool.connection() as conn, _mode(conn, autocommit):
-                    return fn(conn)
+                with self._pool.connection() as conn:
+                    if not autocommit or conn.autocommit:  # nothing to switch (the usual case)
+                        return fn(conn)
+                    with _mode(conn, autocommit):
+                        return fn(conn)
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
                     raise StorageError(
@@ -161,22 +164,21 @@ class PostgresStore:
     # client side --------------------------------------------------------------------------------------
 
     def start_run(self, new: NewRun) -> tuple[RunRow, bool]:
+        """One statement (one round trip) inserts the run and wakes the workers; when its id or
+        idempotency key exists already, a second read returns the existing run."""
         row = tr.new_row(new)
-
-        def body(tx: Tx) -> tuple[RunRow, bool]:
-            if tx.insert_run(row):
-                return row, True
-            if new.idempotency_key is not None:
-                found = tx.rows("run_by_key", key=new.idempotency_key)
-            else:
-                found = tx.rows("get_run", id=new.id)
-            if not found:
-                raise StorageError(f"run {new.id} could not be inserted and no conflicting run was found")
-            existing = run_from(found[0])
-            check_idempotent(existing, new)
-            return existing, False
-
-        return self._transaction("start_run", body)
+        params = {**run_params(row), "wake_channel": self._channels.wake, "runs_channel": self._channels.runs}
+        if self._query("start_run", "start_run", **params):
+            return row, True
+        if new.idempotency_key is not None:
+            found = self._query("start_run", "run_by_key", key=new.idempotency_key)
+        else:
+            found = self._query("start_run", "get_run", id=new.id)
+        if not found:
+            raise StorageError(f"run {new.id} could not be inserted and no conflicting run was found")
+        existing = run_from(found[0])
+        check_idempotent(existing, new)
+        return existing, False
 
     def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
         def run(conn: Conn) -> tuple[RunRow, list[StepRecord]]:
@@ -239,20 +241,14 @@ class PostgresStore:
         lease: pendulum.Duration,
         limit: int,
     ) -> list[Claimed]:
-        """Round trip 1: BEGIN + lock the claimable rows. Round trip 2: write the leases, load the
-        steps and mailboxes of all claimed runs, COMMIT."""
-        with pipelined_transaction(conn):
-            tx = Tx(conn, self._q, self._channels)
-            found = tx.rows("claim", workflow_ids=workflow_ids, now=now, limit=limit)
-            if not found:
-                return []
-            rows = [tr.claim(run_from(r), owner, now, lease) for r in found]
-            conn.cursor().executemany(self._q["update_run"], [run_params(r) for r in rows])
-            ids = [r.id for r in rows]
-            steps_cur = tx.cursor("steps_of_runs", run_ids=ids)
-            mail_cur = tx.cursor("mailbox_of_runs", run_ids=ids)
-        steps, mail = steps_cur.fetchall(), mail_cur.fetchall()
-        return [_claimed(row, steps, mail) for row in rows]
+        """One statement, one round trip (autocommit): lease the claimable runs and load their step
+        records and mailboxes (see the ``claim`` query)."""
+        params = {
+            "workflow_ids": workflow_ids, "now": pg_time(now), "limit": limit, "owner": owner,
+            "lease_expires_at": pg_time(now + lease),
+        }  # fmt: skip
+        found = conn.cursor(row_factory=dict_row).execute(self._q["claim"], params).fetchall()
+        return [_claimed_row(r) for r in found]
 
     def reload(self, lease: Lease) -> Claimed | None:
         def run(conn: Conn) -> Claimed | None:
@@ -272,13 +268,12 @@ class PostgresStore:
         transaction: tuple[Any, StepRecord] | None = None,
     ) -> CommitResult:  # fmt: skip
         """Record a batch if the lease is still valid (see ``CommitResult``)."""
-        if (
-            transaction is None
-            and isinstance(batch.outcome, KeepRunning)
-            and not batch.consumed
-            and not batch.children
-        ):
-            return self._commit_hot(lease, now, lease_duration, batch.steps)
+        if transaction is None and isinstance(batch.outcome, KeepRunning) and not batch.children:
+            return self._commit_hot(lease, now, lease_duration, batch.steps, batch.consumed)
+        if transaction is None and isinstance(batch.outcome, CompleteRun) and not batch.children:
+            done = self._commit_complete(lease, now, batch)
+            if done is not None:
+                return done  # else: lease lost, or a child run; the locked path tells which
         return self._transaction(
             "commit",
             lambda tx: self._commit_locked(tx, lease, now, lease_duration, batch, transaction),
@@ -286,15 +281,37 @@ class PostgresStore:
         )
 
     def _commit_hot(
-        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, steps: Sequence[StepRecord]
-    ) -> CommitResult:
-        """One statement, one round trip (autocommit): fenced lease extension + step upserts."""
-        found = self._query(
-            "commit", "commit_keep_running", run_id=lease.run_id, token=lease.token, owner=lease.owner, now=now,
-            lease_expires_at=now + lease_duration, current_step_id=steps[-1].step_id if steps else None,
-            steps=steps_json(steps),
-        )  # fmt: skip
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, steps: Sequence[StepRecord],
+        consumed: Sequence[tuple[int, str]] = (),
+    ) -> CommitResult:  # fmt: skip
+        """One statement, one round trip (autocommit): fenced lease extension + step upserts (+ the
+        events the batch consumed)."""
+        params: dict[str, Any] = {
+            "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": pg_time(now),
+            "lease_expires_at": pg_time(now) + lease_duration,
+            "current_step_id": steps[-1].step_id if steps else None, "steps": steps_json(steps),
+        }  # fmt: skip
+        name = "commit_keep_running"
+        if consumed:
+            name = "commit_keep_running_consume"
+            params["event_ids"] = [i for i, _ in consumed]
+            params["event_steps"] = [s for _, s in consumed]
+        found = self._query("commit", name, **params)
         return CommitResult(ok=True, held=bool(found[0]["held"])) if found else CommitResult(ok=False)
+
+    def _commit_complete(self, lease: Lease, now: DateTime, batch: Batch) -> CommitResult | None:
+        """One statement, one round trip (autocommit): the last step records and the completion of a
+        run without a parent (see the ``commit_complete`` query); None when it did not apply."""
+        assert isinstance(batch.outcome, CompleteRun)
+        steps = batch.steps
+        found = self._query(
+            "commit", "commit_complete", run_id=lease.run_id, token=lease.token, owner=lease.owner,
+            now=pg_time(now), current_step_id=steps[-1].step_id if steps else None,
+            steps=steps_json(steps), output=json_value(batch.outcome.output),
+            event_ids=[i for i, _ in batch.consumed], event_steps=[s for _, s in batch.consumed],
+            channel=self._channels.runs,
+        )  # fmt: skip
+        return CommitResult(ok=True) if found else None
 
     def _commit_locked(
         self, tx: Tx, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
@@ -335,10 +352,10 @@ class PostgresStore:
             return set()
         kept = self._query(
             "heartbeat", "heartbeat", ids=[x.run_id for x in leases], owners=[x.owner for x in leases],
-            tokens=[x.token for x in leases], now=now, lease_expires_at=now + lease_duration,
+            tokens=[x.token for x in leases], now=pg_time(now), lease_expires_at=pg_time(now + lease_duration),
         )  # fmt: skip
-        alive = {r["id"] for r in kept}
-        return {x.run_id for x in leases if x.run_id not in alive}
+        alive = {(r["id"], r["owner"], r["token"]) for r in kept}
+        return {x.run_id for x in leases if (x.run_id, x.owner, x.token) not in alive}
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
         if not workflow_ids:
@@ -403,6 +420,14 @@ def _mode(conn: Conn, autocommit: bool) -> Iterator[None]:
         idle = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         if conn.autocommit != saved and idle:
             conn.autocommit = saved
+
+
+def _claimed_row(r: dict[str, Any]) -> Claimed:
+    """A row of the ``claim`` query: the leased run, with its steps and mailbox as json arrays."""
+    row = run_from(r)
+    records = {s["step_id"]: step_from(s) for s in r["step_rows"] or ()}
+    mailbox = [event_from(e) for e in r["mailbox_rows"] or ()]
+    return Claimed(row, records, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
 
 
 def _claimed(row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]]) -> Claimed:

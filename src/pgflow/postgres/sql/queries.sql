@@ -37,6 +37,31 @@ INSERT INTO {schema}.runs (
 ON CONFLICT DO NOTHING
 RETURNING id
 
+-- name: start_run
+-- A new run, one statement: insert_run, and when the row went in, wake the workers and announce
+-- its status (so the run and its wake-up commit together); no row when its id or idempotency key
+-- already exists.
+WITH inserted AS (
+    INSERT INTO {schema}.runs (
+        id, workflow_id, resource_id, status, input, output, error, current_step_id,
+        waiting_step_id, waiting_kind, waiting_event, waiting_wake_at, wake_at, due_at, held,
+        retry_count, max_retries, retry_backoff, idempotency_key, created_at, updated_at, paused_at,
+        resumed_at, completed_at, timeout_at, lease_owner, lease_token, lease_expires_at, mailbox_seq,
+        parent_run_id, parent_step_id
+    ) VALUES (
+        %(id)s, %(workflow_id)s, %(resource_id)s, %(status)s, %(input)s, %(output)s, %(error)s,
+        %(current_step_id)s, %(waiting_step_id)s, %(waiting_kind)s, %(waiting_event)s,
+        %(waiting_wake_at)s, %(wake_at)s, %(due_at)s, %(held)s, %(retry_count)s, %(max_retries)s,
+        %(retry_backoff)s, %(idempotency_key)s, %(created_at)s, %(updated_at)s, %(paused_at)s,
+        %(resumed_at)s, %(completed_at)s, %(timeout_at)s, %(lease_owner)s, %(lease_token)s,
+        %(lease_expires_at)s, %(mailbox_seq)s, %(parent_run_id)s, %(parent_step_id)s
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_notify(%(wake_channel)s, '') AS wake, pg_notify(%(runs_channel)s, id) AS announce
+FROM inserted
+
 -- name: run_by_key
 -- The run holding an idempotency key.
 SELECT * FROM {schema}.runs WHERE idempotency_key = %(key)s
@@ -157,25 +182,133 @@ WITH run AS (
 )
 SELECT held FROM run
 
+-- name: commit_keep_running_consume
+-- commit_keep_running that also marks mailbox events as consumed by the WaitFor steps that took
+-- them (as consume_events does), in the same statement and under the same lease check.
+WITH run AS (
+    UPDATE {schema}.runs
+    SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s,
+        current_step_id = coalesce(%(current_step_id)s::text, current_step_id)
+    WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
+      AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
+    RETURNING held
+), written AS (
+    INSERT INTO {schema}.steps AS s (
+        run_id, step_id, kind, status, output, error, timed_out, attempts, started_at,
+        completed_at, wake_at, timeout_at, event, run_attempt
+    )
+    SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
+           r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
+    FROM run,
+         json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
+         json_to_record(e.rec) AS r(
+             step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
+             attempts integer, started_at timestamptz, completed_at timestamptz,
+             wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
+    ORDER BY e.ord
+    ON CONFLICT (run_id, step_id) DO UPDATE SET
+        kind = excluded.kind, status = excluded.status, output = excluded.output,
+        error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
+        started_at = excluded.started_at, completed_at = excluded.completed_at,
+        wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
+        run_attempt = excluded.run_attempt
+), consumed AS (
+    UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(now)s
+    FROM run, unnest(%(event_ids)s::bigint[], %(event_steps)s::text[]) AS c(id, step_id)
+    WHERE e.id = c.id AND e.run_id = %(run_id)s
+)
+SELECT held FROM run
+
+-- name: commit_complete
+-- Hot path for a run that completes, one statement: if the lease is still ours and the run has no
+-- parent (whose Child step would need settling), record the batch's step records and consumed
+-- events, complete the run as transitions.apply_outcome does for CompleteRun (lease released) and
+-- notify its status change. No row: lease lost, or a child run (the caller takes the locked path).
+WITH run AS (
+    UPDATE {schema}.runs
+    SET status = 'completed', output = %(output)s, error = NULL, completed_at = %(now)s,
+        updated_at = %(now)s, current_step_id = coalesce(%(current_step_id)s::text, current_step_id),
+        waiting_step_id = NULL, waiting_kind = NULL, waiting_event = NULL, waiting_wake_at = NULL,
+        wake_at = NULL, due_at = NULL, held = false, lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
+      AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
+      AND parent_run_id IS NULL
+    RETURNING id
+), written AS (
+    INSERT INTO {schema}.steps AS s (
+        run_id, step_id, kind, status, output, error, timed_out, attempts, started_at,
+        completed_at, wake_at, timeout_at, event, run_attempt
+    )
+    SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
+           r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
+    FROM run,
+         json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
+         json_to_record(e.rec) AS r(
+             step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
+             attempts integer, started_at timestamptz, completed_at timestamptz,
+             wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
+    ORDER BY e.ord
+    ON CONFLICT (run_id, step_id) DO UPDATE SET
+        kind = excluded.kind, status = excluded.status, output = excluded.output,
+        error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
+        started_at = excluded.started_at, completed_at = excluded.completed_at,
+        wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
+        run_attempt = excluded.run_attempt
+), consumed AS (
+    UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(now)s
+    FROM run, unnest(%(event_ids)s::bigint[], %(event_steps)s::text[]) AS c(id, step_id)
+    WHERE e.id = c.id AND e.run_id = %(run_id)s
+)
+SELECT pg_notify(%(channel)s, id) FROM run
+
 -- name: claim
--- Lock up to limit claimable runs of the given workflows, earliest due first, skipping runs
--- another transaction holds: ready (due, no lease) or leased with an expired lease.
-SELECT * FROM {schema}.runs
-WHERE workflow_id = ANY(%(workflow_ids)s)
-  AND ((status IN ('pending', 'paused') AND lease_owner IS NULL AND due_at <= %(now)s)
-    OR (lease_owner IS NOT NULL AND lease_expires_at <= %(now)s
-        AND status NOT IN ('completed', 'failed', 'cancelled')))
-ORDER BY coalesce(due_at, lease_expires_at), created_at, id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
+-- Claim, in one statement, up to limit claimable runs of the given workflows, earliest due first
+-- (coalesce(due_at, lease_expires_at), created_at, id), skipping runs another transaction holds:
+-- ready (due, no lease; read in runs_claim_idx order, so a backlog is not sorted on every claim)
+-- or leased with an expired lease. Each is leased as transitions.claim does (running, or paused
+-- when held; a new lease token; no longer due) and returned with its step records and unconsumed
+-- mailbox as json arrays.
+WITH ready AS (
+    SELECT id, due_at AS due, created_at FROM {schema}.runs
+    WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
+      AND lease_owner IS NULL AND due_at <= %(now)s
+    ORDER BY due_at, created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT id, coalesce(due_at, lease_expires_at) AS due, created_at FROM {schema}.runs
+    WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
+      AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
+    ORDER BY coalesce(due_at, lease_expires_at), created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT * FROM ready UNION ALL SELECT * FROM expired
+    ORDER BY due, created_at, id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE {schema}.runs AS r
+    SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
+        lease_token = r.lease_token + 1, lease_expires_at = %(lease_expires_at)s, due_at = NULL,
+        updated_at = %(now)s
+    FROM picked WHERE r.id = picked.id
+    RETURNING r.*
+)
+SELECT c.*,
+    (SELECT json_agg(s ORDER BY s.seq) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
+    (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
+     WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows
+FROM claimed AS c JOIN picked AS p ON p.id = c.id
+ORDER BY p.due, p.created_at, p.id
 
 -- name: heartbeat
--- Extend every lease still held (token and owner match, not ended, not expired); returns their ids.
+-- Extend every lease still held (token and owner match, not ended, not expired); returns each
+-- extended lease (id, owner, token), so a stale lease of a run is told apart from its current one.
 UPDATE {schema}.runs AS r SET lease_expires_at = %(lease_expires_at)s
 FROM unnest(%(ids)s::text[], %(owners)s::text[], %(tokens)s::bigint[]) AS l(id, owner, token)
 WHERE r.id = l.id AND r.lease_owner = l.owner AND r.lease_token = l.token
   AND r.status NOT IN ('completed', 'failed', 'cancelled') AND r.lease_expires_at > %(now)s
-RETURNING r.id
+RETURNING r.id, r.lease_owner AS owner, r.lease_token AS token
 
 -- name: next_due
 -- When a run of these workflows next becomes claimable: earliest due time of an unleased run,
