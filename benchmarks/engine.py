@@ -346,8 +346,10 @@ def throughput(
             cpu.start()
             wall0 = time.time()
             engine.start()
-            wait_all_done(dsn, schema, steps_flow.id, runs, timeout=60 + runs * steps / 50)
-            engine.stop()
+            try:
+                wait_all_done(dsn, schema, steps_flow.id, runs, timeout=60 + runs * steps / 50)
+            finally:
+                engine.stop()
             result.update(cpu.stop())
             with stats.cursor() as cur:
                 cur.execute(

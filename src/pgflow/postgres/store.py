@@ -1,8 +1,10 @@
 """``PostgresStore``: the Store protocol on PostgreSQL (same contract as ``MemoryStore``).
 
 Every status change locks the run row (``SELECT … FOR UPDATE``), applies a pure function of
-``transitions.py`` and writes the result back; only the hot path (a batch of step records that keeps
-the run running) is one fenced SQL statement. psycopg errors become :class:`StorageError` here.
+``transitions.py`` and writes the result back, except on the hot path, where each operation is one
+statement (one round trip): starting a run, claiming runs (as ``transitions.claim``), a batch of
+step records that keeps the run running (fenced by the lease), and the completion of a run without
+a parent (as ``apply_outcome`` for ``CompleteRun``). psycopg errors become :class:`StorageError` here.
 """
 
 from __future__ import annotations
