@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import time
 import traceback
 import types
 import warnings
@@ -611,48 +610,6 @@ def _exception_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _describe_outcome(run: WorkflowRun) -> str:
-    if run.status == RunStatus.COMPLETED:
-        return "completed"
-    if run.status == RunStatus.FAILED and run.error is not None:
-        return f"failed: {run.error.type}: {_one_line(run.error.message)}"
-    if run.status == RunStatus.PENDING and run.error is not None:
-        return f"attempt failed ({run.error.type}: {_one_line(run.error.message)}); retry {run.retry_count} of {run.max_retries} at {_when(run.wake_at)} UTC"
-    return _status_text(run)
-
-
-def _log_runs(engine: Engine) -> None:
-    """Log each run the engine's worker executes and what became of it (best effort)."""
-    worker = getattr(engine, "_worker", None)
-    processor = getattr(worker, "processor", None)
-    process = getattr(processor, "process", None)
-    if processor is None or process is None:
-        return
-
-    def logged(claimed: Any) -> None:
-        row = claimed.run
-        began = time.monotonic()
-        log.info(
-            "run %s (%s): executing%s",
-            row.id,
-            row.workflow_id,
-            f", attempt {row.retry_count + 1}" if row.retry_count else "",
-        )
-        try:
-            process(claimed)
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                try:
-                    after = engine.get_run(row.id)
-                except Exception as exc:  # logging must never break the worker
-                    log.debug("could not read run %s after executing it: %s", row.id, exc)
-                else:
-                    took = _duration(time.monotonic() - began)
-                    log.info("run %s (%s): %s [%s]", row.id, row.workflow_id, _describe_outcome(after), took)
-
-    processor.process = logged
-
-
 def cmd_worker(opts: Options) -> int:
     from .engine import Engine
 
@@ -714,7 +671,6 @@ def cmd_worker(opts: Options) -> int:
                 ", ".join(wf.id for wf in workflows),
             )
         engine.start()
-        _log_runs(engine)
         log.info(
             "registered: %s; waiting for runs (stop with Ctrl-C or SIGTERM)",
             ", ".join(sorted(engine.workflows)) or "nothing",

@@ -133,6 +133,8 @@ class RunProcessor:
 
     def _process_once(self, claimed: Claimed) -> Claimed | None:
         run, lease = claimed.run, claimed.lease
+        attempt = f", attempt {run.retry_count + 1}" if run.retry_count else ""
+        log.info("run %s (%s): executing%s", run.id, run.workflow_id, attempt)
         now = self.clock.now()
         if run.timeout_at is not None and now >= run.timeout_at:
             self._commit(lease, Batch(outcome=FailRun(_timeout_error(run))))
@@ -208,6 +210,7 @@ class RunProcessor:
         self.faults.check_before(ids)
         result = self.store.commit(lease, self.clock.now(), self.settings.lease, batch)
         if result.ok:
+            _log_outcome(lease.run_id, batch.outcome)
             self.faults.check_after(ids)
         return result
 
@@ -317,6 +320,24 @@ def _then_crash(fn: Callable[..., Any], step_id: str) -> Callable[..., Any]:
         raise Crash(f"crash_before({step_id!r})")
 
     return run_then_crash
+
+
+def _log_outcome(run_id: str, outcome: RunOutcome) -> None:
+    """One INFO line per run segment: what became of the run when the worker let it go."""
+    if isinstance(outcome, KeepRunning) or not log.isEnabledFor(logging.INFO):
+        return
+    if isinstance(outcome, CompleteRun):
+        text = "completed"
+    elif isinstance(outcome, FailRun):
+        text = f"failed: {outcome.error.type}: {outcome.error.message}"
+    elif isinstance(outcome, RetryRun):
+        text = f"attempt failed ({outcome.error.type}: {outcome.error.message}); retrying at {outcome.due_at}"
+    elif isinstance(outcome, SuspendRun):
+        w = outcome.waiting
+        text = f"waiting at {w.kind} step {w.step_id!r}" if w else f"step retry at {outcome.wake_at}"
+    else:
+        text = "released"
+    log.info("run %s: %s", run_id, text)
 
 
 def _timeout_error(run: RunRow) -> RunError:
