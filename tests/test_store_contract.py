@@ -155,6 +155,18 @@ def test_register_workflow_round_trip(store: Store) -> None:
     assert store.workflow_steps("missing") is None
 
 
+def test_timelines_of_several_runs(store: Store) -> None:
+    """timelines() gives each run's step records in execution order, and [] for runs without any."""
+    store.start_run(new("r1"))
+    store.start_run(new("r2"))
+    lease = store.claim("w1", [WF], T0, LEASE, 1)[0].lease  # one of the two
+    steps = (rec("b"), rec("a"))
+    assert store.commit(lease, T0, LEASE, Batch(steps, (), KeepRunning())).ok
+    found = store.timelines([lease.run_id, "r1" if lease.run_id == "r2" else "r2", "missing"])
+    assert [s.step_id for s in found[lease.run_id]] == ["b", "a"]
+    assert [found[k] for k in found if k != lease.run_id] == [[], []]
+
+
 # -- claim, lease, fencing --------------------------------------------------------------------------
 
 

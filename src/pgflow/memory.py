@@ -121,6 +121,10 @@ class MemoryStore:
                 raise InvalidArgumentError(f"unknown cursor {cursor!r}: pass a run id from a previous page")
             return keyset_page(rows, query, self._runs.get(cursor) if cursor else None)
 
+    def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        with self._lock:
+            return {rid: list(self._steps.get(rid, {}).values()) for rid in run_ids}
+
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
     ) -> None:

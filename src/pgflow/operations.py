@@ -200,7 +200,8 @@ class Operations:
         )  # fmt: skip
         store = self._ops_store()
         rows, has_more, has_prev = store.list_runs(query)
-        items = [to_public(r, store.get(r.id, None)[1]) for r in rows]
+        timelines = store.timelines([r.id for r in rows])
+        items = [to_public(r, timelines[r.id]) for r in rows]
         return RunPage(
             items, rows[-1].id if rows and has_more else None, rows[0].id if rows and has_prev else None,
             has_more, has_prev,

@@ -197,6 +197,13 @@ class PostgresStore:
     def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
         return self._run("list_runs", lambda conn: list_runs(conn, self._q, query), autocommit=True)
 
+    def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {rid: [] for rid in run_ids}
+        if run_ids:
+            for r in self._query("timelines", "steps_of_runs", run_ids=list(run_ids)):
+                found[r["run_id"]].append(step_from(r))
+        return found
+
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
     ) -> None:
