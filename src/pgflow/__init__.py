@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .client import AsyncClient, Client
 from .commands import (
     All,
     Child,
@@ -18,6 +19,7 @@ from .commands import (
 )
 from .definition import Context, Workflow, WorkflowRef, ref, workflow
 from .durations import parse_duration
+from .engine import Engine
 from .errors import (
     ChildFailedError,
     ConfigurationError,
@@ -95,16 +97,3 @@ __all__ = [
     "ref",
     "workflow",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # The runtime (psycopg and friends) loads on first use, so `import pgflow` stays light.
-    if name in ("Engine",):
-        from .engine import Engine
-
-        return Engine
-    if name in ("Client", "AsyncClient"):
-        from . import client
-
-        return getattr(client, name)
-    raise AttributeError(f"module 'pgflow' has no attribute {name!r}")
