@@ -1,0 +1,79 @@
+"""The layering of docs/architecture.md: imports point down, psycopg stays in the adapter and edges."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "pgflow"
+
+LAYERS = {
+    "values": {"errors", "durations", "clock", "commands", "records"},
+    "core": {"serde", "validation", "definition", "static_steps", "replay"},
+    "port": {"store", "transitions", "memory"},
+    "adapters": {"postgres"},
+    "runtime": {"processor", "execution", "worker", "operations", "engine", "client", "watch"},
+    "edges": {"testing", "cli", "cli_render", "demo", "backend", "__init__", "__main__"},
+}
+ORDER = list(LAYERS)
+# Documented sideways arrows: Engine/Client ask backend.py for their store (configuration).
+ALLOWED = {("engine", "backend"), ("client", "backend")}
+PSYCOPG_OK = {"postgres", "backend", "testing", "cli", "demo"}
+
+
+def _unit(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _layer(unit: str) -> str:
+    for name, units in LAYERS.items():
+        if unit in units:
+            return name
+    raise AssertionError(f"module {unit!r} is in no layer: add it to LAYERS and docs/architecture.md")
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level pgflow units and third-party roots imported by ``path`` (relative or absolute)."""
+    found: set[str] = set()
+    inside_postgres = _unit(path) == "postgres"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0:
+                parts = module.split(".")
+                found.add(parts[1] if parts[0] == "pgflow" and len(parts) > 1 else parts[0])
+            elif node.level == 1 and inside_postgres:
+                continue  # within the adapter package
+            else:
+                target = module.split(".")[0] if module else ""
+                found.update([target] if target else [a.name for a in node.names])
+    return found
+
+
+MODULES = sorted(p for p in SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_point_down(path: Path) -> None:
+    """A module imports pgflow modules of its own layer or below, never above."""
+    unit = _unit(path)
+    rank = ORDER.index(_layer(unit))
+    units = {u for units in LAYERS.values() for u in units}
+    for target in _imports(path) & units:
+        if target == unit or (unit, target) in ALLOWED:
+            continue
+        assert ORDER.index(_layer(target)) <= rank, (
+            f"{unit} ({_layer(unit)}) imports {target} ({_layer(target)})"
+        )
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_psycopg_stays_in_the_adapter_and_edges(path: Path) -> None:
+    """values, core, port and runtime never import psycopg: they reach the database through a Store."""
+    if _unit(path) not in PSYCOPG_OK:
+        assert not {"psycopg", "psycopg_pool"} & _imports(path), f"{path.name} imports psycopg"
