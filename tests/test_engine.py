@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 from psycopg import sql
@@ -443,6 +444,33 @@ def test_transaction_step_crash_before_commit_leaves_nothing_then_runs_once(
         done = h.run_until_complete(run.id)
         assert done.status == "completed"
         assert _ledger_rows(pg_dsn, pg_schema) == [run.id]
+
+
+@attrs.frozen
+class Balance:
+    account: str
+    cents: int
+
+
+def read_balance(conn: Any, account: str) -> Balance:
+    cents = conn.execute("SELECT 1234").fetchone()[0]
+    return Balance(account, cents)
+
+
+@workflow("tx-typed")
+def tx_typed(ctx: pgflow.Context[Any]):
+    balance = yield pgflow.Transaction("read", read_balance, "acc-1")
+    assert isinstance(balance, Balance)  # structured back through the return annotation
+    return {"account": balance.account, "cents": balance.cents}
+
+
+def test_transaction_result_round_trips_through_its_return_annotation(pg_dsn: str, pg_schema: str) -> None:
+    """A Transaction step's result comes back as its annotated type, on first execution and replay."""
+    with Harness([tx_typed], dsn=pg_dsn, schema=pg_schema) as h:
+        h.crash_after("read")  # the recovery replays the recorded result
+        run = h.start_workflow("tx-typed")
+        done = h.run_until_complete(run.id)
+    assert done.status == "completed" and done.output == {"account": "acc-1", "cents": 1234}
 
 
 def test_transaction_step_crash_after_commit_is_not_repeated(pg_dsn: str, pg_schema: str) -> None:

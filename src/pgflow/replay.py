@@ -387,7 +387,7 @@ class Replayer:
         return result
 
     def _recorded_value(self, cmd: Any, rec: StepRecord) -> _Eval:
-        if isinstance(cmd, Run):
+        if isinstance(cmd, Run | Transaction):  # round-tripped through fn's return annotation
             return _Value(serde.from_json(rec.output, _return_annotation(cmd.fn)))
         if isinstance(cmd, Poll):
             return _Value(PollResult(rec.timed_out, rec.output))
