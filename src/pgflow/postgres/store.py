@@ -299,13 +299,9 @@ class PostgresStore:
             "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": pg_time(now),
             "lease_expires_at": pg_time(now) + lease_duration,
             "current_step_id": steps[-1].step_id if steps else None, "steps": steps_json(steps),
+            "event_ids": [i for i, _ in consumed], "event_steps": [s for _, s in consumed],
         }  # fmt: skip
-        name = "commit_keep_running"
-        if consumed:
-            name = "commit_keep_running_consume"
-            params["event_ids"] = [i for i, _ in consumed]
-            params["event_steps"] = [s for _, s in consumed]
-        found = self._query("commit", name, **params)
+        found = self._query("commit", "commit_keep_running", **params)
         return CommitResult(ok=True, held=bool(found[0]["held"])) if found else CommitResult(ok=False)
 
     def _commit_complete(self, lease: Lease, now: DateTime, batch: Batch) -> CommitResult | None:

@@ -151,40 +151,8 @@ ON CONFLICT (run_id, step_id) DO UPDATE SET
 
 -- name: commit_keep_running
 -- Hot path, one statement: if the lease is still ours (token, owner, not ended, not expired at
--- now), extend it and upsert the batch's step records; returns held, or no row when the lease is lost.
-WITH run AS (
-    UPDATE {schema}.runs
-    SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s,
-        current_step_id = coalesce(%(current_step_id)s::text, current_step_id)
-    WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
-      AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
-    RETURNING held
-), written AS (
-    INSERT INTO {schema}.steps AS s (
-        run_id, step_id, kind, status, output, error, timed_out, attempts, started_at,
-        completed_at, wake_at, timeout_at, event, run_attempt
-    )
-    SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
-           r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
-    FROM run,
-         json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
-         json_to_record(e.rec) AS r(
-             step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
-             attempts integer, started_at timestamptz, completed_at timestamptz,
-             wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
-    ORDER BY e.ord
-    ON CONFLICT (run_id, step_id) DO UPDATE SET
-        kind = excluded.kind, status = excluded.status, output = excluded.output,
-        error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
-        started_at = excluded.started_at, completed_at = excluded.completed_at,
-        wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
-        run_attempt = excluded.run_attempt
-)
-SELECT held FROM run
-
--- name: commit_keep_running_consume
--- commit_keep_running that also marks mailbox events as consumed by the WaitFor steps that took
--- them (as consume_events does), in the same statement and under the same lease check.
+-- now), extend it, upsert the batch's step records and mark the mailbox events its WaitFor steps
+-- took as consumed (empty arrays when none); returns held, or no row when the lease is lost.
 WITH run AS (
     UPDATE {schema}.runs
     SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s,
