@@ -159,13 +159,21 @@ class Worker:
                 finally:
                     with self._lock:
                         self._active.pop(current.run.id, None)
-                more = self._claim(1)  # stay busy without a trip through the dispatcher
-                current = more[0] if more else None
+                current = self._claim_next()
         finally:
             with self._lock:
                 saturated = self._saturated
             if saturated:
                 self._wake.set()  # a slot is free: the waiting dispatcher looks for work again
+
+    def _claim_next(self) -> Claimed | None:
+        """Stay busy without a trip through the dispatcher; on a database error, leave it the work."""
+        try:
+            more = self._claim(1)
+        except Exception:
+            log.exception("pgflow: claiming the next run failed; the dispatcher will retry")
+            return None
+        return more[0] if more else None
 
     # leases ------------------------------------------------------------------------------------
 
