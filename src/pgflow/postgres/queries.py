@@ -17,6 +17,8 @@ from psycopg import sql
 __all__ = ["Queries", "Query", "load_queries", "parse_queries"]
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$")
+_ALWAYS = sql.SQL("true")
+_IF_LEASED = sql.SQL("EXISTS (SELECT FROM run)")  # the fenced lease-check CTE matched
 
 
 @attrs.frozen
@@ -78,5 +80,12 @@ class Queries:
         return found
 
     def compose(self, name: str, **parts: Any) -> sql.Composed:
-        """The query ``name`` with ``{schema}`` and the given ``{placeholders}`` (SQL objects) filled in."""
-        return sql.SQL(self._raw[name].text).format(schema=self._ident, **parts)
+        """The query ``name`` with ``{schema}`` and the given ``{placeholders}`` (SQL objects) filled in.
+
+        ``{upsert_steps}`` embeds that query (the one copy of the step upsert) guarded by the
+        enclosing statement's fenced ``run`` CTE; standalone, its ``{only_if}`` is ``true``."""
+        text = self._raw[name].text
+        fills: dict[str, Any] = {"schema": self._ident, "only_if": _ALWAYS}
+        if "{upsert_steps}" in text:
+            fills["upsert_steps"] = self.compose("upsert_steps", only_if=_IF_LEASED)
+        return sql.SQL(text).format(**{**fills, **parts})

@@ -130,6 +130,8 @@ WHERE e.id = c.id AND e.run_id = %(run_id)s
 
 -- name: upsert_steps
 -- Insert or replace a run's step records (a json array, in order); a replaced record keeps its seq.
+-- The one copy of the step upsert: the commit queries embed it as {upsert_steps}, after their
+-- fenced `run` CTE, with {only_if} = EXISTS (SELECT FROM run) so nothing is written without the lease.
 INSERT INTO {schema}.steps AS s (
     run_id, step_id, kind, status, output, error, timed_out, attempts, started_at, completed_at,
     wake_at, timeout_at, event, run_attempt
@@ -141,6 +143,7 @@ FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
          step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
          attempts integer, started_at timestamptz, completed_at timestamptz, wake_at timestamptz,
          timeout_at timestamptz, event text, run_attempt integer)
+WHERE {only_if}
 ORDER BY e.ord
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     kind = excluded.kind, status = excluded.status, output = excluded.output,
@@ -161,25 +164,7 @@ WITH run AS (
       AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
     RETURNING held
 ), written AS (
-    INSERT INTO {schema}.steps AS s (
-        run_id, step_id, kind, status, output, error, timed_out, attempts, started_at,
-        completed_at, wake_at, timeout_at, event, run_attempt
-    )
-    SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
-           r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
-    FROM run,
-         json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
-         json_to_record(e.rec) AS r(
-             step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
-             attempts integer, started_at timestamptz, completed_at timestamptz,
-             wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
-    ORDER BY e.ord
-    ON CONFLICT (run_id, step_id) DO UPDATE SET
-        kind = excluded.kind, status = excluded.status, output = excluded.output,
-        error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
-        started_at = excluded.started_at, completed_at = excluded.completed_at,
-        wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
-        run_attempt = excluded.run_attempt
+    {upsert_steps}
 ), consumed AS (
     UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(now)s
     FROM run, unnest(%(event_ids)s::bigint[], %(event_steps)s::text[]) AS c(id, step_id)
@@ -203,25 +188,7 @@ WITH run AS (
       AND parent_run_id IS NULL
     RETURNING id
 ), written AS (
-    INSERT INTO {schema}.steps AS s (
-        run_id, step_id, kind, status, output, error, timed_out, attempts, started_at,
-        completed_at, wake_at, timeout_at, event, run_attempt
-    )
-    SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
-           r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
-    FROM run,
-         json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
-         json_to_record(e.rec) AS r(
-             step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
-             attempts integer, started_at timestamptz, completed_at timestamptz,
-             wake_at timestamptz, timeout_at timestamptz, event text, run_attempt integer)
-    ORDER BY e.ord
-    ON CONFLICT (run_id, step_id) DO UPDATE SET
-        kind = excluded.kind, status = excluded.status, output = excluded.output,
-        error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
-        started_at = excluded.started_at, completed_at = excluded.completed_at,
-        wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
-        run_attempt = excluded.run_attempt
+    {upsert_steps}
 ), consumed AS (
     UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(now)s
     FROM run, unnest(%(event_ids)s::bigint[], %(event_steps)s::text[]) AS c(id, step_id)
