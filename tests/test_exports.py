@@ -68,3 +68,19 @@ def test_terminal_statuses() -> None:
     assert frozenset({"completed", "failed", "cancelled"}) == pgflow.TERMINAL
     assert isinstance(pgflow.TERMINAL, frozenset)
     assert pgflow.RunStatus("pending") == "pending"
+
+
+CLIENT_METHODS = (
+    "start_workflow", "trigger_event", "pause_workflow", "resume_workflow", "cancel_workflow",
+    "fast_forward_workflow", "get_run", "check_progress", "get_runs", "wait_for_run",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CLIENT_METHODS)
+def test_async_client_methods_mirror_the_client(name: str) -> None:
+    """AsyncClient has every Client method as a coroutine, with exactly the same parameters."""
+    import inspect
+
+    sync, coro = getattr(pgflow.Client, name), getattr(pgflow.AsyncClient, name)
+    assert inspect.iscoroutinefunction(coro)
+    assert inspect.signature(coro).parameters == inspect.signature(sync).parameters

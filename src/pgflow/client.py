@@ -51,35 +51,59 @@ class AsyncClient:
     ) -> None:
         self._client = Client(dsn, pool=pool, schema=schema, clock=clock)
 
-    async def start_workflow(self, workflow: Any, input: Any = None, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.start_workflow, workflow, input, **kwargs)
+    async def start_workflow(
+        self, workflow: Any, input: Any = None, *, resource_id: str | None = None,
+        idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
+    ) -> WorkflowRun:  # fmt: skip
+        return await asyncio.to_thread(
+            self._client.start_workflow, workflow, input, resource_id=resource_id,
+            idempotency_key=idempotency_key, timeout=timeout, retries=retries,
+        )  # fmt: skip
 
-    async def trigger_event(self, run_id: str, event: str, data: Any = None, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.trigger_event, run_id, event, data, **kwargs)
+    async def trigger_event(
+        self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None
+    ) -> WorkflowRun:
+        return await asyncio.to_thread(
+            self._client.trigger_event, run_id, event, data, resource_id=resource_id
+        )
 
-    async def pause_workflow(self, run_id: str, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.pause_workflow, run_id, **kwargs)
+    async def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        return await asyncio.to_thread(self._client.pause_workflow, run_id, resource_id=resource_id)
 
-    async def resume_workflow(self, run_id: str, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.resume_workflow, run_id, **kwargs)
+    async def resume_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        return await asyncio.to_thread(self._client.resume_workflow, run_id, resource_id=resource_id)
 
-    async def cancel_workflow(self, run_id: str, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.cancel_workflow, run_id, **kwargs)
+    async def cancel_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        return await asyncio.to_thread(self._client.cancel_workflow, run_id, resource_id=resource_id)
 
-    async def fast_forward_workflow(self, run_id: str, data: Any = None, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.fast_forward_workflow, run_id, data, **kwargs)
+    async def fast_forward_workflow(
+        self, run_id: str, data: Any = None, *, resource_id: str | None = None
+    ) -> WorkflowRun:
+        return await asyncio.to_thread(
+            self._client.fast_forward_workflow, run_id, data, resource_id=resource_id
+        )
 
-    async def get_run(self, run_id: str, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.get_run, run_id, **kwargs)
+    async def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        return await asyncio.to_thread(self._client.get_run, run_id, resource_id=resource_id)
 
-    async def check_progress(self, run_id: str, **kwargs: Any) -> Progress:
-        return await asyncio.to_thread(self._client.check_progress, run_id, **kwargs)
+    async def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
+        return await asyncio.to_thread(self._client.check_progress, run_id, resource_id=resource_id)
 
-    async def get_runs(self, **kwargs: Any) -> RunPage:
-        return await asyncio.to_thread(self._client.get_runs, **kwargs)
+    async def get_runs(
+        self, *, resource_id: str | None = None, workflow_id: str | None = None, statuses: Any = None,
+        limit: int = 20, starting_after: str | None = None, ending_before: str | None = None,
+    ) -> RunPage:  # fmt: skip
+        return await asyncio.to_thread(
+            self._client.get_runs, resource_id=resource_id, workflow_id=workflow_id, statuses=statuses,
+            limit=limit, starting_after=starting_after, ending_before=ending_before,
+        )  # fmt: skip
 
-    async def wait_for_run(self, run_id: str, *, until: Any = TERMINAL, **kwargs: Any) -> WorkflowRun:
-        return await asyncio.to_thread(self._client.wait_for_run, run_id, until=until, **kwargs)
+    async def wait_for_run(
+        self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
+    ) -> WorkflowRun:
+        return await asyncio.to_thread(
+            self._client.wait_for_run, run_id, until=until, timeout=timeout, resource_id=resource_id
+        )
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)
