@@ -7,6 +7,7 @@ The last section holds Postgres-only behaviour (Transaction steps, LISTEN/NOTIFY
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -827,3 +828,43 @@ def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path
         )
         assert _round_trips(pool, lambda: pg.commit(lease, T0, LEASE, suspend), tmp_path) == 2
         assert [s.step_id for s in pg.get("r1", None)[1]] == ["a", "b", "w"]
+
+
+def _claim_while(pg: PostgresStore, now: Any, client_action: Any) -> Claimed:
+    """Claim with the statement stalled 0.5 s after taking its snapshot, before it locks any row,
+    while ``client_action`` commits a change to the run (fault injection in the claim's SQL)."""
+    original = pg._q["claim"]
+    due = b"AND due_at <= %(now)s"
+    pg._q._composed["claim"] = original.replace(due, due + b" AND (SELECT true FROM pg_sleep(0.5))")
+    assert pg._q["claim"] != original
+    claimed: list[Claimed] = []
+    worker = threading.Thread(target=lambda: claimed.extend(pg.claim("w1", [WF], now, LEASE, 10)))
+    worker.start()
+    time.sleep(0.15)
+    client_action()
+    worker.join()
+    pg._q._composed["claim"] = original
+    assert len(claimed) == 1
+    return claimed[0]
+
+
+@pytest.mark.postgres
+def test_claim_sees_an_event_delivered_while_it_waits_for_the_row(pg: PostgresStore) -> None:
+    """An event committed after the claim took its snapshot but before it locked the run is in the
+    claimed mailbox. (READ COMMITTED locks the row's newest version, whose mailbox_seq counts the
+    event, while the snapshot's mailbox lacks it: the worker's suspend at its WaitFor would then be
+    accepted and the event stranded, the run paused for good.)"""
+    pg.start_run(new("r1"))
+    c = _claim_while(pg, T0, lambda: pg.deliver_event("r1", None, "go", {"n": 1}, sec(0.1)))
+    assert c.run.mailbox_seq == 1
+    assert [(e.name, e.data) for e in c.mailbox] == [("go", {"n": 1})]
+
+
+@pytest.mark.postgres
+def test_claim_sees_a_step_fast_forwarded_while_it_waits_for_the_row(pg: PostgresStore) -> None:
+    """A Delay fast-forwarded just as it falls due, while the claim is in flight: the claimed step
+    records are the ones the claimed run row goes with (the step completed, not still waiting)."""
+    pg.start_run(new("r1"))
+    suspend_at(pg, "r1", rec("d", "waiting", "delay", wake_at=sec(5)), Waiting("d", "delay", None, sec(5)))
+    c = _claim_while(pg, sec(5), lambda: pg.change("r1", None, "fast_forward", None, sec(5)))
+    assert c.run.waiting is None and c.steps["d"].status == "completed"

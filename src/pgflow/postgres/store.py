@@ -251,12 +251,22 @@ class PostgresStore:
         limit: int,
     ) -> list[Claimed]:
         """One statement, one round trip (autocommit): lease the claimable runs and load their step
-        records and mailboxes (see the ``claim`` query)."""
+        records and mailboxes (see the ``claim`` query). A run a client changed while the statement
+        ran (an event delivered, a wait fast-forwarded) has its steps and mailbox read again, after
+        the lease committed: the snapshot's copy may lack what its ``mailbox_seq`` already counts."""
         params = {
             "workflow_ids": workflow_ids, "now": pg_time(now), "limit": limit, "owner": owner,
             "lease_expires_at": pg_time(now + lease),
         }  # fmt: skip
         found = conn.cursor(row_factory=dict_row).execute(self._q["claim"], params).fetchall()
+        stale = [r["id"] for r in found if not r["snapshot_current"]]
+        if stale:  # changed between the statement's snapshot and its row lock: read them again
+            steps, mail = read_together(
+                conn, self._q, ("steps_of_runs", {"run_ids": stale}), ("mailbox_of_runs", {"run_ids": stale})
+            )
+            return [
+                _claimed(run_from(r), steps, mail) if r["id"] in stale else _claimed_row(r) for r in found
+            ]
         return [_claimed_row(r) for r in found]
 
     def reload(self, lease: Lease) -> Claimed | None:

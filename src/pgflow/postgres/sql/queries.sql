@@ -202,16 +202,19 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- ready (due, no lease; read in runs_claim_idx order, so a backlog is not sorted on every claim)
 -- or leased with an expired lease. Each is leased as transitions.claim does (running, or paused
 -- when held; a new lease token; no longer due) and returned with its step records and unconsumed
--- mailbox as json arrays.
+-- mailbox as json arrays. Those arrays come from the statement's snapshot, but a row changed by a
+-- commit between that snapshot and the row lock is locked (and returned) in its newest version:
+-- snapshot_current is false then (the row's xmin moved), and the caller reads steps and mailbox again.
 WITH ready AS (
-    SELECT id, due_at AS due, created_at FROM {schema}.runs
+    SELECT id, due_at AS due, created_at, xmin AS locked_xmin FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
       AND lease_owner IS NULL AND due_at <= %(now)s
     ORDER BY due_at, created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), expired AS (
-    SELECT id, coalesce(due_at, lease_expires_at) AS due, created_at FROM {schema}.runs
+    SELECT id, coalesce(due_at, lease_expires_at) AS due, created_at, xmin AS locked_xmin
+    FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
       AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
     ORDER BY coalesce(due_at, lease_expires_at), created_at, id
@@ -232,7 +235,8 @@ WITH ready AS (
 SELECT c.*,
     (SELECT json_agg(s ORDER BY s.seq) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
     (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
-     WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows
+     WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
+    p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
 ORDER BY p.due, p.created_at, p.id
 
