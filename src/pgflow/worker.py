@@ -43,6 +43,7 @@ class Worker:
         self._saturated = False  # the dispatcher waits for a free slot (see _work)
         self._stopped = threading.Event()  # set once in-flight work is done: heartbeats end
         self._active: dict[str, Lease] = {}
+        self._claiming = 0  # claims in flight: what they return becomes active (see _busy)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pgflow-worker")
@@ -73,11 +74,13 @@ class Worker:
         deadline = time.monotonic() + timeout
         self.stopping.set()
         self._wake.set()
+        for dispatcher in self._threads[:1]:
+            dispatcher.join(timeout)  # it hands what its last claim returned to the pool, then exits
         self._pool.shutdown(wait=False)  # queued runs still start, see `stopping` and release at once
         while self._busy() and time.monotonic() < deadline:
             time.sleep(0.01)  # heartbeats keep the leases of in-flight runs alive meanwhile
         self._stopped.set()
-        for thread in self._threads:
+        for thread in self._threads[1:]:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._busy():
             log.warning(
@@ -87,7 +90,7 @@ class Worker:
 
     def _busy(self) -> bool:
         with self._lock:
-            return bool(self._active)
+            return bool(self._active) or self._claiming > 0
 
     # claiming ------------------------------------------------------------------------------------
 
@@ -96,14 +99,20 @@ class Worker:
             return self.concurrency - len(self._active)
 
     def _claim(self, limit: int) -> list[Claimed]:
-        if limit <= 0 or self.stopping.is_set() or not self.workflows:
-            return []
-        claimed: list[Claimed] = self.store.claim(
-            self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit
-        )
         with self._lock:
-            for item in claimed:
-                self._active[item.run.id] = item.lease
+            if limit <= 0 or self.stopping.is_set() or not self.workflows:
+                return []
+            self._claiming += 1
+        claimed: list[Claimed] = []
+        try:
+            claimed = self.store.claim(
+                self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit
+            )
+        finally:
+            with self._lock:
+                self._claiming -= 1
+                for item in claimed:
+                    self._active[item.run.id] = item.lease
         return claimed
 
     def _dispatch_loop(self) -> None:
@@ -118,7 +127,7 @@ class Worker:
         free = self._free()
         claimed = self._claim(free)
         for item in claimed:
-            self._pool.submit(self._work, item)
+            self._submit(item)
         if free <= 0 or len(claimed) == free:
             with self._lock:
                 self._saturated = len(self._active) >= self.concurrency
@@ -130,6 +139,12 @@ class Worker:
                 self._saturated = False
                 return
         self._idle_wait()
+
+    def _submit(self, item: Claimed) -> None:
+        try:
+            self._pool.submit(self._work, item)
+        except RuntimeError:  # stop() gave up waiting for this thread and shut the pool down
+            self._work(item)  # the processor sees `stopping` and releases the run at once
 
     def _idle_wait(self) -> None:
         due = self.store.next_due(list(self.workflows)) if self.workflows else None

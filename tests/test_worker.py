@@ -1,0 +1,85 @@
+"""The engine's Worker (dispatcher, thread pool, heartbeats) around the in-memory store: the races of
+a graceful stop, which do not depend on the store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pendulum
+import pytest
+
+import pgflow
+from pgflow import Run, workflow
+from pgflow.clock import SystemClock
+from pgflow.execution import StepCaller
+from pgflow.memory import MemoryStore
+from pgflow.processor import RunProcessor, Settings
+from pgflow.records import RunStatus
+from pgflow.store import Claimed, NewRun
+from pgflow.worker import Worker
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+@workflow("double")
+def double(ctx: pgflow.Context[Any]):
+    return (yield Run("double", _double, ctx.input))
+
+
+class ClaimInFlightAtStop(MemoryStore):
+    """A store whose claim that finds run ``stall_on`` returns only once ``stop()`` has begun (and
+    has had ample time to go on): a claim in flight while the engine stops."""
+
+    def __init__(self, stall_on: str) -> None:
+        super().__init__()
+        self.stall_on = stall_on
+        self.claimed = threading.Event()
+        self.stopping = threading.Event()
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        found = super().claim(*args, **kwargs)
+        if any(c.run.id == self.stall_on for c in found):
+            self.claimed.set()
+            self.stopping.wait(5)
+            time.sleep(0.2)
+        return found
+
+
+@pytest.mark.parametrize(
+    ("runs", "concurrency"),
+    [
+        pytest.param(["r1"], 2, id="the dispatcher's claim"),
+        pytest.param(["r0", "r1"], 1, id="a worker thread's claim of its next run"),
+    ],
+)
+def test_a_run_claimed_while_the_worker_stops_is_released_before_stop_returns(
+    runs: list[str], concurrency: int
+) -> None:
+    """The claim of r1 returns after stop() began: r1 is given back (pending, no lease, due) before
+    stop() returns. (The dispatcher's claim used to meet a shut-down thread pool and keep the run
+    leased; a worker thread's claim went unnoticed, so stop() returned, and the engine closed its
+    connections, with the run still leased.)"""
+    store, clock = ClaimInFlightAtStop(stall_on=runs[-1]), SystemClock()
+    settings = Settings(pendulum.duration(seconds=30), pendulum.duration(seconds=1))
+    stopping = threading.Event()
+    caller = StepCaller()
+    processor = RunProcessor(store, {"double": double}, clock, settings, caller, stopping=stopping)
+    worker = Worker(store, {"double": double}, processor, settings, concurrency, clock)
+    worker.stopping = store.stopping = stopping
+    for run_id in runs:
+        store.start_run(NewRun(run_id, "double", None, 21, 0, 1.0, None, None, clock.now()))
+    worker.start()
+    try:
+        assert store.claimed.wait(5)
+        worker.stop(timeout=3)
+        row, steps = store.get("r1", None)
+    finally:
+        caller.close()
+    assert row.status == RunStatus.PENDING and row.lease_owner is None and steps == []
+    assert row.due_at is not None and row.due_at <= clock.now()
+    if "r0" in runs:
+        assert store.get("r0", None)[0].output == 42
