@@ -83,9 +83,12 @@ class Queries:
         """The query ``name`` with ``{schema}`` and the given ``{placeholders}`` (SQL objects) filled in.
 
         ``{upsert_steps}`` embeds that query (the one copy of the step upsert) guarded by the
-        enclosing statement's fenced ``run`` CTE; standalone, its ``{only_if}`` is ``true``."""
+        enclosing statement's fenced ``run`` CTE; standalone, its ``{only_if}`` is ``true``.
+        ``{insert_run}`` embeds that query (the one copy of the run insert)."""
         text = self._raw[name].text
         fills: dict[str, Any] = {"schema": self._ident, "only_if": _ALWAYS}
         if "{upsert_steps}" in text:
             fills["upsert_steps"] = self.compose("upsert_steps", only_if=_IF_LEASED)
+        if "{insert_run}" in text:
+            fills["insert_run"] = self.compose("insert_run")
         return sql.SQL(text).format(**{**fills, **parts})

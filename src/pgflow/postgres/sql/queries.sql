@@ -38,26 +38,11 @@ ON CONFLICT DO NOTHING
 RETURNING id
 
 -- name: start_run
--- A new run, one statement: insert_run, and when the row went in, wake the workers and announce
--- its status (so the run and its wake-up commit together); no row when its id or idempotency key
--- already exists.
+-- A new run, one statement: insert_run (embedded as {insert_run}, the one copy of the insert), and
+-- when the row went in, wake the workers and announce its status (so the run and its wake-up commit
+-- together); no row when its id or idempotency key already exists.
 WITH inserted AS (
-    INSERT INTO {schema}.runs (
-        id, workflow_id, resource_id, status, input, output, error, current_step_id,
-        waiting_step_id, waiting_kind, waiting_event, waiting_wake_at, wake_at, due_at, held,
-        retry_count, max_retries, retry_backoff, idempotency_key, created_at, updated_at, paused_at,
-        resumed_at, completed_at, timeout_at, lease_owner, lease_token, lease_expires_at, mailbox_seq,
-        parent_run_id, parent_step_id
-    ) VALUES (
-        %(id)s, %(workflow_id)s, %(resource_id)s, %(status)s, %(input)s, %(output)s, %(error)s,
-        %(current_step_id)s, %(waiting_step_id)s, %(waiting_kind)s, %(waiting_event)s,
-        %(waiting_wake_at)s, %(wake_at)s, %(due_at)s, %(held)s, %(retry_count)s, %(max_retries)s,
-        %(retry_backoff)s, %(idempotency_key)s, %(created_at)s, %(updated_at)s, %(paused_at)s,
-        %(resumed_at)s, %(completed_at)s, %(timeout_at)s, %(lease_owner)s, %(lease_token)s,
-        %(lease_expires_at)s, %(mailbox_seq)s, %(parent_run_id)s, %(parent_step_id)s
-    )
-    ON CONFLICT DO NOTHING
-    RETURNING id
+    {insert_run}
 )
 SELECT id, pg_notify(%(wake_channel)s, '') AS wake, pg_notify(%(runs_channel)s, id) AS announce
 FROM inserted
