@@ -10,7 +10,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "pgflow"
 
 LAYERS = {
-    "values": {"errors", "durations", "clock", "commands", "records"},
+    "values": {"errors", "arguments", "durations", "clock", "commands", "records"},
     "core": {"serde", "validation", "definition", "static_steps", "replay"},
     "port": {"store", "transitions", "memory"},
     "adapters": {"postgres"},

@@ -286,6 +286,9 @@ class Replayer:
             return Fail(error_of(SerializationError(msg)), retryable=False)
 
     def _failure(self, exc: Exception) -> Action:
+        if isinstance(exc, InvalidArgumentError | InvalidDurationError):
+            # a command or Retry built with a bad argument inside the workflow: a definition mistake
+            exc = WorkflowDefinitionError(f"workflow {self.run.workflow_id!r} (run {self.run.run_id}): {exc}")
         retryable = not isinstance(exc, NON_RETRYABLE)
         return Fail(error_of(exc, getattr(self._current, "step_id", None)), retryable)
 
