@@ -664,7 +664,7 @@ def test_transaction_commits_with_the_step(pg: PostgresStore) -> None:
     """A Transaction step's writes and its completed record commit together."""
     pg.start_run(new("r1"))
     c = claim_one(pg)
-    base = rec("t", "waiting", "transaction", attempts=0)
+    base = rec("t", "running", "transaction", attempts=1)  # the step's running record
     result = pg.commit(
         c.lease, sec(1), LEASE, Batch((rec("s0"),)), transaction=(_Tx("t", _insert(pg.schema), 7), base)
     )

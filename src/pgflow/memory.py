@@ -111,7 +111,11 @@ class MemoryStore:
     def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
         with self._lock:
             row = self._row(run_id, resource_id)
-            return row, list(self._steps[run_id].values())
+            return row, self._timeline(run_id)
+
+    def _timeline(self, run_id: str) -> list[StepRecord]:
+        """A run's records in their order in the run (seq; ties in write order, as Postgres)."""
+        return sorted(self._steps.get(run_id, {}).values(), key=lambda rec: rec.seq)
 
     def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
         with self._lock:
@@ -123,7 +127,7 @@ class MemoryStore:
 
     def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         with self._lock:
-            return {rid: list(self._steps.get(rid, {}).values()) for rid in run_ids}
+            return {rid: self._timeline(rid) for rid in run_ids}
 
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
@@ -181,9 +185,8 @@ class MemoryStore:
 
     def _claimed(self, row: RunRow) -> Claimed:
         mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]
-        return Claimed(
-            row, dict(self._steps[row.id]), mailbox, Lease(row.id, row.lease_owner or "", row.lease_token)
-        )
+        steps = {rec.step_id: rec for rec in self._timeline(row.id)}
+        return Claimed(row, steps, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
 
     def reload(self, lease: Lease) -> Claimed | None:
         with self._lock:
@@ -200,8 +203,7 @@ class MemoryStore:
             row = self._runs[lease.run_id]
             try:
                 tr.check_lease(row, lease, now)
-                last = batch.steps[-1].step_id if batch.steps else None
-                new = tr.apply_outcome(row, batch.outcome, now, lease_duration, last)
+                new = tr.apply_batch(row, batch, now, lease_duration)
             except tr.LeaseLost:
                 return CommitResult(ok=False)
             except tr.MailboxChanged:
@@ -210,7 +212,7 @@ class MemoryStore:
                 if child.run.id not in self._runs:
                     self._insert(child.run)
             self._consume(lease.run_id, batch.consumed)
-            self._save(new, batch.steps, now)
+            self._save(new, tr.batch_writes(row, batch), now)
             held = new.held and not isinstance(batch.outcome, CompleteRun | FailRun)
             return CommitResult(ok=True, held=held)
 
