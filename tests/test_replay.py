@@ -158,6 +158,8 @@ def test_logger_records_carry_ids(clock: SimClock, caplog: pytest.LogCaptureFixt
         run_id = start(h, wf)
     (rec,) = [r for r in caplog.records if r.getMessage() == "hello"]
     assert (rec.run_id, rec.workflow_id, rec.step_id) == (run_id, "logging-ids", "a")  # type: ignore[attr-defined]
+    pgflow_ids = (rec.pgflow_run_id, rec.pgflow_workflow_id, rec.pgflow_step_id, rec.pgflow_attempt)  # type: ignore[attr-defined]
+    assert pgflow_ids == (run_id, "logging-ids", "a", 1)
 
 
 # ========================================================================================== Run

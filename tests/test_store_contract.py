@@ -384,6 +384,51 @@ def test_pause_while_running_reports_held(store: Store) -> None:
     assert claim_one(store, sec(4)).run.status == RunStatus.RUNNING
 
 
+def test_running_record_marks_the_current_step(store: Store) -> None:
+    """A batch's running record is stored as is and names the run's current step (the first one
+    starting); its outcome later replaces it in place, keeping its seq."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    done_a = rec("a", seq=1)
+    starting = (rec("b", "running", seq=2, attempts=1), rec("c", "running", seq=3, attempts=1))
+    assert store.commit(c.lease, sec(1), LEASE, Batch((done_a, *starting))).ok
+    row, steps = store.get("r1", None)
+    assert row.current_step_id == "b" and [(s.step_id, s.status, s.seq) for s in steps] == [
+        ("a", "completed", 1), ("b", "running", 2), ("c", "running", 3),
+    ]  # fmt: skip
+    assert store.commit(c.lease, sec(2), LEASE, Batch((rec("c", seq=3, output=7),))).ok
+    row, steps = store.get("r1", None)
+    assert [(s.step_id, s.status) for s in steps] == [
+        ("a", "completed"),
+        ("b", "running"),
+        ("c", "completed"),
+    ]
+    assert row.current_step_id == "c"
+
+
+def test_a_held_run_takes_no_running_records(store: Store) -> None:
+    """Paused while a step ran: that step's outcome is recorded, but the step about to start is not
+    (nothing further runs), and the run stays at the step that finished."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert store.commit(c.lease, sec(1), LEASE, Batch((rec("a", "running", seq=1),))).ok
+    store.change("r1", None, "pause", None, sec(2))
+    result = store.commit(c.lease, sec(3), LEASE, Batch((rec("a", seq=1), rec("b", "running", seq=2))))
+    assert result.ok and result.held
+    row, steps = store.get("r1", None)
+    assert [(s.step_id, s.status) for s in steps] == [("a", "completed")] and row.current_step_id == "a"
+
+
+def test_steps_are_listed_in_seq_order(store: Store) -> None:
+    """A run's records come back in their seq order, whatever order they were written in."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert store.commit(c.lease, sec(1), LEASE, Batch((rec("late", seq=3), rec("first", seq=1)))).ok
+    assert store.commit(c.lease, sec(2), LEASE, Batch((rec("middle", seq=2),))).ok
+    assert [s.step_id for s in store.get("r1", None)[1]] == ["first", "middle", "late"]
+    assert [s.step_id for s in store.timelines(["r1"])["r1"]] == ["first", "middle", "late"]
+
+
 # -- events and client actions ------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import pendulum
 from . import validation
 from .durations import parse_duration
 from .errors import InvalidArgumentError, WorkflowDefinitionError
+from .logs import log_extra
 from .static_steps import StepInfo, discover_steps
 
 __all__ = ["Context", "Workflow", "WorkflowRef", "ref", "workflow"]
@@ -37,10 +38,12 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        ctx = self._ctx
         extra = {
-            "run_id": self._ctx.run_id,
-            "workflow_id": self._ctx.workflow_id,
-            "step_id": self._ctx.step_id,
+            "run_id": ctx.run_id,
+            "workflow_id": ctx.workflow_id,
+            "step_id": ctx.step_id,
+            **log_extra(ctx.run_id, ctx.workflow_id, ctx.step_id, ctx.attempt + 1),
         }
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return msg, kwargs
