@@ -242,14 +242,23 @@ def _guarded(claimed: Claimed, env: Env) -> Gen:
 
 
 def _fail_poisoned(claimed: Claimed, exc: Exception, env: Env) -> Gen:
-    """Something went wrong inside the engine while handling the run: end it now, not retried."""
+    """Something went wrong inside the engine while handling the run: end it now, not retried. If
+    even that cannot be written (anything but the database failing), write the bare error type."""
     run = claimed.run
     error = records.error_of(exc, run.current_step_id)
     log.error(
         "run %s (%s) failed in the engine: %s: %s", run.id, run.workflow_id, error.type, error.message,
         exc_info=exc, extra=run_extra(run),
     )  # fmt: skip
-    yield from _commit(env, claimed.lease, Batch(outcome=FailRun(error)), run)
+    try:
+        yield from _commit(env, claimed.lease, Batch(outcome=FailRun(error)), run)
+    except (StorageError, _LeaseLost):
+        raise
+    except Exception as again:
+        log.error("run %s: recording its failure failed too (%r); recording the error type only",
+                  run.id, again, extra=run_extra(run))  # fmt: skip
+        bare = RunError(error.type, "the engine failed while handling this run (see the worker's log)")
+        yield from _commit(env, claimed.lease, Batch(outcome=FailRun(bare)), run)
 
 
 def _segment(claimed: Claimed, env: Env) -> Gen:

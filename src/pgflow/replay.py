@@ -196,10 +196,15 @@ class Replayer:
         self.history[rec.step_id] = rec
 
     def close(self) -> None:
-        """Discard the generator (its ``finally`` blocks run)."""
+        """Discard the generator (its ``finally`` blocks run; what they raise is logged, not raised:
+        the run's outcome is decided already)."""
         if self._gen is not None:
-            self._gen.close()
-            self._gen = None
+            gen, self._gen = self._gen, None
+            try:
+                gen.close()
+            except Exception as exc:
+                log.warning("run %s: the workflow's cleanup code raised %r when its generator was closed",
+                            self.run.run_id, exc)  # fmt: skip
 
     def decide(self, now: pendulum.DateTime, mailbox: Sequence[Event] = ()) -> Decision:
         scratch = _Scratch()

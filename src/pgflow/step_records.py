@@ -66,9 +66,14 @@ def error_of(exc: BaseException, step_id: str | None = None) -> RunError:
     if isinstance(exc, StepFailedError):
         tb = getattr(exc, "original_traceback", None)
         return RunError(
-            _text(exc.error_type), _text(exc.message), None if tb is None else _text(tb), exc.step_id
+            _text(exc.error_type), _text(exc.message), None if tb is None else _text(tb), _id(exc.step_id)
         )
-    return RunError(_text(type(exc).__name__), _text(_message(exc)), _text(_traceback(exc)), step_id)
+    return RunError(_text(type(exc).__name__), _text(_message(exc)), _text(_traceback(exc)), _id(step_id))
+
+
+def _id(step_id: object) -> str | None:
+    """A step id as a RunError names it: storable even when the id itself is the problem."""
+    return None if not isinstance(step_id, str) else escape_text(step_id)[:MAX_MESSAGE]
 
 
 def first_record(

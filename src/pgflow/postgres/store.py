@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from pgflow import serde
 from pgflow import transitions as tr
-from pgflow.errors import RunNotFoundError, StorageError
+from pgflow.errors import RunNotFoundError, SerializationError, StorageError
 from pgflow.memory import check_idempotent, not_found_message
 from pgflow.records import TERMINAL, Event, StepRecord
 from pgflow.static_steps import StepInfo
@@ -51,6 +51,9 @@ T = TypeVar("T")
 DateTime = pendulum.DateTime
 Conn = psycopg.Connection[Any]
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# SQLSTATE class 22 (data exception; psycopg also raises DataError itself, e.g. for a NUL in a text
+# parameter) and class 54 (a value over a program limit, e.g. a too deeply nested jsonb)
+_REFUSED_VALUES = (psycopg.DataError, pg_errors.ProgramLimitExceeded)
 _ATTEMPTS = 3
 
 
@@ -86,6 +89,10 @@ class PostgresStore:
             except UserCodeError as exc:
                 failure = exc.original
                 break
+            except _REFUSED_VALUES as exc:  # bad data, not a failing database: retrying cannot help
+                raise SerializationError(
+                    f"{op} on schema {self.schema!r}: PostgreSQL cannot store a value: {exc}"
+                ) from exc
             except psycopg.Error as exc:
                 raise StorageError(f"{op} failed on schema {self.schema!r}: {exc}") from exc
         assert failure is not None
