@@ -636,6 +636,35 @@ def test_list_runs_unknown_cursor(store: Store) -> None:
         store.list_runs(RunQuery(ending_before="nope"))
 
 
+@pytest.mark.parametrize("cursor_side", ["starting_after", "ending_before"])
+def test_a_cursor_cannot_probe_another_tenant(store: Store, cursor_side: str) -> None:
+    """With resource_id, a cursor naming another resource's run (or a run of none) raises exactly the
+    error of an unknown cursor, so a tenant cannot learn that the run exists."""
+    store.start_run(new("a1", resource="A"))
+    store.start_run(new("n1"))
+    store.start_run(new("b1", resource="B", now=sec(1)))
+    messages = []
+    for cursor in ("a1", "n1", "no-such-run"):
+        with pytest.raises(InvalidArgumentError) as caught:
+            store.list_runs(RunQuery(resource_id="B", **{cursor_side: cursor}))
+        messages.append(str(caught.value).replace(repr(cursor), "<cursor>"))
+    assert len(set(messages)) == 1
+    assert store.list_runs(RunQuery(resource_id="B", **{cursor_side: "b1"}))[0] == []  # its own works
+
+
+def test_an_expired_lease_is_claimed_before_a_backlog_of_due_runs(store: Store) -> None:
+    """A run whose lease expired (its worker died) is claimed ahead of runs merely due, even ones
+    due long before: a takeover never waits behind the backlog."""
+    store.start_run(new("crashed", now=sec(50)))
+    dead = claim_one(store, sec(50), "dead-worker")
+    for i in range(5):
+        store.start_run(new(f"backlog-{i}", now=sec(i)))  # due since 0-4 s, before the crashed run
+    first = store.claim("w2", [WF], sec(50) + LEASE, LEASE, 1)
+    assert [c.run.id for c in first] == ["crashed"] and first[0].lease.token == dead.lease.token + 1
+    rest = store.claim("w2", [WF], sec(50) + LEASE, LEASE, 10)
+    assert [c.run.id for c in rest] == [f"backlog-{i}" for i in range(5)]
+
+
 def test_next_due(store: Store) -> None:
     """next_due is the earliest due time or lease expiry among live runs of the given workflows."""
     assert store.next_due([WF]) is None

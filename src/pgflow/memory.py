@@ -12,6 +12,7 @@ import attrs
 import pendulum
 
 from . import transitions as tr
+from .arguments import shown
 from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError
 from .records import TERMINAL, Event, RunStatus, StepRecord
 from .static_steps import StepInfo
@@ -121,9 +122,10 @@ class MemoryStore:
         with self._lock:
             rows = [r for r in self._runs.values() if _matches(r, query)]
             cursor = query.starting_after or query.ending_before
-            if cursor is not None and cursor not in self._runs:
-                raise InvalidArgumentError(f"unknown cursor {cursor!r}: pass a run id from a previous page")
-            return keyset_page(rows, query, self._runs.get(cursor) if cursor else None)
+            found = self._runs.get(cursor) if cursor is not None else None
+            if cursor is not None and (found is None or not _visible(found, query.resource_id)):
+                raise InvalidArgumentError(unknown_cursor(cursor))
+            return keyset_page(rows, query, found)
 
     def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         with self._lock:
@@ -175,7 +177,7 @@ class MemoryStore:
         wanted = set(workflow_ids)
         with self._writing():
             ready = [r for r in self._runs.values() if r.workflow_id in wanted and tr.is_claimable(r, now)]
-            ready.sort(key=lambda r: (r.due_at or r.lease_expires_at or now, r.created_at, r.id))
+            ready.sort(key=lambda r: tr.claim_order(r, now))
             claimed = []
             for row in ready[:limit]:
                 row = tr.claim(row, owner, now, lease)
@@ -264,8 +266,18 @@ def _due_time(row: RunRow) -> DateTime | None:
     return row.due_at
 
 
+def _visible(row: RunRow, resource_id: str | None) -> bool:
+    """A run is visible to a caller naming ``resource_id`` only if it belongs to that resource."""
+    return resource_id is None or row.resource_id == resource_id
+
+
+def unknown_cursor(cursor: str) -> str:
+    """The message for a cursor that names no run the caller can see (missing, or another tenant's)."""
+    return f"unknown cursor {shown(cursor)}: pass a run id from a previous page"
+
+
 def _matches(row: RunRow, q: RunQuery) -> bool:
-    if q.resource_id is not None and row.resource_id != q.resource_id:
+    if not _visible(row, q.resource_id):
         return False
     if q.workflow_id is not None and row.workflow_id != q.workflow_id:
         return False

@@ -235,6 +235,15 @@ def apply_outcome(
     return _settle(attrs.evolve(released), now, step_done=False)
 
 
+def claim_order(row: RunRow, now: DateTime) -> tuple[int, DateTime, DateTime, str]:
+    """Which claimable run a worker takes first: runs whose lease expired (a crashed worker's), oldest
+    expiry first, before any run that is merely due, so a takeover never waits behind a backlog;
+    then the earliest due. (The claim query in SQL orders the same way.)"""
+    if row.lease_owner is not None:
+        return (0, row.lease_expires_at or now, row.created_at, row.id)
+    return (1, row.due_at or now, row.created_at, row.id)
+
+
 def is_claimable(row: RunRow, now: DateTime) -> bool:
     if row.status in TERMINAL:
         return False

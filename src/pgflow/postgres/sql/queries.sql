@@ -187,32 +187,33 @@ WITH run AS (
 SELECT pg_notify(%(channel)s, id) FROM run
 
 -- name: claim
--- Claim, in one statement, up to limit claimable runs of the given workflows, earliest due first
--- (coalesce(due_at, lease_expires_at), created_at, id), skipping runs another transaction holds:
--- ready (due, no lease; read in runs_claim_idx order, so a backlog is not sorted on every claim)
--- or leased with an expired lease. Each is leased as transitions.claim does (running, or paused
--- when held; a new lease token; no longer due) and returned with its step records and unconsumed
--- mailbox as json arrays. Those arrays come from the statement's snapshot, but a row changed by a
--- commit between that snapshot and the row lock is locked (and returned) in its newest version:
--- snapshot_current is false then (the row's xmin moved), and the caller reads steps and mailbox again.
-WITH ready AS (
-    SELECT id, due_at AS due, created_at, xmin AS locked_xmin FROM {schema}.runs
+-- Claim, in one statement, up to limit claimable runs of the given workflows, skipping runs another
+-- transaction holds: first runs whose lease expired (a crashed worker's, oldest expiry first, read
+-- in runs_lease_idx order), so a takeover never waits behind a backlog; then ready runs (due, no
+-- lease; earliest due first, read in runs_claim_idx order, so a backlog is not sorted on every
+-- claim). Each is leased as transitions.claim does (running, or paused when held; a new lease
+-- token; no longer due) and returned with its step records and unconsumed mailbox as json arrays.
+-- Those arrays come from the statement's snapshot, but a row changed by a commit between that
+-- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
+-- false then (the row's xmin moved), and the caller reads steps and mailbox again.
+WITH expired AS (
+    SELECT id, 0 AS rank, lease_expires_at AS due, created_at, xmin AS locked_xmin
+    FROM {schema}.runs
+    WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
+      AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), ready AS (
+    SELECT id, 1 AS rank, due_at AS due, created_at, xmin AS locked_xmin FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
       AND lease_owner IS NULL AND due_at <= %(now)s
     ORDER BY due_at, created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), expired AS (
-    SELECT id, coalesce(due_at, lease_expires_at) AS due, created_at, xmin AS locked_xmin
-    FROM {schema}.runs
-    WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
-      AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
-    ORDER BY coalesce(due_at, lease_expires_at), created_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT * FROM ready UNION ALL SELECT * FROM expired
-    ORDER BY due, created_at, id
+    SELECT * FROM expired UNION ALL SELECT * FROM ready
+    ORDER BY rank, due, created_at, id
     LIMIT %(limit)s
 ), claimed AS (
     UPDATE {schema}.runs AS r
@@ -228,7 +229,7 @@ SELECT c.*,
      WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
     p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
-ORDER BY p.due, p.created_at, p.id
+ORDER BY p.rank, p.due, p.created_at, p.id
 
 -- name: heartbeat
 -- Extend every lease still held (token and owner match, not ended, not expired); returns each
@@ -252,8 +253,10 @@ SELECT least(
 ) AS due
 
 -- name: cursor_run
--- The paging key (created_at, id) of a cursor run.
-SELECT created_at, id FROM {schema}.runs WHERE id = %(id)s
+-- The paging key (created_at, id) of a cursor run; with a resource_id, only a run of that resource
+-- (a cursor naming another tenant's run is as unknown as a missing one).
+SELECT created_at, id FROM {schema}.runs
+WHERE id = %(id)s AND (%(resource_id)s::text IS NULL OR resource_id = %(resource_id)s::text)
 
 -- name: list_runs_desc
 -- A page of runs, newest first, after the optional cursor condition in {filters}.
