@@ -11,13 +11,13 @@ import attrs
 import pendulum
 
 from . import validation
-from .arguments import INT32_MAX, MAX_ID, check_int, id_problem, shown
+from .arguments import INT32_MAX, check_int, id_problem, shown
 from .arguments import check_id as check_id  # the older home of check_id; kept for its importers
 from .durations import check_duration, check_optional_duration
 from .errors import InvalidArgumentError, PgflowError, WorkflowDefinitionError
 from .static_steps import StepInfo, discover_steps
 
-__all__ = ["MAX_ID", "Context", "Workflow", "WorkflowRef", "check_workflows", "ref", "workflow"]
+__all__ = ["Context", "Workflow", "WorkflowRef", "check_workflows", "ref", "workflow"]
 
 T = TypeVar("T")
 WorkflowFn = Callable[["Context[Any]"], Generator[Any, Any, Any]]

@@ -64,6 +64,7 @@ _DICT_KEYS: dict[str, int] = {
     "milliseconds": _US_PER["ms"],
 }
 _PAIR = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-zA-Z]+)\s*")
+_PREFIX = "Invalid duration:"  # every InvalidDurationError message starts so (SPEC §6)
 _HINT = "expected e.g. '30s', '5m', '1h30m', '2 days 12 hours', seconds as a number, or a timedelta"
 
 
@@ -139,11 +140,11 @@ def check_duration(value: object, name: str) -> pendulum.Duration:
     e.g. ``"100000000 weeks"``) is rejected too."""
     try:
         span = parse_duration(value)
-    except InvalidDurationError as exc:
-        raise InvalidDurationError(f"{name}: {exc}") from None
+    except InvalidDurationError as exc:  # "Invalid duration: ..." -> "Invalid duration for timeout: ..."
+        raise InvalidDurationError(str(exc).replace(_PREFIX, f"{_PREFIX[:-1]} for {name}:", 1)) from None
     if span > MAX_SPAN:
         raise InvalidDurationError(
-            f"{name}: Invalid duration: {shown(value)} reaches past year 9999 from any time"
+            f"{_PREFIX[:-1]} for {name}: {shown(value)} reaches past year 9999 from any time"
         )
     return span
 
