@@ -319,7 +319,7 @@ def from_json(data: JSON, annotation: object = None) -> Any:
     try:
         return converter.structure(data, annotation)  # type: ignore[arg-type]
     except Exception as exc:
-        details = "; ".join(transform_error(exc, path="$"))
+        details = clip("; ".join(transform_error(exc, path="$")), 2 * MAX_SHOWN)
         raise SerializationError(
             f"cannot structure JSON as {annotation_name(annotation)}: {details}"
         ) from exc
