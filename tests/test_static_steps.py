@@ -430,7 +430,7 @@ no indentation here
         ('"a\\x00b"', "NUL"),
         ('"a\\ud800"', "lone surrogates"),
         ('""', "empty"),
-        ('"' + "x" * 300 + '"', "at most 256"),
+        ('"' + "x" * 300 + '"', "300 characters"),
     ],
 )
 def test_a_bad_literal_step_id_is_refused_at_decoration_naming_its_line(

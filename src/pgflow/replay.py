@@ -22,7 +22,7 @@ import pendulum
 
 from . import serde
 from . import step_records as records
-from .arguments import add_time, id_problem
+from .arguments import add_time, id_problem, shown
 from .commands import (
     KIND_OF,
     All,
@@ -329,7 +329,7 @@ class Replayer:
         sid = cmd.step_id
         problem = id_problem(sid)
         if problem is not None:
-            return self._definition_error(f"invalid step id: it {problem}")
+            return self._definition_error(f"invalid step id ({problem}): {shown(sid)}")
         if sid in self._seen:
             msg = f"run {self.run.run_id} yielded step id {sid!r} twice; step ids must be unique within a run"
             return Fail(error_of(DuplicateStepError(msg), sid), retryable=False)
@@ -452,7 +452,9 @@ class Replayer:
     ) -> _Eval:
         problem = id_problem(cmd.event)
         if problem is not None:
-            raise WorkflowDefinitionError(f"step {cmd.step_id!r}: the event name {problem}")
+            raise WorkflowDefinitionError(
+                f"step {cmd.step_id!r}: invalid event name ({problem}): {shown(cmd.event)}"
+            )
         if rec is None:
             deadline = _deadline(now, cmd.timeout, "WaitFor timeout")
             rec = self._first(cmd, "waiting", now, timeout_at=deadline, event=cmd.event)

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from pgflow.arguments import id_problem, shown
+from pgflow.arguments import MAX_ID, id_problem, shown
 from pgflow.errors import WorkflowDefinitionError
 
 __all__ = ["GROUP_COMMANDS", "KIND_BY_COMMAND", "StepInfo", "discover_steps"]
@@ -216,7 +216,8 @@ class _Walker:
             return
         literal = _literal_string(id_node)
         if literal is not None and (problem := id_problem(literal)) is not None:
-            raise self.mistake(node, f"the step id {shown(literal)} {problem}")
+            raise self.mistake(node, f"step id must be a string of 1-{MAX_ID} characters without NUL or "
+                                     f"lone surrogates, {problem}: {shown(literal)}")  # fmt: skip
         self.steps.append(
             StepInfo(
                 id=ast.unparse(id_node) if literal is None else literal,
