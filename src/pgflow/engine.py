@@ -6,7 +6,6 @@ import signal
 import threading
 import types
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
 from typing import Any
 
 from .arguments import check_clock, check_int, shown
@@ -16,10 +15,9 @@ from .definition import Workflow, check_workflows
 from .durations import check_duration
 from .errors import WorkflowDefinitionError
 from .execution import StepCaller
-from .operations import Operations, Waiter
+from .operations import Operations
 from .processor import RunProcessor, Settings
 from .store import RunRow, Store
-from .watch import watch_run
 from .worker import Worker
 
 __all__ = ["MAX_CONCURRENCY", "Engine"]
@@ -99,9 +97,6 @@ class Engine(Operations):
     def _ops_started(self, run: RunRow) -> None:
         if self._worker is not None:
             self._worker.nudge()
-
-    def _ops_watch(self, run_id: str) -> AbstractContextManager[Waiter]:
-        return watch_run(self._backend, run_id)
 
     def _resolve(self, target: Any) -> Any:
         return self._target(target, self._ops_store()) if isinstance(target, str) else target

@@ -49,12 +49,32 @@ class MemoryStore:
         self._definitions: dict[str, tuple[StepInfo, ...]] = {}
         self._settings: dict[str, dict[str, Any]] = {}
         self._event_ids = itertools.count(1)
+        self._version = 0  # writes so far: waiters compare it
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
         with self._lock:
             yield
+            self._version += 1
             self.changed.notify_all()
+
+    # waiting for changes (any write counts) ---------------------------------------------------------
+
+    notifications = True  # every write wakes every waiter
+
+    def listen(self) -> None:
+        pass
+
+    def wait_for_wakeup(self, timeout: float) -> bool:
+        with self._lock:
+            seen = self._version
+            self.changed.wait_for(lambda: self._version != seen, max(timeout, 0.0))
+            return self._version != seen
+
+    @contextmanager
+    def watch_run(self, run_id: str) -> Iterator[_Waiter]:
+        with self._lock:
+            yield _Waiter(self, self._version)
 
     def migrate(self) -> None:
         pass
@@ -258,6 +278,22 @@ class MemoryStore:
     def consumed_events(self, run_id: str) -> dict[int, str]:
         with self._lock:
             return {ev.id: used for ev, used in self._mailbox[run_id] if used is not None}
+
+
+class _Waiter:
+    """Waits for any write to the store after the last one it saw (the memory store has no channels)."""
+
+    def __init__(self, store: MemoryStore, seen: int) -> None:
+        self._store = store
+        self._seen = seen
+
+    def wait(self, timeout: float) -> bool:
+        store = self._store
+        with store._lock:
+            store.changed.wait_for(lambda: store._version != self._seen, max(timeout, 0.0))
+            changed = store._version != self._seen
+            self._seen = store._version
+            return changed
 
 
 def _due_time(row: RunRow) -> DateTime | None:

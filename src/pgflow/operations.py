@@ -2,16 +2,15 @@
 
 Every method checks all its arguments before it touches the store (SPEC §13), so bad input is a
 named ``InvalidArgumentError`` / ``InvalidDurationError`` / ``InvalidInputError`` and stores nothing.
-A host provides ``_ops_store()`` (migrating lazily), ``_ops_clock``, ``_ops_workflows()`` and
-``_ops_watch(run_id)`` (a context giving ``wait(run_id, seconds)``: return when the run may have changed).
+A host provides ``_ops_store()`` (migrating lazily), ``_ops_clock`` and ``_ops_workflows()``; waiting
+for a run uses the store's ``watch_run`` (one LISTEN connection per store feeds every waiter).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -35,9 +34,7 @@ from .serde import to_json
 from .static_steps import StepInfo
 from .store import NewRun, RunQuery, RunRow, Store
 
-__all__ = ["Operations", "Waiter", "run_defaults", "to_public"]
-
-Waiter = Callable[[str, float], None]
+__all__ = ["Operations", "run_defaults", "to_public"]
 
 
 def to_public(row: RunRow, steps: Iterable[StepRecord]) -> WorkflowRun:
@@ -78,9 +75,6 @@ class Operations:
 
     def _ops_workflows(self) -> Mapping[str, Workflow]:
         return {}
-
-    def _ops_watch(self, run_id: str) -> AbstractContextManager[Waiter]:
-        return nullcontext(lambda _run_id, seconds: time.sleep(min(seconds, 0.05)))
 
     def _ops_started(self, run: RunRow) -> None:
         """Hook: a run was just created (the engine nudges its local worker)."""
@@ -224,7 +218,7 @@ class Operations:
         """Block until the run's status is in ``until``; ``TimeoutError`` otherwise."""
         wanted, span = self._wait_arguments(run_id, until, timeout, resource_id)
         deadline = time.monotonic() + span.total_seconds()
-        with self._ops_watch(run_id) as wait:
+        with self._ops_store().watch_run(run_id) as waiter:  # before the first read: no change missed
             while True:
                 run = self.get_run(run_id, resource_id=resource_id)
                 if run.status.value in wanted:
@@ -234,7 +228,7 @@ class Operations:
                     raise TimeoutError(
                         f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}"
                     )
-                wait(run_id, left)
+                waiter.wait(left)
 
     def _wait_arguments(
         self, run_id: object, until: object, timeout: object, resource_id: object

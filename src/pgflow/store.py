@@ -7,6 +7,7 @@ Stores are dumb about rules: every status change is computed by the pure functio
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import attrs
@@ -23,6 +24,7 @@ __all__ = [
     "NewRun",
     "RunQuery",
     "RunRow",
+    "RunWaiter",
     "Store",
 ]
 
@@ -187,6 +189,14 @@ class RunQuery:
 TransactionFn = Any  # a pgflow.commands.Transaction (kept loose: the port does not import commands)
 
 
+class RunWaiter(Protocol):
+    """Waits for a change of one run (from :meth:`Store.watch_run`)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True when the run may have changed (re-read it), False after ``timeout`` seconds."""
+        ...
+
+
 class Store(Protocol):
     """Coarse, atomic operations. Every time comes from the caller (``now``)."""
 
@@ -195,6 +205,24 @@ class Store(Protocol):
     def migrate(self) -> None: ...
 
     def close(self) -> None: ...
+
+    # waiting for changes
+    @property
+    def notifications(self) -> bool:
+        """Whether changes are announced now (else waiters poll)."""
+        ...
+
+    def listen(self) -> None:
+        """Start watching for wake-ups now, so none sent from here on is missed."""
+        ...
+
+    def wait_for_wakeup(self, timeout: float) -> bool:
+        """Block until work may be claimable or ``timeout`` seconds pass; True when woken."""
+        ...
+
+    def watch_run(self, run_id: str) -> AbstractContextManager[RunWaiter]:
+        """A waiter for changes of ``run_id``: enter it, read the run, then wait in a loop."""
+        ...
 
     # definitions
     def register_workflow(

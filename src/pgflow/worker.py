@@ -41,7 +41,6 @@ class Worker:
         self.clock = clock
         self.stopping = threading.Event()
         self._wake = threading.Event()
-        self._listening = False  # LISTEN is on: every start/wake-up is announced by a NOTIFY
         self._saturated = False  # the dispatcher waits for a free slot (see _work)
         self._stopped = threading.Event()  # set once in-flight work is done: heartbeats end
         self._active: dict[str, Lease] = {}
@@ -51,10 +50,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pgflow-worker")
 
     def start(self) -> None:
-        listen = getattr(self.store, "listen", None)
-        if listen is not None:
-            listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
-            self._listening = True
+        self.store.listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
         for target, name in ((self._dispatch_loop, "dispatcher"), (self._heartbeat_loop, "heartbeat")):
             thread = threading.Thread(target=target, name=f"pgflow-{name}", daemon=True)
             thread.start()
@@ -63,9 +59,9 @@ class Worker:
                  ", ".join(sorted(self.workflows)) or "no workflows")  # fmt: skip
 
     def nudge(self) -> None:
-        """A run was started here. With LISTEN on, its NOTIFY wakes the dispatcher already (a
-        second wake-up would only cost a redundant claim, competing with the run it started)."""
-        if not self._listening:
+        """A run was started here. While notifications arrive, its NOTIFY wakes the dispatcher already
+        (a second wake-up would only cost a redundant claim, competing with the run it started)."""
+        if not self.store.notifications:
             self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -1,23 +1,40 @@
-"""LISTEN/NOTIFY for the Postgres store: channel names and listeners on dedicated connections.
+"""LISTEN/NOTIFY for the Postgres store: ONE connection per store feeds every waiter.
 
 Two channels per schema: ``wake`` (work may be claimable: a run was started, woken or released)
 and ``runs`` (a run's status changed; the payload is its id). Notifications are sent inside the
 writing transaction, so they arrive exactly when the change is visible.
+
+A :class:`Hub` owns a dedicated autocommit connection LISTENing on both channels and a reader
+thread that dispatches each notification: ``wake`` to the worker's dispatcher, ``runs`` to the
+``wait_for_run`` calls waiting for that run id (so waiting costs no connection). When the connection
+breaks, every waiter is woken (it re-reads the database) and the hub reconnects; meanwhile, and when
+LISTEN cannot work at all (a transaction-pooling PgBouncer never delivers notifications: a probe
+finds out at connect time and one warning says so), waiters fall back to polling every second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import threading
-import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["Listener", "RunWatcher", "channel"]
+__all__ = ["FALLBACK_POLL", "Hub", "RunWaiter", "channel"]
 
+log = logging.getLogger("pgflow.listen")
 Connect = Callable[[], psycopg.Connection[object]]
+FALLBACK_POLL = 1.0  # seconds between re-reads when notifications cannot arrive
+_READ_SLICE = 0.25  # seconds the reader blocks before it looks at the stop flag
+_RECONNECT_DELAY = 0.25  # seconds between reconnection attempts
+_PROBE_TIMEOUT = 1.0  # seconds a probe notification may take to come back
+_PROBE_PREFIX = "pgflow-probe:"
+_warned: set[str] = set()  # "LISTEN unavailable" is said once per process and database
+_warned_lock = threading.Lock()
 
 
 def channel(kind: str, schema: str) -> str:
@@ -28,70 +45,174 @@ def channel(kind: str, schema: str) -> str:
     return f"pgflow_{kind}_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
 
 
-class Listener:
-    """One autocommit connection (not from the pool) LISTENing on one channel. Thread-safe."""
+class RunWaiter:
+    """Waits for status changes of one run (from :meth:`Hub.watch`). Registered before the caller
+    reads the run, so a change between that read and :meth:`wait` is never missed."""
 
-    def __init__(self, connect: Connect, channel_name: str) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._changed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """True when the run may have changed (re-read it), False after ``timeout`` seconds."""
+        if not self._hub.listening:
+            timeout = min(timeout, FALLBACK_POLL)
+        got = self._changed.wait(max(timeout, 0.0))
+        self._changed.clear()
+        return got
+
+
+class Hub:
+    """The store's one LISTEN connection and the waiters it feeds. Thread-safe; starts lazily."""
+
+    def __init__(
+        self, connect: Connect, wake_channel: str, runs_channel: str, probe: Callable[[str], None], where: str
+    ) -> None:
         self._connect = connect
-        self.channel = channel_name
-        self._conn: psycopg.Connection[object] | None = None
+        self._wake_channel = wake_channel
+        self._runs_channel = runs_channel
+        self._probe = probe  # sends a notification on the runs channel through the store's pool
+        self._where = where  # names the database and schema in log lines
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._runs: dict[str, set[RunWaiter]] = {}
+        self._ready = threading.Event()  # the first connection attempt has finished
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[object] | None = None
+        self.listening = False  # notifications arrive now
+        self.unavailable = False  # LISTEN cannot work here: polling for good
 
-    def open(self) -> None:
-        """Connect and LISTEN (idempotent); notifications sent from now on are never missed."""
+    # waiting ---------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Listen from now on (idempotent): returns once the first connection attempt is over, so
+        notifications sent after this call are seen (when LISTEN works at all)."""
         with self._lock:
-            self._ensure()
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(target=self._read_loop, name="pgflow-listen", daemon=True)
+                self._thread.start()
+        self._ready.wait(timeout)
 
-    def _ensure(self) -> psycopg.Connection[object]:
-        if self._conn is None or self._conn.closed:
-            conn = self._connect()
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-            self._conn = conn
-        return self._conn
+    def wait_wake(self, timeout: float) -> bool:
+        """Block until work may be claimable (a ``wake`` notification) or ``timeout``; True when woken."""
+        self.start()
+        got = self._wake.wait(max(timeout, 0.0))
+        self._wake.clear()
+        return got
 
-    def wait(self, timeout: float, payload: str | None = None) -> bool:
-        """Block until a notification (with ``payload``, when given) arrives or ``timeout`` passes.
-
-        Notifications that arrived since the last wait count at once. On a broken connection the
-        listener reconnects on the next call and this one reports True (a spurious wake-up: the
-        caller re-reads the database, where a real outage surfaces as an error)."""
-        deadline = time.monotonic() + max(timeout, 0.0)
+    @contextlib.contextmanager
+    def watch(self, run_id: str) -> Iterator[RunWaiter]:
+        """A waiter for changes of ``run_id``: enter it, read the run, then ``wait`` in a loop."""
+        self.start()
+        waiter = RunWaiter(self)
         with self._lock:
-            conn = self._ensure()
-            try:
-                return self._wait(conn, deadline, payload)
-            except psycopg.OperationalError:
-                self._drop()
-                return True
-
-    @staticmethod
-    def _wait(conn: psycopg.Connection[object], deadline: float, payload: str | None) -> bool:
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            got = False
-            for note in conn.notifies(timeout=remaining, stop_after=1):
-                got = got or payload is None or note.payload == payload
-            if got:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
+            self._runs.setdefault(run_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            with self._lock:
+                found = self._runs.get(run_id)
+                if found is not None:
+                    found.discard(waiter)
+                    if not found:
+                        del self._runs[run_id]
 
     def close(self) -> None:
+        """Stop listening; the reader thread ends within a fraction of a second."""
+        self._closed.set()
+        self._wake_everyone()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+
+    # the reader thread ---------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        down_since_logged = False
+        while not self._closed.is_set():
+            try:
+                self._listen_once()
+                down_since_logged = False
+            except psycopg.Error as exc:
+                if not down_since_logged:
+                    log.warning("pgflow: LISTEN connection to %s lost (%s); reconnecting, polling meanwhile",
+                                self._where, str(exc).strip())  # fmt: skip
+                    down_since_logged = True
+            finally:
+                self._disconnect()
+            if self.unavailable:
+                return
+            self._closed.wait(_RECONNECT_DELAY)
+
+    def _listen_once(self) -> None:
+        conn = self._connect()
+        self._conn = conn
+        for name in (self._wake_channel, self._runs_channel):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+        if not self._probe_works(conn):
+            self._give_up()
+            return
+        self.listening = True
+        if self._ready.is_set():  # a reconnection: what was sent while we were away is lost, re-read
+            self._wake_everyone()
+        self._ready.set()
+        while not self._closed.is_set():
+            for note in conn.notifies(timeout=_READ_SLICE):
+                self._dispatch(note.channel, note.payload)
+
+    def _probe_works(self, conn: psycopg.Connection[object]) -> bool:
+        """Send a notification through the pool and see it arrive here (a transaction-pooling
+        PgBouncer accepts LISTEN but never delivers)."""
+        token = _PROBE_PREFIX + uuid.uuid4().hex
+        try:
+            self._probe(token)
+        except Exception as exc:  # the pool cannot reach the database: count it as a lost connection
+            raise psycopg.OperationalError(f"probe failed: {exc}") from exc
+        for note in conn.notifies(timeout=_PROBE_TIMEOUT):
+            if note.payload == token:
+                return True
+            self._dispatch(note.channel, note.payload)
+        return False
+
+    def _give_up(self) -> None:
+        self.unavailable = True
+        self._ready.set()
+        with _warned_lock:
+            first = self._where not in _warned
+            _warned.add(self._where)
+        if first:
+            log.warning(
+                "pgflow: LISTEN/NOTIFY does not reach %s (a transaction-pooling PgBouncer does not "
+                "forward notifications): workers and wait_for_run poll every %g s instead. Pass "
+                "listen_dsn= a direct connection string to PostgreSQL for instant wake-ups.",
+                self._where, FALLBACK_POLL,
+            )  # fmt: skip
+
+    def _dispatch(self, channel_name: str, payload: str) -> None:
+        if channel_name == self._wake_channel:
+            self._wake.set()
+            return
+        if payload.startswith(_PROBE_PREFIX):
+            return
         with self._lock:
-            self._drop()
+            waiters = list(self._runs.get(payload, ()))
+        for waiter in waiters:
+            waiter._changed.set()
 
+    def _disconnect(self) -> None:
+        was_listening, self.listening = self.listening, False
+        self._ready.set()  # a first attempt that failed still ends start()'s wait (polling meanwhile)
+        if was_listening:
+            self._wake_everyone()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
-class RunWatcher:
-    """Waits for status changes of runs (from :meth:`PostgresStore.watch_runs`)."""
-
-    def __init__(self, listener: Listener) -> None:
-        self._listener = listener
-
-    def wait(self, run_id: str, timeout: float) -> bool:
-        """True when run ``run_id`` changed status (re-read it), False after ``timeout`` seconds."""
-        return self._listener.wait(timeout, payload=run_id)
+    def _wake_everyone(self) -> None:
+        self._wake.set()
+        with self._lock:
+            waiters = [w for found in self._runs.values() for w in found]
+        for waiter in waiters:
+            waiter._changed.set()

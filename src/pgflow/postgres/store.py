@@ -17,6 +17,7 @@ import pendulum
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from pgflow import serde
@@ -39,7 +40,7 @@ from pgflow.store import (
 )  # fmt: skip
 
 from . import migrate as migrations
-from .listen import Listener, RunWatcher, channel
+from .listen import Hub, RunWaiter, channel
 from .paging import list_runs
 from .queries import Queries
 from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json
@@ -62,12 +63,19 @@ class PostgresStore:
 
     supports_transactions = True
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], schema: str = "pgflow") -> None:
+    def __init__(
+        self, pool: psycopg_pool.ConnectionPool[Any], schema: str = "pgflow", *, listen_dsn: str | None = None,
+        prepare: bool = True,
+    ) -> None:  # fmt: skip
         self._pool = pool
         self.schema = schema
         self._q = Queries(schema)
         self._channels = Channels(channel("wake", schema), channel("runs", schema))
-        self._wakeups = Listener(self._listen_connection, self._channels.wake)
+        self._listen_dsn = listen_dsn
+        self._prepare = prepare
+        self._hub = Hub(
+            self._listen_connection, self._channels.wake, self._channels.runs, self._probe, self._where()
+        )
 
     # plumbing ---------------------------------------------------------------------------------------
 
@@ -120,13 +128,34 @@ class PostgresStore:
         return self._run(op, run, autocommit=True)
 
     def _listen_connection(self) -> psycopg.Connection[object]:
-        conninfo = self._pool.conninfo() if callable(self._pool.conninfo) else self._pool.conninfo
-        given = self._pool.kwargs() if callable(self._pool.kwargs) else self._pool.kwargs
+        """A connection of its own (not from the pool) for LISTEN: to ``listen_dsn`` when given (a
+        direct connection past a transaction-pooling PgBouncer), else like the pool's."""
+        given: dict[str, Any] | None = {}
+        if self._listen_dsn is not None:
+            conninfo = self._listen_dsn
+        else:
+            conninfo = self._pool.conninfo() if callable(self._pool.conninfo) else self._pool.conninfo
+            given = self._pool.kwargs() if callable(self._pool.kwargs) else self._pool.kwargs
         kwargs = {k: v for k, v in (given or {}).items() if k != "autocommit"}
+        if not self._prepare:
+            kwargs["prepare_threshold"] = None
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10, **kwargs)
+
+    def _probe(self, payload: str) -> None:
+        """Send a notification on the runs channel through the pool (the LISTEN probe)."""
+        self._query("listen probe", "notify", channels=[self._channels.runs], payloads=[payload])
+
+    def _where(self) -> str:
+        """The database and schema, for log lines (no password)."""
+        conninfo = self._listen_dsn or (
+            self._pool.conninfo() if callable(self._pool.conninfo) else self._pool.conninfo
+        )
         try:
-            return psycopg.connect(conninfo, autocommit=True, **kwargs)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot open a LISTEN connection for schema {self.schema!r}: {exc}") from exc
+            parts = conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            parts = {}
+        where = f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+        return f"{where} (schema {self.schema!r})"
 
     # lifecycle ----------------------------------------------------------------------------------------
 
@@ -136,7 +165,7 @@ class PostgresStore:
 
     def close(self) -> None:
         """Close the LISTEN connection; the pool belongs to the caller and stays open."""
-        self._wakeups.close()
+        self._hub.close()
 
     # definitions --------------------------------------------------------------------------------------
 
@@ -402,32 +431,24 @@ class PostgresStore:
 
     # waiting for changes ------------------------------------------------------------------------------
 
+    def listen(self) -> None:
+        """Start listening now (so no wake-up sent from here on is missed); idempotent."""
+        self._hub.start()
+
     def wait_for_wakeup(self, timeout: float) -> bool:
         """Block until work may be claimable (a NOTIFY on this schema's wake channel) or ``timeout``
-        seconds pass; True when woken. The first call starts listening (call it, or
-        :meth:`listen`, before the first claim to miss nothing)."""
-        return self._wakeups.wait(timeout)
+        seconds pass; True when woken. Without LISTEN (a transaction pooler), only the timeout."""
+        return self._hub.wait_wake(timeout)
 
-    def listen(self) -> None:
-        """Start listening for wake-ups now (so none sent from here on is missed)."""
-        self._wakeups.open()
+    def watch_run(self, run_id: str) -> contextlib.AbstractContextManager[RunWaiter]:
+        """A waiter for status changes of ``run_id`` on the store's one LISTEN connection: enter it,
+        read the run, then ``waiter.wait(timeout)`` in a loop (no change is missed in between)."""
+        return self._hub.watch(run_id)
 
-    @contextlib.contextmanager
-    def watch_runs(self) -> Iterator[RunWatcher]:
-        """A watcher for run status changes on its own LISTEN connection. Listening starts on
-        entry: read the run *after* entering, then ``watcher.wait(run_id, timeout)`` in a loop."""
-        listener = Listener(self._listen_connection, self._channels.runs)
-        listener.open()
-        try:
-            yield RunWatcher(listener)
-        finally:
-            listener.close()
-
-    def wait_for_run_change(self, run_id: str, timeout: float) -> bool:
-        """Wait once for a status change of ``run_id`` (True) or ``timeout`` (False). Changes before
-        the call are not seen: prefer :meth:`watch_runs` in a read-then-wait loop."""
-        with self.watch_runs() as watcher:
-            return watcher.wait(run_id, timeout)
+    @property
+    def notifications(self) -> bool:
+        """Whether notifications arrive now (False while reconnecting, or behind a transaction pooler)."""
+        return self._hub.listening
 
 
 @contextlib.contextmanager
