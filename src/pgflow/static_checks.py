@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 import attrs
 
@@ -58,6 +59,9 @@ _DURATIONS = {
 }
 _TIMES = {"WaitUntil": (_Param("when", 1),)}
 
+_Check = Callable[[object, str], object]
+"""A check of a value for the named argument that raises a PgflowError (``check_duration``, ...)."""
+
 
 @attrs.frozen
 class _Literal:
@@ -88,8 +92,11 @@ def call_problem(command: str, call: ast.Call, source: str) -> str | None:
     checks = (
         _id_problem(call, _EVENTS[command], "event name") if command in _EVENTS else None,
         _function_call_problem(command, call, source),
-        *(_duration_problem(command, call, param) for param in _DURATIONS.get(command, ())),
-        *(_time_problem(command, call, param) for param in _TIMES.get(command, ())),
+        *(
+            _parse_problem(command, call, param, _duration_check(param))
+            for param in _DURATIONS.get(command, ())
+        ),
+        *(_parse_problem(command, call, param, check_when) for param in _TIMES.get(command, ())),
     )
     return next((problem for problem in checks if problem is not None), None)
 
@@ -123,17 +130,19 @@ def _function_call_problem(command: str, call: ast.Call, source: str) -> str | N
     right = _corrected(command, call, fn, source)
     connection = _TRANSACTION_CALLS if command == "Transaction" else ""
     return (
-        f"`{_shown(call, source)}` calls `{_shown(fn.func, source)}` in the workflow body, on every replay, and "
-        f"passes what it returns as the step function; pass the function and its arguments: "
-        f"`{right}` ({connection}if the call returns the step function, assign it to a name first)"
+        f"`{_shown(call, source)}` calls `{_shown(fn.func, source)}` in the workflow body, on every "
+        f"replay, and passes what it returns as the step function; pass the function and its "
+        f"arguments: `{right}` ({connection}if the call returns the step function, assign it to a "
+        f"name first)"
     )
 
 
-def _duration_problem(command: str, call: ast.Call, param: _Param) -> str | None:
+def _parse_problem(command: str, call: ast.Call, param: _Param, check: _Check) -> str | None:
+    """Why the literal passed for ``param`` does not parse, as ``check`` (the very check the
+    command applies when built) says; None when it parses or is not a literal."""
     literal = _literal(_argument(call, param))
     if literal is None:
         return None
-    check = check_optional_duration if param.optional else check_duration
     try:
         check(literal.value, f"{command}.{param.name}")
     except PgflowError as exc:
@@ -141,15 +150,8 @@ def _duration_problem(command: str, call: ast.Call, param: _Param) -> str | None
     return None
 
 
-def _time_problem(command: str, call: ast.Call, param: _Param) -> str | None:
-    literal = _literal(_argument(call, param))
-    if literal is None:
-        return None
-    try:
-        check_when(literal.value, f"{command}.{param.name}")
-    except PgflowError as exc:
-        return clip(str(exc))
-    return None
+def _duration_check(param: _Param) -> _Check:
+    return check_optional_duration if param.optional else check_duration
 
 
 # --------------------------------------------------------------------------------------- helpers
