@@ -266,6 +266,33 @@ def test_ref_implement_checks_the_function() -> None:
         signup_ref.implement()(coro)
 
 
+def test_ref_implement_refuses_mistakes_caught_at_decoration() -> None:
+    """``ref.implement`` reads the function's source like ``@workflow``: a command that is not
+    yielded is refused, naming the function and its line."""
+    signup_ref = pgflow.ref("signup")
+
+    def forgetful(ctx: Any) -> Flow:
+        Run("never-runs", work)
+        yield Run("s", work)
+
+    line = forgetful.__code__.co_firstlineno + 1
+    with pytest.raises(WorkflowDefinitionError, match=f"'forgetful', line {line}: .* never runs"):
+        signup_ref.implement()(forgetful)
+
+
+def test_the_same_literal_id_in_if_and_else_is_accepted_at_decoration() -> None:
+    """SPEC §7: the body and the else of one if exclude each other, so they may share a literal id."""
+
+    @workflow("exclusive")
+    def exclusive(ctx: Any) -> Flow:
+        if ctx.input:
+            yield Run("notify", work)
+        else:
+            yield Run("notify", work)
+
+    assert [step.id for step in exclusive.steps] == ["notify"]
+
+
 def test_parse_duration_is_exported() -> None:
     """``pgflow.parse_duration`` is the public duration parser."""
     assert pgflow.parse_duration("1h30m") == pendulum.duration(hours=1, minutes=30)

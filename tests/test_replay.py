@@ -725,14 +725,15 @@ def test_wait_until_past_time_completes_at_once(clock: SimClock) -> None:
 
 
 def test_invalid_wait_until_fails_the_run(clock: SimClock) -> None:
-    """An unparseable time fails the run with WorkflowDefinitionError (not retried)."""
+    """An unparseable time computed at run time (a literal one is refused at decoration) fails the
+    run with WorkflowDefinitionError (not retried)."""
 
     @workflow("until-bad", retries=2)
     def wf(ctx: Any) -> Flow:
-        yield WaitUntil("u", "tomorrow-ish")
+        yield WaitUntil("u", ctx.input)
 
     h = harness(clock, wf)
-    run = h.run_until_complete(h.start_workflow(wf).id)
+    run = h.run_until_complete(h.start_workflow(wf, "tomorrow-ish").id)
     assert run.status == "failed" and run.retry_count == 0
     assert run.error is not None and run.error.type == "WorkflowDefinitionError"
 
