@@ -101,7 +101,12 @@ def _done(dash: Dashboard, request: Request, run_id: str, name: str) -> Response
 
 
 async def _refuse(
-    dash: Dashboard, request: Request, run_id: str, message: str, status: int, form: dict[str, str] | None = None
+    dash: Dashboard,
+    request: Request,
+    run_id: str,
+    message: str,
+    status: int,
+    form: dict[str, str] | None = None,
 ) -> Response:
     """Say why, with the status: as JSON to the script, else on the run page (the event form keeps
     what was typed), or on an error page when the run itself cannot be shown."""

@@ -19,7 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CSRF_COOKIE", "CSRF_FIELD", "SecurityHeaders", "csrf_token", "remember_csrf_token", "request_refusal"]
+__all__ = [
+    "CSRF_COOKIE",
+    "CSRF_FIELD",
+    "SecurityHeaders",
+    "csrf_token",
+    "remember_csrf_token",
+    "request_refusal",
+]
 
 CSRF_COOKIE = "pgflow_csrf"
 CSRF_FIELD = "csrf_token"

@@ -68,7 +68,10 @@ def build_timeline(run: WorkflowRun, now: datetime) -> Timeline:
 
 def _axis_end(run: WorkflowRun, records: list[StepRecord], now: datetime) -> datetime:
     """The run's end, or now while it lives; never before a time the run recorded (clock skew)."""
-    seen = [run.updated_at, *(t for r in records for t in (r.started_at, r.completed_at) if t is not None)]
+    seen: list[datetime] = [
+        run.updated_at,
+        *(t for r in records for t in (r.started_at, r.completed_at) if t is not None),
+    ]
     if run.completed_at is not None:
         seen.append(run.completed_at)
     else:
