@@ -161,10 +161,11 @@ def test_run_page_links_parent_and_children(web: TestClient, harness: Harness) -
 
 
 def test_live_fragment_holds_the_changing_parts(web: TestClient, harness: Harness) -> None:
-    """The live fragment has both live parts, reflects a change, and is not a whole page."""
+    """The live fragment has every live part, reflects a change, and is not a whole page."""
     run = waiting_greet(harness)
     before = web.get(f"/runs/{run.id}/live").text
-    assert 'data-live-part="top"' in before and 'data-live-part="bottom"' in before
+    for part in ("top", "timeline", "mailbox", "more"):
+        assert f'data-live-part="{part}"' in before
     assert "<html" not in before and 'data-status="paused"' in before
     harness.trigger_event(run.id, "approved", {"ok": True})
     harness.run_until_idle()

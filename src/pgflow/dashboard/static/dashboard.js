@@ -17,7 +17,6 @@
 
   // -- live refresh: fetch the run's fragment, swap each part that changed --------------------------
   var root = document.querySelector("[data-live]");
-  var seen = {}; // part name -> the HTML last swapped in
   var busy = false;
   var timer = null;
 
@@ -40,10 +39,8 @@
     var doc = new DOMParser().parseFromString(html, "text/html");
     var keys = openDetails();
     doc.querySelectorAll("[data-live-part]").forEach(function (fresh) {
-      var name = fresh.dataset.livePart;
-      var current = root.querySelector('[data-live-part="' + name + '"]');
-      if (!current || seen[name] === fresh.outerHTML) return;
-      seen[name] = fresh.outerHTML;
+      var current = root.querySelector('[data-live-part="' + fresh.dataset.livePart + '"]');
+      if (!current || current.outerHTML === fresh.outerHTML) return; // unchanged: leave it be
       current.replaceWith(document.importNode(fresh, true));
     });
     restoreDetails(keys);
