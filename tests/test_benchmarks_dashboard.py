@@ -24,8 +24,7 @@ def load() -> ModuleType:
 
 
 def test_dashboard_benchmark_runs_at_a_tiny_size(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The benchmark fills a schema, renders every page, times the client calls, prints its table and
-    drops its schema."""
+    """The benchmark fills a schema, renders every page, times the calls, reports, drops its schema."""
     bench = load()
     args = bench.parse_args(["--dsn", pg_dsn, "--runs", "300", "--renders", "2", "--explain"])
     results = bench.run_benchmark(args, log=lambda _msg: None)

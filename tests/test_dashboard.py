@@ -276,8 +276,7 @@ def test_actions_answer_json_to_the_script(web: TestClient, harness: Harness) ->
 
 
 def test_only_the_actions_that_fit_are_offered(web: TestClient, harness: Harness) -> None:
-    """A waiting run offers event, pause, fast-forward, cancel; a failed run none of them (at most
-    retry, when the client has retry_workflow)."""
+    """A waiting run offers event, pause, fast-forward, cancel; a failed run none of these."""
     run = waiting_greet(harness)
     html = web.get(f"/runs/{run.id}").text
     for action in ("event", "pause", "fast-forward", "cancel"):

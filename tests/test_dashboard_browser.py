@@ -4,6 +4,7 @@ uvicorn server and a real Engine executing runs. Nothing is downloaded at test t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import socket
@@ -58,10 +59,12 @@ def explode() -> None:
     raise ValueError("the parcel service said no")
 
 
+CHARGE_ATTEMPTS = itertools.count(1)
+
+
 def flaky_charge(amount: int) -> dict[str, Any]:
-    """Fails on its first attempt (a declined card), succeeds on the retry."""
-    flaky_charge.calls = getattr(flaky_charge, "calls", 0) + 1  # type: ignore[attr-defined]
-    if flaky_charge.calls == 1:  # type: ignore[attr-defined]
+    """Fails on its first attempt (a gateway timeout), succeeds on the retry."""
+    if next(CHARGE_ATTEMPTS) == 1:
         raise ConnectionError("payment gateway timed out")
     time.sleep(0.35)
     return {"charged": amount}
@@ -324,8 +327,8 @@ def test_read_only_instance_shows_no_actions(
 
 
 def test_screenshot_of_a_run_page(driver: WebDriver, base: str, engine: pgflow.Engine) -> None:
-    """A run page with finished, retried and waiting steps and a mailbox is kept as a screenshot
-    (build/test-artefacts/; PGFLOW_UPDATE_SCREENSHOTS=1 also refreshes docs/images/)."""
+    """A run page with finished, retried and waiting steps and a mailbox is saved as a screenshot."""
+    # kept in build/test-artefacts/; PGFLOW_UPDATE_SCREENSHOTS=1 also refreshes docs/images/
     run = engine.start_workflow("ship-order", {"order_id": 1042, "items": 3}, resource_id="customer-42")
     settled(engine, run.id)
     engine.trigger_event(run.id, "address-changed", {"street": "12 Quai des Orfèvres"})

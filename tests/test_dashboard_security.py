@@ -104,6 +104,14 @@ def test_origin_or_referer_must_be_this_host(
     assert harness.get_run(waiting).held == (status == 303)
 
 
+def test_behind_a_proxy_the_forwarded_host_counts(harness: Harness, waiting: str) -> None:
+    """Behind a reverse proxy that rewrites Host, the Origin may name its X-Forwarded-Host."""
+    tc = browser(harness)
+    form = {"csrf_token": tc.cookies["pgflow_csrf"]}
+    headers = {"origin": "https://ops.example.com", "x-forwarded-host": "ops.example.com"}
+    assert post(tc, f"/runs/{waiting}/pause", form, **headers).status_code == 303
+
+
 def test_a_huge_form_is_refused(harness: Harness, waiting: str) -> None:
     """A form over 1 MB is a 413, read no further."""
     tc = browser(harness)

@@ -501,11 +501,13 @@ def cmd_dashboard(opts: Options) -> int:
         raise PgflowError(
             f"`pgflow dashboard` needs the dashboard extra ({exc.name} is missing): {DASHBOARD_EXTRA}"
         ) from None
+    from .client import Client
+
     args = opts.args
     dsn = _database(opts)
     if args.read_only:
         _require_pgflow_tables(dsn, opts.schema)
-    with _client(opts) as client:
+    with Client(dsn, schema=opts.schema) as client:
         serve(client, host=args.host, port=args.port, read_only=args.read_only)
     return 0
 

@@ -3,7 +3,9 @@ and the CSRF cookie a first visit receives with its page."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import jinja2
@@ -21,7 +23,19 @@ __all__ = ["NAV", "Renderer"]
 # The navigation: (route name, label). The schedules page (SPEC §16) takes its place here.
 NAV: tuple[tuple[str, str], ...] = (("runs", "Runs"), ("workflows", "Workflows"))
 STATUSES = tuple(s.value for s in RunStatus)
-ASSET_VERSION = "1"  # bumped when the CSS or JS changes, so browsers fetch the new files
+
+
+def _asset_version() -> str:
+    """A digest of the static files: their URLs change when they do, so caches never serve old ones."""
+    digest = hashlib.sha256()
+    for entry in sorted(
+        resources.files("pgflow.dashboard").joinpath("static").iterdir(), key=lambda e: e.name
+    ):
+        digest.update(entry.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+ASSET_VERSION = _asset_version()
 
 
 def _environment() -> jinja2.Environment:

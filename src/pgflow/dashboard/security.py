@@ -79,11 +79,14 @@ def request_refusal(request: Request, form: Mapping[str, str]) -> str | None:
 
 
 def _same_origin(request: Request) -> bool:
-    """Origin (else Referer), when the browser sends one, names this host."""
+    """Origin (else Referer), when the browser sends one, names this host: the ``Host`` the request
+    came with, or the ``X-Forwarded-Host`` a reverse proxy set (a cross-site form cannot set it)."""
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source:
         return True  # not told: the CSRF token decides
-    return source != "null" and urlsplit(source).netloc == request.headers.get("host", "")
+    forwarded = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    hosts = {request.headers.get("host", ""), forwarded} - {""}
+    return source != "null" and urlsplit(source).netloc in hosts
 
 
 class SecurityHeaders:
