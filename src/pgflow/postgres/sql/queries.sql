@@ -201,7 +201,7 @@ WITH expired AS (
     FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
       AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
-    ORDER BY lease_expires_at
+    ORDER BY lease_expires_at, created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), ready AS (
