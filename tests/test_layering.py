@@ -15,7 +15,7 @@ LAYERS = {
     "port": {"store", "transitions", "run_rules", "memory"},
     "adapters": {"postgres"},
     "runtime": {"protocol", "processor", "execution", "worker", "operations", "engine", "client"},
-    "edges": {"testing", "cli", "cli_render", "demo", "backend", "__init__", "__main__"},
+    "edges": {"testing", "cli", "cli_render", "demo", "backend", "__init__", "__main__", "dashboard"},
 }
 ORDER = list(LAYERS)
 # Documented sideways arrows: Engine/Client ask backend.py for their store (configuration).
@@ -38,7 +38,7 @@ def _layer(unit: str) -> str:
 def _imports(path: Path) -> set[str]:
     """Top-level pgflow units and third-party roots imported by ``path`` (relative or absolute)."""
     found: set[str] = set()
-    inside_postgres = _unit(path) == "postgres"
+    inside_package = _unit(path) in {"postgres", "dashboard"}  # sub-packages: relative imports stay inside
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
@@ -47,8 +47,8 @@ def _imports(path: Path) -> set[str]:
             if node.level == 0:
                 parts = module.split(".")
                 found.add(parts[1] if parts[0] == "pgflow" and len(parts) > 1 else parts[0])
-            elif node.level == 1 and inside_postgres:
-                continue  # within the adapter package
+            elif node.level == 1 and inside_package:
+                continue  # within the package
             else:
                 target = module.split(".")[0] if module else ""
                 found.update([target] if target else [a.name for a in node.names])

@@ -966,3 +966,73 @@ def test_claim_sees_a_step_fast_forwarded_while_it_waits_for_the_row(pg: Postgre
     suspend_at(pg, "r1", rec("d", "waiting", "delay", wake_at=sec(5)), Waiting("d", "delay", None, sec(5)))
     c = _claim_while(pg, sec(5), lambda: pg.change("r1", None, "fast_forward", None, sec(5)))
     assert c.run.waiting is None and c.steps["d"].status == "completed"
+
+
+# -- reads for the dashboard: counts, registered workflows, mailbox, child runs ---------------------------
+
+
+def test_count_runs_by_status_with_filters(store: Store) -> None:
+    """count_runs counts runs per status under the workflow and resource filters (AND)."""
+    assert store.count_runs(None, None) == {}
+    store.start_run(new("a", resource="u1"))
+    store.start_run(new("b", resource="u2"))
+    store.start_run(new("c", wf="other", resource="u1"))
+    store.change("b", None, "cancel", None, sec(1))
+    assert store.count_runs(None, None) == {"pending": 2, "cancelled": 1}
+    assert store.count_runs(WF, None) == {"pending": 1, "cancelled": 1}
+    assert store.count_runs(None, "u1") == {"pending": 2}
+    assert store.count_runs("other", "u2") == {}
+
+
+def test_list_workflows_gives_steps_and_registration_time(store: Store) -> None:
+    """list_workflows lists every registered workflow by id, with its latest steps and time."""
+    steps = (StepInfo("a", "run"), StepInfo("w", "wait_for", conditional=True))
+    store.register_workflow("wf-b", steps, T0)
+    store.register_workflow("wf-a", steps[:1], T0)
+    store.register_workflow("wf-a", steps, sec(2))
+    found = store.list_workflows()
+    assert [w.id for w in found] == ["wf-a", "wf-b"]
+    assert found[0].steps == steps and found[0].registered_at == sec(2)
+    assert found[1].registered_at == T0
+
+
+def test_run_mailbox_lists_unconsumed_events_in_scope(store: Store) -> None:
+    """run_mailbox gives the unconsumed events oldest first; another resource's run is not found."""
+    store.start_run(new("r1", resource="u1"))
+    assert store.run_mailbox("r1", None) == []
+    store.deliver_event("r1", None, "first", {"n": 1}, sec(1))
+    store.deliver_event("r1", None, "second", {}, sec(2))
+    box = store.run_mailbox("r1", "u1")
+    assert [(e.name, e.data, e.created_at) for e in box] == [
+        ("first", {"n": 1}, sec(1)),
+        ("second", {}, sec(2)),
+    ]
+    with pytest.raises(RunNotFoundError):
+        store.run_mailbox("r1", "u2")
+    with pytest.raises(RunNotFoundError):
+        store.run_mailbox("nope", None)
+
+
+def test_run_mailbox_leaves_out_consumed_events(store: Store) -> None:
+    """An event a WaitFor consumed is no longer in the mailbox."""
+    store.start_run(new("r1"))
+    store.deliver_event("r1", None, "go", {}, T0)
+    store.deliver_event("r1", None, "later", {}, T0)
+    c = claim_one(store, sec(1))
+    taken = c.mailbox[0]
+    step = rec("w", "completed", "wait_for", event="go")
+    assert store.commit(c.lease, sec(1), LEASE, Batch((step,), consumed=((taken.id, "w"),))).ok
+    assert [e.name for e in store.run_mailbox("r1", None)] == ["later"]
+
+
+def test_child_runs_in_creation_order_and_scope(store: Store) -> None:
+    """child_runs lists a run's children oldest first; with a resource, only that resource's."""
+    store.start_run(new("p", resource="u1"))
+    start_child(store, "p", "k1")
+    store.start_run(new("k2", wf="wf2", resource="u1", parent_run_id="p", parent_step_id="x", now=sec(1)))
+    store.start_run(new("k3", wf="wf2", resource="u2", parent_run_id="p", parent_step_id="y", now=sec(2)))
+    assert [r.id for r in store.child_runs("p", None)] == ["k1", "k2", "k3"]
+    assert [r.id for r in store.child_runs("p", "u1")] == ["k2"]
+    assert store.child_runs("k1", None) == []
+    with pytest.raises(RunNotFoundError):
+        store.child_runs("p", "u2")

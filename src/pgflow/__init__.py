@@ -97,3 +97,9 @@ __all__ = [
     "ref",
     "workflow",
 ]
+
+# What the dashboard's reads return (count_runs, list_workflows, get_mailbox, get_child_runs).
+from .records import Event
+from .static_steps import WorkflowInfo
+
+__all__ += ["Event", "WorkflowInfo"]

@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dsn or the environment name a database): two steps, a wait for an event (which the demo "
         "sends), a durable timer, a poll, and a last step.",
     )
+    _add_dashboard_command(add)
     return parser
 
 
@@ -516,6 +517,76 @@ def _module_workflows(module: types.ModuleType) -> list[Workflow]:
     return list(found.values())
 
 
+# --- dashboard -----------------------------------------------------------------------------------------
+
+DASHBOARD_EXTRA = "pip install 'pgflow-engine[dashboard]'"
+
+
+def _add_dashboard_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    dashboard = add(
+        "dashboard",
+        "serve the web dashboard: runs, timelines, workflows, actions",
+        "Serve the web dashboard (needs the dashboard extra) until Ctrl-C: runs, one run's timeline, "
+        "workflows, and actions (trigger an event, pause, resume, cancel, fast-forward, retry) unless "
+        "--read-only. It binds to 127.0.0.1 by default: put your own authentication in front of it "
+        "before binding to another address.",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=_positive_int, default=8484, help="port (default: 8484)")
+    dashboard.add_argument(
+        "--read-only", action="store_true", help="show no actions and refuse them; never migrate the schema"
+    )
+
+
+def cmd_dashboard(opts: Options) -> int:
+    try:
+        from .dashboard.serve import serve
+    except ImportError as exc:
+        raise PgflowError(
+            f"`pgflow dashboard` needs the dashboard extra ({exc.name} is missing): {DASHBOARD_EXTRA}"
+        ) from None
+    from .client import Client
+
+    args = opts.args
+    dsn = _database(opts)
+    if args.read_only:
+        _require_pgflow_tables(dsn, opts.schema)
+    with Client(dsn, schema=opts.schema) as client:
+        serve(client, host=args.host, port=args.port, read_only=args.read_only)
+    return 0
+
+
+def _require_pgflow_tables(dsn: str, schema: str) -> None:
+    """A read-only dashboard never creates or migrates a schema: say so when there is nothing to
+    show (suggesting the nearest schema that has pgflow tables) or the schema is out of date."""
+    import difflib
+
+    import psycopg
+
+    from .postgres.migrate import applied_version, latest_version
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        version = applied_version(conn, schema)
+        if version >= latest_version():
+            return
+        if version > 0:
+            raise PgflowError(
+                f"schema {schema!r} is at version {version}, this pgflow needs {latest_version()}: "
+                "run `pgflow migrate` first (a read-only dashboard does not migrate)"
+            )
+        rows = conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = 'schema_version' AND c.relkind = 'r' AND EXISTS "
+            "(SELECT FROM pg_class r WHERE r.relnamespace = n.oid AND r.relname = 'runs') ORDER BY 1"
+        ).fetchall()
+    found = [r[0] for r in rows]
+    nearest = difflib.get_close_matches(schema, found, n=1, cutoff=0.0)
+    hint = f"; the nearest pgflow schema is {nearest[0]!r} (--schema {nearest[0]})" if nearest else ""
+    raise PgflowError(
+        f"schema {schema!r} has no pgflow tables (a read-only dashboard does not create them){hint}"
+    )
+
+
 # --- entry point ---------------------------------------------------------------------------------------
 
 
@@ -544,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fast-forward": cmd_fast_forward,
         "demo": cmd_demo,
         "worker": cmd_worker,
+        "dashboard": cmd_dashboard,
     }
     try:
         return commands[opts.command](opts)

@@ -9,7 +9,8 @@ from .arguments import check_clock
 from .backend import Backend
 from .clock import SystemClock
 from .operations import Operations
-from .records import TERMINAL, Progress, RunPage, WorkflowRun
+from .records import TERMINAL, Event, Progress, RunPage, WorkflowRun
+from .static_steps import WorkflowInfo
 from .store import Store
 
 __all__ = ["AsyncClient", "Client"]
@@ -109,3 +110,21 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # reads for the dashboard --------------------------------------------------------------------------
+
+    async def count_runs(
+        self, *, workflow_id: str | None = None, resource_id: str | None = None
+    ) -> dict[str, int]:
+        return await asyncio.to_thread(
+            self._client.count_runs, workflow_id=workflow_id, resource_id=resource_id
+        )
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        return await asyncio.to_thread(self._client.list_workflows)
+
+    async def get_mailbox(self, run_id: str, *, resource_id: str | None = None) -> list[Event]:
+        return await asyncio.to_thread(self._client.get_mailbox, run_id, resource_id=resource_id)
+
+    async def get_child_runs(self, run_id: str, *, resource_id: str | None = None) -> list[WorkflowRun]:
+        return await asyncio.to_thread(self._client.get_child_runs, run_id, resource_id=resource_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from . import transitions as tr
 from .arguments import shown
 from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError
 from .records import TERMINAL, Event, RunStatus, StepRecord
-from .static_steps import StepInfo
+from .static_steps import StepInfo, WorkflowInfo
 from .store import (
     Batch,
     Claimed,
@@ -48,6 +49,7 @@ class MemoryStore:
         self._keys: dict[str, str] = {}
         self._definitions: dict[str, tuple[StepInfo, ...]] = {}
         self._settings: dict[str, dict[str, Any]] = {}
+        self._registered_at: dict[str, DateTime] = {}
         self._event_ids = itertools.count(1)
         self._version = 0  # writes so far: waiters compare it
 
@@ -94,6 +96,7 @@ class MemoryStore:
         with self._writing():
             self._definitions[workflow_id] = tuple(steps)
             self._settings[workflow_id] = dict(settings or {})
+            self._registered_at[workflow_id] = now
 
     def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -278,6 +281,34 @@ class MemoryStore:
     def consumed_events(self, run_id: str) -> dict[int, str]:
         with self._lock:
             return {ev.id: used for ev, used in self._mailbox[run_id] if used is not None}
+
+    # reads for the dashboard ------------------------------------------------------------------------
+
+    def count_runs(self, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
+        query = RunQuery(resource_id=resource_id, workflow_id=workflow_id)
+        with self._lock:
+            return dict(Counter(r.status.value for r in self._runs.values() if _matches(r, query)))
+
+    def list_workflows(self) -> list[WorkflowInfo]:
+        with self._lock:
+            return [
+                WorkflowInfo(wid, steps, self._registered_at[wid])
+                for wid, steps in sorted(self._definitions.items())
+            ]
+
+    def run_mailbox(self, run_id: str, resource_id: str | None) -> list[Event]:
+        with self._lock:
+            self._row(run_id, resource_id)
+            return self.mailbox(run_id)
+
+    def child_runs(self, run_id: str, resource_id: str | None) -> list[RunRow]:
+        with self._lock:
+            self._row(run_id, resource_id)
+            children = [
+                r for r in self._runs.values()
+                if r.parent_run_id == run_id and (resource_id is None or r.resource_id == resource_id)
+            ]  # fmt: skip
+            return sorted(children, key=lambda r: (r.created_at, r.id))
 
 
 class _Waiter:

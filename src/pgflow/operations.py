@@ -29,9 +29,9 @@ from .arguments import (
 from .definition import Workflow, WorkflowRef
 from .durations import check_duration, check_optional_duration, parse_duration
 from .errors import InvalidArgumentError, SerializationError, UnknownWorkflowError
-from .records import TERMINAL, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
+from .records import TERMINAL, Event, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
 from .serde import to_json
-from .static_steps import StepInfo
+from .static_steps import StepInfo, WorkflowInfo
 from .store import NewRun, RunQuery, RunRow, Store
 
 __all__ = ["Operations", "run_defaults", "to_public"]
@@ -243,6 +243,34 @@ class Operations:
         span = check_duration(timeout, "timeout")
         add_time(self._now(), span, "timeout")
         return wanted, span
+
+    # reads for the dashboard: counts, registered workflows, mailbox, child runs ---------------------
+
+    def count_runs(self, *, workflow_id: str | None = None, resource_id: str | None = None) -> dict[str, int]:
+        """How many runs have each status: every status is a key (``"pending"`` … ``"cancelled"``),
+        zero included. Filters combine with AND, as in ``get_runs``."""
+        found = self._ops_store().count_runs(
+            check_optional_id(workflow_id, "workflow_id"), check_optional_id(resource_id, "resource_id")
+        )
+        return {status.value: found.get(status.value, 0) for status in RunStatus}
+
+    def list_workflows(self) -> list[WorkflowInfo]:
+        """Every workflow registered in the schema (by any engine), by id."""
+        return self._ops_store().list_workflows()
+
+    def get_mailbox(self, run_id: str, *, resource_id: str | None = None) -> list[Event]:
+        """The run's unconsumed events (delivered, not yet taken by a ``WaitFor``), oldest first."""
+        return self._ops_store().run_mailbox(
+            check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id")
+        )
+
+    def get_child_runs(self, run_id: str, *, resource_id: str | None = None) -> list[WorkflowRun]:
+        """The runs started by the run's ``Child`` steps, oldest first. With ``resource_id``, the
+        run must belong to it and only children of that resource are listed."""
+        store = self._ops_store()
+        rows = store.child_runs(check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id"))
+        timelines = store.timelines([r.id for r in rows])
+        return [to_public(r, timelines[r.id]) for r in rows]
 
 
 def run_defaults(

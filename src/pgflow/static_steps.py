@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
+import pendulum
 
 from pgflow.errors import WorkflowDefinitionError
 from pgflow.static_checks import bare_command, call_problem, called_name
@@ -379,3 +380,17 @@ def _literal_string(node: ast.expr) -> str | None:
     if isinstance(node, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in node.values):
         return "".join(str(v.value) for v in node.values if isinstance(v, ast.Constant))
     return None
+
+
+# ------------------------------------------------------------------ registered workflows (dashboard)
+@attrs.frozen
+class WorkflowInfo:
+    """A workflow as registered in the database (``list_workflows``): its id, its static step list
+    and when an engine last registered it."""
+
+    id: str
+    steps: tuple[StepInfo, ...]
+    registered_at: pendulum.DateTime
+
+
+__all__ += ["WorkflowInfo"]

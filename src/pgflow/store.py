@@ -14,7 +14,7 @@ import attrs
 import pendulum
 
 from .records import Event, RunError, RunStatus, StepRecord, Waiting
-from .static_steps import StepInfo
+from .static_steps import StepInfo, WorkflowInfo
 
 __all__ = [
     "Batch",
@@ -269,6 +269,24 @@ class Store(Protocol):
     ) -> set[str]: ...
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None: ...
+
+    # reads for the dashboard (counts, registered workflows, mailbox, child runs) ------------------
+    def count_runs(self, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
+        """Runs per status (only statuses that have runs), with the optional filters."""
+        ...
+
+    def list_workflows(self) -> list[WorkflowInfo]:
+        """Every registered workflow, by id."""
+        ...
+
+    def run_mailbox(self, run_id: str, resource_id: str | None) -> list[Event]:
+        """The run's unconsumed events, oldest first; ``RunNotFoundError`` as ``get``."""
+        ...
+
+    def child_runs(self, run_id: str, resource_id: str | None) -> list[RunRow]:
+        """The run's child runs, oldest first (only those of ``resource_id`` when given);
+        ``RunNotFoundError`` as ``get``."""
+        ...
 
 
 __all__ += [

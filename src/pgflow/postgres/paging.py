@@ -19,7 +19,7 @@ from pgflow.store import RunQuery, RunRow
 from .queries import Queries
 from .rows import run_from
 
-__all__ = ["list_runs"]
+__all__ = ["count_runs", "list_runs"]
 
 Conn = psycopg.Connection[Any]
 
@@ -55,3 +55,14 @@ def list_runs(conn: Conn, q: Queries, query: RunQuery) -> tuple[list[RunRow], bo
     if name == "list_runs_asc":
         return page[::-1], True, more
     return page, more, cursor_id is not None
+
+
+# -- counts by status (the dashboard) ----------------------------------------------------------------
+
+
+def count_runs(conn: Conn, q: Queries, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
+    """Runs per status under the same filters as ``list_runs`` (statuses without runs are absent)."""
+    params = {"workflow_id": workflow_id, "resource_id": resource_id}
+    filters = [sql.SQL("TRUE")] + [_FILTERS[key] for key, value in params.items() if value is not None]
+    statement = q.compose("count_runs", filters=sql.SQL(" AND ").join(filters))
+    return {status: n for status, n in conn.execute(statement, params).fetchall()}

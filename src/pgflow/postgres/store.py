@@ -25,7 +25,7 @@ from pgflow import transitions as tr
 from pgflow.errors import RunNotFoundError, SerializationError, StorageError
 from pgflow.memory import check_idempotent, not_found_message
 from pgflow.records import TERMINAL, Event, StepRecord
-from pgflow.static_steps import StepInfo
+from pgflow.static_steps import StepInfo, WorkflowInfo
 from pgflow.store import (
     Batch,
     Claimed,
@@ -41,7 +41,7 @@ from pgflow.store import (
 
 from . import migrate as migrations
 from .listen import Hub, RunWaiter, channel
-from .paging import list_runs
+from .paging import count_runs, list_runs
 from .queries import Queries
 from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json
 from .tx import Channels, Tx, UserCodeError, pipelined_transaction, read_together, run_transaction_step
@@ -450,6 +450,40 @@ class PostgresStore:
         """Whether notifications arrive now (False while reconnecting, or behind a transaction pooler)."""
         return self._hub.listening
 
+    # reads for the dashboard --------------------------------------------------------------------------
+
+    def count_runs(self, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
+        return self._run(
+            "count_runs", lambda conn: count_runs(conn, self._q, workflow_id, resource_id), autocommit=True
+        )
+
+    def list_workflows(self) -> list[WorkflowInfo]:
+        return [_workflow_info(r) for r in self._query("list_workflows", "list_workflows")]
+
+    def run_mailbox(self, run_id: str, resource_id: str | None) -> list[Event]:
+        read = ("mailbox_of_runs", {"run_ids": [run_id]})
+        mail = self._scoped_read("run_mailbox", run_id, resource_id, read)
+        return [event_from(r) for r in mail]
+
+    def child_runs(self, run_id: str, resource_id: str | None) -> list[RunRow]:
+        found = self._scoped_read("child_runs", run_id, resource_id, ("child_runs", {"id": run_id}))
+        children = [run_from(r) for r in found]
+        return [c for c in children if resource_id is None or c.resource_id == resource_id]
+
+    def _scoped_read(
+        self, op: str, run_id: str, resource_id: str | None, read: tuple[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The rows of ``read`` about a run, read with the run's scope in one round trip;
+        ``RunNotFoundError`` as ``get`` when the run is missing or of another resource."""
+
+        def run(conn: Conn) -> list[dict[str, Any]]:
+            scope, rows = read_together(conn, self._q, ("run_scope", {"id": run_id}), read)
+            if not scope or (resource_id is not None and scope[0]["resource_id"] != resource_id):
+                raise RunNotFoundError(not_found_message(run_id, resource_id))
+            return rows
+
+        return self._run(op, run, autocommit=True)
+
 
 @contextlib.contextmanager
 def _mode(conn: Conn, autocommit: bool) -> Iterator[None]:
@@ -478,3 +512,8 @@ def _claimed(row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]
     records = {r["step_id"]: step_from(r) for r in steps if r["run_id"] == row.id}
     mailbox: list[Event] = [event_from(r) for r in mail if r["run_id"] == row.id]
     return Claimed(row, records, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
+
+
+def _workflow_info(r: dict[str, Any]) -> WorkflowInfo:
+    steps = tuple(serde.converter.structure(r["steps"], list[StepInfo]))
+    return WorkflowInfo(r["id"], steps, pendulum.instance(r["registered_at"]).in_timezone("UTC"))

@@ -276,3 +276,22 @@ FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS n(channel, payload)
 SELECT id, consumed_by_step FROM {schema}.events
 WHERE run_id = %(run_id)s AND consumed_by_step IS NOT NULL
 ORDER BY id
+
+-- ------------------------------------------------------------------------------------------------
+-- Reads for the dashboard: counts by status, registered workflows, a run's mailbox and children.
+
+-- name: count_runs
+-- How many runs have each status, under the optional filters in {filters} (workflow, resource).
+SELECT status, count(*) AS n FROM {schema}.runs WHERE {filters} GROUP BY status
+
+-- name: list_workflows
+-- Every registered workflow (id, static step list, registration time), by id in byte order.
+SELECT id, steps, registered_at FROM {schema}.workflows ORDER BY id COLLATE "C"
+
+-- name: run_scope
+-- A run's resource, to check the caller's scope before reading its mailbox or its children.
+SELECT resource_id FROM {schema}.runs WHERE id = %(id)s
+
+-- name: child_runs
+-- A run's child runs, oldest first (runs_parent_idx).
+SELECT * FROM {schema}.runs WHERE parent_run_id = %(id)s ORDER BY created_at, id
