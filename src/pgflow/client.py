@@ -20,9 +20,10 @@ class Client(Operations):
     """Every client method of SPEC §4, no workers. Migrates lazily on first use."""
 
     def __init__(
-        self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None
-    ) -> None:
-        self._backend = Backend(dsn, pool, schema, max_size=4)
+        self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None,
+        prepare: bool = True, listen_dsn: str | None = None,
+    ) -> None:  # fmt: skip
+        self._backend = Backend(dsn, pool, schema, max_size=4, prepare=prepare, listen_dsn=listen_dsn)
         self._ops_clock = check_clock(clock) if clock is not None else SystemClock()
 
     def _ops_store(self) -> Store:
@@ -44,9 +45,12 @@ class AsyncClient:
     implementation serves both (no async twin to keep in step)."""
 
     def __init__(
-        self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None
-    ) -> None:
-        self._client = Client(dsn, pool=pool, schema=schema, clock=clock)
+        self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None,
+        prepare: bool = True, listen_dsn: str | None = None,
+    ) -> None:  # fmt: skip
+        self._client = Client(
+            dsn, pool=pool, schema=schema, clock=clock, prepare=prepare, listen_dsn=listen_dsn
+        )
 
     async def start_workflow(
         self, workflow: Any, input: Any = None, *, resource_id: str | None = None,

@@ -29,10 +29,13 @@ class Engine(Operations):
     def __init__(
         self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (), concurrency: int = 10,
         schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s", clock: Any = None,
+        prepare: bool = True, listen_dsn: str | None = None,
     ) -> None:  # fmt: skip
         check_int(concurrency, "concurrency", 1, MAX_CONCURRENCY)
         workflows = check_workflows(workflows)
-        self._backend = Backend(dsn, pool, schema, max_size=concurrency + 4)
+        self._backend = Backend(
+            dsn, pool, schema, max_size=concurrency + 4, prepare=prepare, listen_dsn=listen_dsn
+        )
         self._ops_clock = check_clock(clock) if clock is not None else SystemClock()
         self.settings = Settings(
             check_duration(lease, "lease"), check_duration(min_poll_interval, "min_poll_interval")
