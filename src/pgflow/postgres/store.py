@@ -19,6 +19,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
 from pgflow import serde
 from pgflow import transitions as tr
@@ -79,9 +80,12 @@ class PostgresStore:
 
     # plumbing ---------------------------------------------------------------------------------------
 
-    def _run(self, op: str, fn: Callable[[Conn], T], *, autocommit: bool = False) -> T:
-        """``fn`` on a pooled connection; deadlocks are retried, psycopg errors become StorageError."""
+    def _run(self, op: str, fn: Callable[[Conn], T], *, autocommit: bool = False, read: bool = False) -> T:
+        """``fn`` on a pooled connection; deadlocks are retried, psycopg errors become StorageError.
+        A ``read`` that fails on a broken connection (a server restart, a failover) is retried once, on
+        another connection: writing twice could double an effect, reading twice cannot."""
         failure: BaseException | None = None
+        retried_read = not read
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._pool.connection() as conn:
@@ -89,6 +93,10 @@ class PostgresStore:
                         return fn(conn)
                     with _mode(conn, autocommit):
                         return fn(conn)
+            except psycopg.OperationalError as exc:
+                if retried_read or isinstance(exc, PoolTimeout):
+                    raise StorageError(f"{op} failed on schema {self.schema!r}: {exc}") from exc
+                retried_read = True
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
                     raise StorageError(
@@ -119,13 +127,14 @@ class PostgresStore:
 
         return self._run(op, run, autocommit=pipeline)
 
-    def _query(self, op: str, name: str, **params: Any) -> list[dict[str, Any]]:
-        """One autocommit statement (one round trip)."""
+    def _query(self, op: str, name: str, *, read: bool = False, **params: Any) -> list[dict[str, Any]]:
+        """One autocommit statement (one round trip); ``read``: it writes nothing (retried once on a
+        broken connection)."""
 
         def run(conn: Conn) -> list[dict[str, Any]]:
             return conn.cursor(row_factory=dict_row).execute(self._q[name], params).fetchall()
 
-        return self._run(op, run, autocommit=True)
+        return self._run(op, run, autocommit=True, read=read)
 
     def _listen_connection(self) -> psycopg.Connection[object]:
         """A connection of its own (not from the pool) for LISTEN: to ``listen_dsn`` when given (a
@@ -190,11 +199,11 @@ class PostgresStore:
         )
 
     def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
-        found = self._query("workflow_settings", "workflow_settings", id=workflow_id)
+        found = self._query("workflow_settings", "workflow_settings", read=True, id=workflow_id)
         return dict(found[0]["settings"]) if found else None
 
     def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None:
-        found = self._query("workflow_steps", "workflow_steps", id=workflow_id)
+        found = self._query("workflow_steps", "workflow_steps", read=True, id=workflow_id)
         if not found:
             return None
         return tuple(serde.converter.structure(found[0]["steps"], list[StepInfo]))
@@ -209,9 +218,9 @@ class PostgresStore:
         if self._query("start_run", "start_run", **params):
             return row, True
         if new.idempotency_key is not None:
-            found = self._query("start_run", "run_by_key", key=new.idempotency_key)
+            found = self._query("start_run", "run_by_key", read=True, key=new.idempotency_key)
         else:
-            found = self._query("start_run", "get_run", id=new.id)
+            found = self._query("start_run", "get_run", read=True, id=new.id)
         if not found:
             raise StorageError(f"run {new.id} could not be inserted and no conflicting run was found")
         existing = run_from(found[0])
@@ -228,15 +237,17 @@ class PostgresStore:
                 raise RunNotFoundError(not_found_message(run_id, resource_id))
             return row, [step_from(r) for r in records]
 
-        return self._run("get", run, autocommit=True)
+        return self._run("get", run, autocommit=True, read=True)
 
     def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
-        return self._run("list_runs", lambda conn: list_runs(conn, self._q, query), autocommit=True)
+        return self._run(
+            "list_runs", lambda conn: list_runs(conn, self._q, query), autocommit=True, read=True
+        )
 
     def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         found: dict[str, list[StepRecord]] = {rid: [] for rid in run_ids}
         if run_ids:
-            for r in self._query("timelines", "steps_of_runs", run_ids=list(run_ids)):
+            for r in self._query("timelines", "steps_of_runs", read=True, run_ids=list(run_ids)):
                 found[r["run_id"]].append(step_from(r))
         return found
 
@@ -316,7 +327,7 @@ class PostgresStore:
                 return None
             return _claimed(row, step_rows, mail_rows)
 
-        return self._run("reload", run, autocommit=True)
+        return self._run("reload", run, autocommit=True, read=True)
 
     def commit(
         self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
@@ -412,7 +423,7 @@ class PostgresStore:
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
         if not workflow_ids:
             return None
-        found = self._query("next_due", "next_due", workflow_ids=list(workflow_ids))
+        found = self._query("next_due", "next_due", read=True, workflow_ids=list(workflow_ids))
         due = found[0]["due"] if found else None
         return None if due is None else pendulum.instance(due).in_timezone("UTC")
 
@@ -420,13 +431,13 @@ class PostgresStore:
 
     def mailbox(self, run_id: str) -> list[Event]:
         """The run's unconsumed events, oldest first (as ``MemoryStore.mailbox``)."""
-        return [event_from(r) for r in self._query("mailbox", "mailbox_of_runs", run_ids=[run_id])]
+        return [event_from(r) for r in self._query("mailbox", "mailbox_of_runs", read=True, run_ids=[run_id])]
 
     def consumed_events(self, run_id: str) -> dict[int, str]:
         """Consumed event id -> the step that consumed it (as ``MemoryStore.consumed_events``)."""
         return {
             r["id"]: r["consumed_by_step"]
-            for r in self._query("consumed_events", "consumed_events", run_id=run_id)
+            for r in self._query("consumed_events", "consumed_events", read=True, run_id=run_id)
         }
 
     # waiting for changes ------------------------------------------------------------------------------
@@ -454,11 +465,14 @@ class PostgresStore:
 
     def count_runs(self, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
         return self._run(
-            "count_runs", lambda conn: count_runs(conn, self._q, workflow_id, resource_id), autocommit=True
+            "count_runs",
+            lambda conn: count_runs(conn, self._q, workflow_id, resource_id),
+            autocommit=True,
+            read=True,
         )
 
     def list_workflows(self) -> list[WorkflowInfo]:
-        return [_workflow_info(r) for r in self._query("list_workflows", "list_workflows")]
+        return [_workflow_info(r) for r in self._query("list_workflows", "list_workflows", read=True)]
 
     def run_mailbox(self, run_id: str, resource_id: str | None) -> list[Event]:
         read = ("mailbox_of_runs", {"run_ids": [run_id]})
@@ -482,7 +496,7 @@ class PostgresStore:
                 raise RunNotFoundError(not_found_message(run_id, resource_id))
             return rows
 
-        return self._run(op, run, autocommit=True)
+        return self._run(op, run, autocommit=True, read=True)
 
 
 @contextlib.contextmanager
