@@ -14,7 +14,7 @@ LAYERS = {
     "core": {"serde", "validation", "definition", "static_steps", "static_checks", "step_records", "replay"},
     "port": {"store", "transitions", "run_rules", "memory"},
     "adapters": {"postgres"},
-    "runtime": {"protocol", "processor", "execution", "worker", "operations", "engine", "client"},
+    "runtime": {"protocol", "processor", "execution", "threads", "worker", "operations", "engine", "client"},
     "edges": {"testing", "cli", "cli_render", "demo", "backend", "__init__", "__main__", "dashboard"},
 }
 ORDER = list(LAYERS)

@@ -483,7 +483,7 @@ def cmd_worker(opts: Options) -> int:
             ", ".join(sorted(engine.workflows)) or "nothing",
         )
         # run_worker() replaces our SIGTERM handler with its own graceful one (and restores ours after)
-        engine.run_worker()
+        engine.run_worker(shutdown_timeout=args.shutdown_timeout or "30s")
     except (_Terminated, KeyboardInterrupt):
         log.info("interrupted while starting")
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import types
@@ -21,6 +22,8 @@ from .store import RunRow, Store
 from .worker import Worker
 
 __all__ = ["MAX_CONCURRENCY", "Engine"]
+
+log = logging.getLogger("pgflow.worker")
 
 MAX_CONCURRENCY = 10_000  # worker threads of one engine; far beyond what one process can use
 
@@ -44,6 +47,7 @@ class Engine(Operations):
         self._workflows: dict[str, Workflow] = {}
         self._lock = threading.RLock()
         self._worker: Worker | None = None
+        self._stopping_worker: Worker | None = None
         self._caller = StepCaller()
         self._stopped = threading.Event()
         for wf in workflows:
@@ -119,33 +123,66 @@ class Engine(Operations):
                 self._worker.start()
         return self
 
-    def run_worker(self) -> None:
-        """Run workers in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+    def run_worker(self, *, shutdown_timeout: Any = "30s") -> None:
+        """Run workers in the foreground until SIGINT/SIGTERM, then stop gracefully: in-flight steps
+        get up to ``shutdown_timeout`` to finish; a second signal stops at once."""
+        seconds = _stop_seconds(shutdown_timeout, "shutdown_timeout")
         self.start(worker=True)
+        stop_asked = threading.Event()
+        signals: list[int] = []
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            signals.append(signum)
+            if len(signals) > 1:
+                self._abort_stop()  # the second signal: stop waiting for in-flight steps
+            stop_asked.set()
+
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: self._stopped.set())
+                previous[sig] = signal.signal(sig, on_signal)
         try:
-            while not self._stopped.wait(0.5):
+            while not stop_asked.wait(0.5) and not self._stopped.is_set():
                 pass
+            if signals:
+                log.info("received %s: stopping gracefully (up to %gs for in-flight steps); "
+                         "send it again to stop at once", signal.Signals(signals[0]).name, seconds)  # fmt: skip
+            self.stop(seconds)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.stop()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish in-flight steps (bounded by ``timeout``), release leases, close the pool."""
+    def _abort_stop(self) -> None:
+        with self._lock:
+            worker = self._worker or self._stopping_worker
+        if worker is not None:
+            worker.abort()
+
+    def stop(self, timeout: Any = "30s") -> None:
+        """Finish in-flight steps (for at most ``timeout``, a duration), release their runs, close the
+        pool. A step still running then is abandoned and its run left to its lease."""
+        seconds = _stop_seconds(timeout, "timeout")
         with self._lock:
             worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.stop(timeout)
-        self._stopped.set()
-        self._caller.close()
-        self._backend.close()
+            self._stopping_worker = worker
+        try:
+            if worker is not None:
+                worker.stop(seconds)
+        finally:
+            self._stopping_worker = None
+            self._stopped.set()
+            self._caller.close()
+            self._backend.close()
 
     def __enter__(self) -> Engine:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_seconds(value: Any, name: str) -> float:
+    """A stop timeout in seconds: a duration (``"30s"``, ``timedelta``, a number), zero allowed."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return check_duration(value, name).total_seconds()

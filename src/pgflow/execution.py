@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import StepTimeoutError
+from .threads import call_in_thread
 
 
 class StepCaller:
@@ -37,9 +38,7 @@ class StepCaller:
             if inspect.isawaitable(result):
                 return self._await(result, None, what)
             return result
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgflow-step")
-        future = pool.submit(fn, *args)
-        pool.shutdown(wait=False)  # an abandoned thread finishes on its own; its result is discarded
+        future = call_in_thread(fn, *args, name="pgflow-step")  # abandoned on expiry: result discarded
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

@@ -8,7 +8,6 @@ through a :class:`~pgflow.execution.StepCaller` (several at once, for an ``All``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -33,6 +32,7 @@ from .protocol import (
     Returned,
 )
 from .store import Claimed, Store
+from .threads import map_in_threads
 
 __all__ = ["Crash", "Faults", "RunProcessor", "Settings", "drive"]
 
@@ -119,8 +119,7 @@ class RunProcessor:
         """One call in this thread; several (an ``All``) concurrently, each on its own thread."""
         if len(calls) == 1:
             return [self._call_one(calls[0])]
-        with ThreadPoolExecutor(len(calls), thread_name_prefix="pgflow-all") as pool:
-            return list(pool.map(self._call_one, calls))
+        return map_in_threads(self._call_one, calls, name="pgflow-all")
 
     def _plan_child(self, workflow: Any) -> ChildPlan:
         target = self.resolve(workflow) if self.resolve else workflow

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .definition import Workflow
@@ -22,9 +21,11 @@ from .errors import StorageError
 from .logs import run_extra
 from .processor import RunProcessor, Settings
 from .store import Claimed, Lease
+from .threads import DaemonPool
 
 log = logging.getLogger("pgflow.worker")
 FALLBACK_POLL = 1.0  # seconds: bound on latency when a notification is lost
+DISPATCH_RETRY = 0.5  # seconds between claims while the database fails
 
 
 class Worker:
@@ -47,7 +48,8 @@ class Worker:
         self._claiming = 0  # claims in flight: what they return becomes active (see _busy)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pgflow-worker")
+        self._abort = threading.Event()  # a second signal: stop waiting for in-flight steps
+        self._pool = DaemonPool(concurrency, "pgflow-worker")
 
     def start(self) -> None:
         self.store.listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
@@ -67,24 +69,41 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         """In-flight steps finish and are recorded, their runs are released, nothing new starts.
 
-        Bounded by ``timeout``: a step still running then is abandoned; its run is taken over by
-        another worker when the lease (no longer renewed) expires."""
+        Bounded by ``timeout`` (and cut short by :meth:`abort`): a step still running then is
+        abandoned (its thread is a daemon: it does not hold the process); its run is taken over by
+        another worker when the lease, no longer renewed, expires."""
         deadline = time.monotonic() + timeout
         self.stopping.set()
         self._wake.set()
         for dispatcher in self._threads[:1]:
             dispatcher.join(timeout)  # it hands what its last claim returned to the pool, then exits
-        self._pool.shutdown(wait=False)  # queued runs still start, see `stopping` and release at once
-        while self._busy() and time.monotonic() < deadline:
+        self._pool.shutdown()  # queued runs still start, see `stopping` and release at once
+        self._say_what_stop_waits_for(timeout)
+        while self._busy() and time.monotonic() < deadline and not self._abort.is_set():
             time.sleep(0.01)  # heartbeats keep the leases of in-flight runs alive meanwhile
         self._stopped.set()
         for thread in self._threads[1:]:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, min(1.0, deadline - time.monotonic())))
         if self._busy():
-            log.warning(
-                "pgflow worker %s stopped with runs still executing: %s", self.owner, sorted(self._active)
-            )
+            with self._lock:
+                left = sorted(self._active)
+            log.warning("pgflow worker %s stopped with %d run(s) still executing a step, left to their "
+                        "lease: %s", self.owner, len(left), ", ".join(left))  # fmt: skip
         log.info("pgflow worker %s stopped", self.owner)
+
+    def abort(self) -> None:
+        """Stop waiting for in-flight steps: :meth:`stop` returns at once (their runs are left to
+        their leases)."""
+        self._abort.set()
+
+    def _say_what_stop_waits_for(self, timeout: float) -> None:
+        with self._lock:
+            running = sorted(self._active)
+        if running:
+            log.info("pgflow worker %s stopping: waiting up to %gs for %d run(s) executing a step: %s",
+                     self.owner, timeout, len(running), ", ".join(running))  # fmt: skip
+        else:
+            log.info("pgflow worker %s stopping: no step is executing", self.owner)
 
     def _busy(self) -> bool:
         with self._lock:
@@ -117,9 +136,12 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 self._dispatch_once()
+            except StorageError as exc:  # the database is away: try again soon (resume within 2 s)
+                log.warning("pgflow dispatcher: %s (retrying in %g s)", exc, DISPATCH_RETRY)
+                self.stopping.wait(DISPATCH_RETRY)
             except Exception:
-                log.exception("pgflow dispatcher error (retrying in 1 s)")
-                self.stopping.wait(1.0)
+                log.exception("pgflow dispatcher error (retrying in %g s)", DISPATCH_RETRY)
+                self.stopping.wait(DISPATCH_RETRY)
 
     def _dispatch_once(self) -> None:
         free = self._free()
@@ -167,8 +189,7 @@ class Worker:
                 try:
                     self.processor.process(current)
                 except StorageError as exc:  # anything else already failed the run (no poison runs)
-                    log.warning("run %s: the database failed (%s); the run is taken over when its lease "
-                                "expires", current.run.id, exc, extra=run_extra(current.run))  # fmt: skip
+                    self._storage_failed(current, exc)
                 except Exception:
                     log.exception("run %s: unexpected error in the worker; the run is taken over when its "
                                   "lease expires", current.run.id, extra=run_extra(current.run))  # fmt: skip
@@ -182,10 +203,23 @@ class Worker:
             if saturated:
                 self._wake.set()  # a slot is free: the waiting dispatcher looks for work again
 
+    def _storage_failed(self, item: Claimed, exc: StorageError) -> None:
+        """The database failed while a run was handled; after a stop that gave up on the run, that is
+        only its late commit meeting the closed pool (expected: the run is left to its lease)."""
+        if self._stopped.is_set():
+            log.debug("run %s: its step finished after the worker stopped; left to its lease",
+                      item.run.id, extra=run_extra(item.run))  # fmt: skip
+            return
+        log.warning("run %s: the database failed (%s); the run is taken over when its lease expires",
+                    item.run.id, exc, extra=run_extra(item.run))  # fmt: skip
+
     def _claim_next(self) -> Claimed | None:
         """Stay busy without a trip through the dispatcher; on a database error, leave it the work."""
         try:
             more = self._claim(1)
+        except StorageError as exc:
+            log.warning("pgflow: claiming the next run failed (%s); the dispatcher will retry", exc)
+            return None
         except Exception:
             log.exception("pgflow: claiming the next run failed; the dispatcher will retry")
             return None
