@@ -21,6 +21,7 @@ from pgflow import (
     Child,
     Delay,
     InvalidStateError,
+    Poll,
     Retry,
     Run,
     WaitFor,
@@ -70,12 +71,15 @@ def flaky(ctx: Any) -> Flow:
     return "never"
 
 
-@workflow("abc")
-def abc(ctx: Any) -> Flow:
+def three_steps(ctx: Any) -> Flow:
     out = []
     for sid in ("a", "b", "c"):
         out.append((yield Run(sid, counted, sid)))
     return out
+
+
+abc = workflow("abc")(three_steps)
+abc_timed = workflow("abc-timed", timeout="1h")(three_steps)
 
 
 @workflow("deadline-then-step")
@@ -124,6 +128,16 @@ def child_and_timer(ctx: Any) -> Flow:
     return got
 
 
+def nothing() -> None:
+    CALLS["poll"] += 1
+
+
+@workflow("event-and-poll")
+def event_and_poll(ctx: Any) -> Flow:
+    got, _ = yield All(WaitFor("w", event="go"), Poll("p", nothing, interval="1m"))
+    return got
+
+
 @workflow("fails-before-first-yield", retries=1)
 def fails_before_first_yield(ctx: Any) -> Flow:
     missing = ctx.input["nope"]  # KeyError before any step
@@ -147,7 +161,7 @@ def raises_non_retryable(ctx: Any) -> Flow:
     raise getattr(pgflow, ctx.input)(f"workflow code raised {ctx.input}")
 
 
-ALL = [awaiter, napper, one_step, flaky, abc, deadline_then_step, kid, broken_kid, parent, skipping_parent,
+ALL = [awaiter, napper, one_step, flaky, abc, abc_timed, event_and_poll, deadline_then_step, kid, broken_kid, parent, skipping_parent,
        careless_parent, twins, child_and_timer, fails_before_first_yield, raises_non_retryable]  # fmt: skip
 
 
@@ -330,6 +344,18 @@ def test_a_held_run_does_not_execute_after_its_dead_workers_lease_expires(
     assert {"a": 1, "b": ran.get("b", 0) + 1, "c": 1} == CALLS
 
 
+def test_a_held_run_whose_dead_worker_lease_expired_still_times_out(h: Harness) -> None:
+    """A held run taken back from a dead worker (and released at once) still fails at its timeout."""
+    h.crash_before("b")
+    run_id = started(h, abc_timed)
+    h.pause_workflow(run_id)
+    h.advance("31s")  # claimed after the lease expired, and given back: it is held
+    run = h.get_run(run_id)
+    assert (run.status, run.held) == ("paused", True) and CALLS == {"a": 1, "b": 1}
+    h.advance("2h")
+    assert timed_out(h.get_run(run_id), T0.add(hours=1)) and CALLS == {"a": 1, "b": 1}
+
+
 # ========================================================================================= failures
 
 
@@ -382,8 +408,9 @@ def test_cancelling_a_parent_with_two_live_children_cancels_both(h: Harness) -> 
     assert {h.get_run(k).status for k in kids} == {"cancelled"}
     timeline = h.get_run(parent_id).timeline
     for sid in ("a", "b"):
-        assert timeline[sid].status == "failed" and timeline[sid].error is not None
-        assert timeline[sid].error.type == "ChildFailedError" and "cancelled" in timeline[sid].error.message
+        error = timeline[sid].error
+        assert timeline[sid].status == "failed" and error is not None
+        assert error.type == "ChildFailedError" and "cancelled" in error.message
     for k in kids:
         with pytest.raises(InvalidStateError):
             h.trigger_event(k, "go")
@@ -419,7 +446,7 @@ def commit_hook(h: Harness, before: Callable[[Any], None]) -> None:
         before(batch)
         return original(lease, now, duration, batch, transaction)
 
-    h.store.commit = commit  # type: ignore[method-assign]
+    h.store.commit = commit  # type: ignore[method-assign,assignment]
 
 
 @pytest.mark.xfail(
@@ -442,6 +469,22 @@ def test_a_child_ending_while_its_parent_executes_wakes_the_parent(h: Harness) -
     h.advance("1h")
     assert fired and h.get_run(kid_id).status == "completed"
     assert h.get_run(parent_id).output == {"kid": {"n": 1}}
+
+
+@pytest.mark.xfail(
+    strict=True, reason="BUG held-all-timer: resume forgets the timers of an All's other steps"
+)
+def test_resuming_a_run_waiting_at_an_all_keeps_its_other_timers(h: Harness) -> None:
+    """SPEC §2/§4: after pause + resume, a run at All(WaitFor, Poll) keeps polling every interval
+    (today it only remembers the WaitFor: wake_at None, no poll until the event arrives)."""
+    run_id = started(h, event_and_poll)
+    h.advance("2m")
+    assert CALLS["poll"] == 3
+    h.pause_workflow(run_id)
+    h.resume_workflow(run_id)
+    assert h.get_run(run_id).wake_at == T0.add(minutes=3)
+    h.advance("2m")
+    assert CALLS["poll"] == 5
 
 
 @pytest.mark.xfail(

@@ -155,6 +155,8 @@ WOKEN = {"status": PENDING, "waiting": None, "due_at": NOW}  # ready at once
         pytest.param(backoff(), "go", BUMP, id="retry-backoff"),
         pytest.param(running(), "go", BUMP, id="running"),
         pytest.param(expired(), "go", BUMP, id="running-lease-expired"),
+        pytest.param(expired(waiting=WAITS["wait_for"]), "go", BUMP, id="running-lease-expired-past-a-wait_for"),
+        pytest.param(running(waiting=WAITS["wait_for"]), "go", BUMP, id="running-past-a-wait_for"),
         pytest.param(waiting("wait_for"), "go", BUMP | WOKEN, id="waiting-for-it"),
         pytest.param(waiting("wait_for+timeout"), "go", BUMP | WOKEN | {"wake_at": None}, id="waiting-for-it-with-timeout"),
         pytest.param(waiting("wait_for"), "other", BUMP, id="waiting-for-another-event"),
@@ -239,7 +241,11 @@ PAUSE_DONE = record("pause", "completed", completed_at=NOW)
                      id="held-in-backoff-timeout-first"),
         pytest.param(held(backoff(wake_at=EARLIER)), None, False, RESUMED | {"status": PENDING, "wake_at": None, "due_at": NOW},
                      None, id="held-backoff-over"),
+        pytest.param(held(backoff(wake_at=NOW)), None, False, RESUMED | {"status": PENDING, "wake_at": None, "due_at": NOW},
+                     None, id="held-backoff-over-exactly-now"),
         pytest.param(held(running()), None, False, RESUMED | {"status": RUNNING}, None, id="held-running"),
+        pytest.param(held(running(timeout_at=DEADLINE)), None, False, RESUMED | {"status": RUNNING, "due_at": None}, None,
+                     id="held-running-with-timeout-not-due-while-leased"),
         pytest.param(held(expired()), None, False, RESUMED | RELEASED | {"status": PENDING, "due_at": NOW}, None,
                      id="held-running-lease-expired"),
         *[pytest.param(held(waiting(k)), record(k), False, RESUMED | {"due_at": LATER}, None, id=f"held-at-{k}") for k in TIMED],
@@ -250,6 +256,9 @@ PAUSE_DONE = record("pause", "completed", completed_at=NOW)
         pytest.param(held(waiting("delay", waiting=Waiting("s", "delay", None, EARLIER), wake_at=EARLIER)), record("delay"),
                      False, RESUMED | {"status": PENDING, "waiting": None, "wake_at": None, "due_at": NOW}, None,
                      id="held-at-delay-that-fired-meanwhile"),
+        pytest.param(held(waiting("delay", waiting=Waiting("s", "delay", None, NOW), wake_at=NOW)), record("delay"),
+                     False, RESUMED | {"status": PENDING, "waiting": None, "wake_at": None, "due_at": NOW}, None,
+                     id="held-at-delay-firing-exactly-now"),
         pytest.param(held(waiting("wait_for")), record("wait_for"), False, RESUMED, None, id="held-at-wait_for"),
         pytest.param(held(waiting("wait_for", timeout_at=DEADLINE)), record("wait_for"), False, RESUMED, None,
                      id="held-at-wait_for-with-run-timeout"),
@@ -467,8 +476,9 @@ LIVE = Lease("r1", "w1", 1)
     ],
 )
 def test_check_lease_accepts(row: RunRow, lease: Lease) -> None:
-    """The holder of the current, unexpired lease may write."""
-    assert tr.check_lease(row, lease, NOW) is None
+    """The holder of the current, unexpired lease may write (check_lease returns without raising)."""
+    tr.check_lease(row, lease, NOW)
+    tr.check_lease(row, lease, NOW.subtract(seconds=10))  # earlier still fine
 
 
 @pytest.mark.parametrize(
@@ -488,9 +498,10 @@ def test_check_lease_accepts(row: RunRow, lease: Lease) -> None:
     ],
 )
 def test_check_lease_refuses(row: RunRow, lease: Lease) -> None:
-    """A stale token, another owner, an expiry at or before now, or an ended run: LeaseLost."""
-    with pytest.raises(tr.LeaseLost):
+    """A stale token, another owner, an expiry at or before now, or an ended run: LeaseLost (naming the run)."""
+    with pytest.raises(tr.LeaseLost) as info:
         tr.check_lease(row, lease, NOW)
+    assert info.value.args == ("r1",)
 
 
 # ================================================================================== apply_outcome
@@ -549,6 +560,8 @@ ERR2 = RunError("KeyError", "'k'", None, "b")
         pytest.param(running(), ReleaseRun(), LET_GO | {"status": PENDING, "due_at": NOW}, id="release"),
         pytest.param(held(running()), ReleaseRun(), LET_GO, id="release-held"),
         pytest.param(held(running(timeout_at=DEADLINE)), ReleaseRun(), LET_GO, id="release-held-due-at-timeout"),
+        pytest.param(attrs.evolve(held(running(timeout_at=DEADLINE)), due_at=None), ReleaseRun(),
+                     LET_GO | {"due_at": DEADLINE}, id="release-held-claimed-due-again-at-timeout"),
     ],
 )  # fmt: skip
 def test_apply_outcome(row: RunRow, outcome: RunOutcome, expected: dict[str, Any]) -> None:
@@ -568,8 +581,9 @@ def test_apply_outcome_without_a_step_keeps_the_current_step(outcome: RunOutcome
 @pytest.mark.parametrize(("loaded", "now"), [(0, 1), (2, 3), (3, 2)])
 def test_suspend_refused_when_the_mailbox_changed(loaded: int, now: int) -> None:
     """A suspend based on a mailbox older (or other) than the run's is refused with MailboxChanged."""
-    with pytest.raises(tr.MailboxChanged):
+    with pytest.raises(tr.MailboxChanged) as info:
         tr.apply_outcome(running(mailbox_seq=now), SuspendRun(EVENT_W, None, loaded), NOW, LEASE, "b")
+    assert info.value.args == ("r1",)
 
 
 # =================================================================================== is_claimable
