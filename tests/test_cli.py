@@ -143,7 +143,8 @@ def test_demo_text_narrates_the_run(db: list[str]) -> None:
 def test_worker_serves_module_workflows_and_stops_on_sigterm(
     tmp_path: Path, db: list[str], pg_dsn: str, pg_schema: str
 ) -> None:
-    """`pgflow worker MODULE` serves the module's workflows, logs runs, and exits 0 on SIGTERM."""
+    """`pgflow worker MODULE` serves the module's workflows, logs runs (at --log-level debug), and
+    exits 0 on SIGTERM."""
     (tmp_path / "tmpmod.py").write_text(
         textwrap.dedent(
             """
@@ -161,7 +162,7 @@ def test_worker_serves_module_workflows_and_stops_on_sigterm(
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PGFLOW_DATABASE_URL", "DATABASE_URL")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgflow", "worker", "tmpmod", *db],
+        [sys.executable, "-m", "pgflow", "worker", "tmpmod", "--log-level", "debug", *db],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -175,7 +176,7 @@ def test_worker_serves_module_workflows_and_stops_on_sigterm(
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "cli-adder" in err
-    assert run.id in err  # each run it executes is logged
+    assert run.id in err  # at DEBUG, each run it executes is logged
     assert "Traceback" not in err
 
 

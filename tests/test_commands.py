@@ -21,6 +21,7 @@ from pgflow import (
     WaitUntil,
 )
 from pgflow.commands import KIND_OF
+from pgflow.errors import InvalidArgumentError, InvalidDurationError
 
 
 def boom(*args: object) -> None:
@@ -125,13 +126,14 @@ def test_retry_parses_durations() -> None:
 
 
 def test_retry_rejects_bad_values() -> None:
-    """``max_attempts`` below 1, jitter outside 0–1 and bad durations are rejected."""
-    with pytest.raises(ValueError, match="max_attempts"):
+    """``max_attempts`` below 1, jitter outside 0–1 and bad durations are rejected, naming the argument."""
+    with pytest.raises(InvalidArgumentError, match="max_attempts"):
         Retry(max_attempts=0)
-    with pytest.raises(ValueError, match="jitter"):
+    with pytest.raises(InvalidArgumentError, match="jitter"):
         Retry(jitter=1.5)
-    with pytest.raises(ValueError, match="Invalid duration"):
+    with pytest.raises(InvalidDurationError, match="Invalid duration") as caught:
         Retry(initial="soon")
+    assert "initial" in str(caught.value)
 
 
 def test_retry_backoff_is_exponential_and_capped() -> None:

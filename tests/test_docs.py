@@ -27,7 +27,7 @@ DOC_FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 PAGES = [
     "index.md", "quickstart.md", "concepts.md", "steps.md", "events-and-timers.md",
     "client-and-workers.md", "testing.md", "configuration.md", "operations.md",
-    "migrating-from-pg-workflows.md", "api.md", "architecture.md",
+    "migrating-from-pg-workflows.md", "api.md", "errors.md", "architecture.md",
 ]  # fmt: skip
 
 NEEDS_POSTGRES = "<!-- needs-postgres -->"

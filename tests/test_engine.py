@@ -306,10 +306,14 @@ def test_engines_in_different_schemas_do_not_see_each_other(make_engine: Any, pg
 
 
 def test_engine_validation_of_concurrency_and_schema(pg_dsn: str) -> None:
-    with pytest.raises(pgflow.ConfigurationError):
+    """A concurrency below 1 or a schema name that is not an identifier is an InvalidArgumentError
+    naming the option; a dsn that is not a string is a ConfigurationError."""
+    with pytest.raises(pgflow.InvalidArgumentError, match="concurrency"):
         pgflow.Engine(pg_dsn, concurrency=0)
-    with pytest.raises(pgflow.ConfigurationError):
+    with pytest.raises(pgflow.InvalidArgumentError, match="schema"):
         pgflow.Engine(pg_dsn, schema="bad-schema; drop")
+    with pytest.raises(pgflow.ConfigurationError, match="dsn"):
+        pgflow.Engine(pg_dsn.encode())  # type: ignore[arg-type]
 
 
 # -- retries and timeouts -----------------------------------------------------------------------------------

@@ -245,21 +245,24 @@ def _counting_workflow(name: str, calls: dict[str, int]) -> pgflow.Workflow:
 
 
 def test_crash_before_leaves_step_unrecorded_until_lease_expiry(clock: SimClock) -> None:
-    """``crash_before``: the step runs but its outcome is lost; after the lease expires it runs again."""
+    """``crash_before``: the step runs but its outcome is lost (its record stays ``running``, as its
+    start was recorded); after the lease expires it runs again, and that attempt counts as the 2nd."""
     calls: dict[str, int] = {}
     wf = _counting_workflow("crash_before", calls)
     h = Harness(workflows=[wf], clock=clock, lease="30s")
     h.crash_before("b")
     run_id = started(h, wf)
     run = h.get_run(run_id)
-    assert run.status == "running" and list(run.timeline) == ["a"] and calls == {"a": 1, "b": 1}
+    assert run.status == "running" and list(run.timeline) == ["a", "b"] and calls == {"a": 1, "b": 1}
+    assert run.timeline["b"].status == "running" and run.timeline["b"].attempts == 1
+    assert run.current_step_id == "b"
     h.advance("29s")
     assert h.get_run(run_id).status == "running" and calls["b"] == 1
     h.advance("1s")
     run = h.get_run(run_id)
     assert run.status == "completed" and run.output == ["a", "b", "c"]
     assert calls == {"a": 1, "b": 2, "c": 1}  # at least once: b re-ran, a (recorded) did not
-    assert run.timeline["b"].attempts == 1
+    assert run.timeline["b"].attempts == 2
 
 
 def test_crash_after_does_not_rerun_recorded_step(clock: SimClock) -> None:
@@ -270,7 +273,9 @@ def test_crash_after_does_not_rerun_recorded_step(clock: SimClock) -> None:
     h.crash_after("b")
     run_id = started(h, wf)
     run = h.get_run(run_id)
-    assert run.status == "running" and list(run.timeline) == ["a", "b"] and "c" not in calls
+    assert run.status == "running" and run.timeline["b"].status == "completed" and "c" not in calls
+    # b's outcome went out with c's start, in one statement: c is recorded as starting, not run yet
+    assert run.timeline["c"].status == "running" and run.timeline["c"].attempts == 1
     run = h.run_until_complete(run_id)
     assert run.output == ["a", "b", "c"] and calls == {"a": 1, "b": 1, "c": 1}
     assert clock.now() == T0.add(seconds=30)
@@ -284,7 +289,7 @@ def test_crash_is_one_shot(clock: SimClock) -> None:
     h = Harness(workflows=[wf], clock=clock, lease="5s")
     h.crash_before("a")
     run_id = started(h, wf)
-    assert h.get_run(run_id).timeline == {} and calls == {"a": 1}
+    assert h.get_run(run_id).timeline["a"].status == "running" and calls == {"a": 1}
     h.advance("5s")
     assert h.get_run(run_id).status == "completed" and calls == {"a": 2, "b": 1, "c": 1}
 

@@ -10,11 +10,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "pgflow"
 
 LAYERS = {
-    "values": {"errors", "arguments", "durations", "clock", "commands", "records"},
-    "core": {"serde", "validation", "definition", "static_steps", "replay"},
-    "port": {"store", "transitions", "memory"},
+    "values": {"errors", "arguments", "durations", "clock", "commands", "records", "logs"},
+    "core": {"serde", "validation", "definition", "static_steps", "step_records", "replay"},
+    "port": {"store", "transitions", "run_rules", "memory"},
     "adapters": {"postgres"},
-    "runtime": {"processor", "execution", "worker", "operations", "engine", "client", "watch"},
+    "runtime": {"protocol", "processor", "execution", "worker", "operations", "engine", "client", "watch"},
     "edges": {"testing", "cli", "cli_render", "demo", "backend", "__init__", "__main__"},
 }
 ORDER = list(LAYERS)

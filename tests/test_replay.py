@@ -158,6 +158,8 @@ def test_logger_records_carry_ids(clock: SimClock, caplog: pytest.LogCaptureFixt
         run_id = start(h, wf)
     (rec,) = [r for r in caplog.records if r.getMessage() == "hello"]
     assert (rec.run_id, rec.workflow_id, rec.step_id) == (run_id, "logging-ids", "a")  # type: ignore[attr-defined]
+    pgflow_ids = (rec.pgflow_run_id, rec.pgflow_workflow_id, rec.pgflow_step_id, rec.pgflow_attempt)  # type: ignore[attr-defined]
+    assert pgflow_ids == (run_id, "logging-ids", "a", 1)
 
 
 # ========================================================================================== Run
@@ -1369,21 +1371,32 @@ def test_run_datetime_result_with_annotation(clock: SimClock) -> None:
 
 
 @pytest.mark.parametrize(
-    "command",
-    [Delay("d", "soon"), WaitFor("w", event="", timeout="1h"), WaitFor("w", event="go", timeout="-5s")],
-    ids=["bad-duration", "empty-event", "negative-timeout"],
+    ("build", "argument"),
+    [
+        (lambda: Delay("d", "soon"), "duration"),
+        (lambda: WaitFor("w", event="", timeout="1h"), "event"),
+        (lambda: WaitFor("w", event="go", timeout="-5s"), "timeout"),
+        (lambda: Delay("d", "100000000 weeks"), "duration"),
+        (lambda: Run("r", 5), "fn"),
+    ],
+    ids=["bad-duration", "empty-event", "negative-timeout", "overflowing-duration", "fn-not-callable"],
 )
-def test_invalid_command_arguments_fail_the_run(clock: SimClock, command: Any) -> None:
-    """A bad duration or event name fails the run with WorkflowDefinitionError, not retried."""
+def test_invalid_command_arguments_fail_the_run(clock: SimClock, build: Any, argument: str) -> None:
+    """A command built with a bad argument inside a workflow fails the run with
+    WorkflowDefinitionError naming the argument, not retried, and runs nothing after it."""
+    after: list[str] = []
 
     @workflow("bad-args", retries=2)
     def wf(ctx: Any) -> Flow:
-        yield command
+        yield Run("before", lambda: 1)
+        yield build()
+        after.append("ran")
 
     h = harness(clock, wf)
     run = h.run_until_complete(h.start_workflow(wf).id)
-    assert run.status == "failed" and run.retry_count == 0
+    assert run.status == "failed" and run.retry_count == 0 and after == []
     assert run.error is not None and run.error.type == "WorkflowDefinitionError"
+    assert argument in run.error.message and run.timeline["before"].status == "completed"
 
 
 def test_workflow_finally_block_runs_when_generator_is_discarded(clock: SimClock) -> None:

@@ -422,3 +422,37 @@ no indentation here
         yield Run("local-step", work, text)
 
     assert ids(local) == ["local-step"]
+
+
+@pytest.mark.parametrize(
+    ("source_id", "problem"),
+    [
+        ('"a\\x00b"', "NUL"),
+        ('"a\\ud800"', "lone surrogates"),
+        ('""', "empty"),
+        ('"' + "x" * 300 + '"', "300 characters"),
+    ],
+)
+def test_a_bad_literal_step_id_is_refused_at_decoration_naming_its_line(
+    tmp_path: Any, source_id: str, problem: str
+) -> None:
+    """A literal step id the database cannot store is a WorkflowDefinitionError at decoration that
+    names the function and the line."""
+    module = tmp_path / "bad_ids.py"
+    module.write_text(
+        "from pgflow import Run, workflow\n\n\n"
+        "def flow(ctx):\n"
+        '    yield Run("fine", print)\n'
+        f"    yield Run({source_id}, print)\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    import linecache
+
+    linecache.checkcache(str(module))
+    from pgflow import workflow
+
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        workflow("bad-ids")(namespace["flow"])
+    message = str(caught.value)
+    assert "'flow', line 6" in message and problem in message and len(message) < 400

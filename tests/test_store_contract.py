@@ -384,6 +384,51 @@ def test_pause_while_running_reports_held(store: Store) -> None:
     assert claim_one(store, sec(4)).run.status == RunStatus.RUNNING
 
 
+def test_running_record_marks_the_current_step(store: Store) -> None:
+    """A batch's running record is stored as is and names the run's current step (the first one
+    starting); its outcome later replaces it in place, keeping its seq."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    done_a = rec("a", seq=1)
+    starting = (rec("b", "running", seq=2, attempts=1), rec("c", "running", seq=3, attempts=1))
+    assert store.commit(c.lease, sec(1), LEASE, Batch((done_a, *starting))).ok
+    row, steps = store.get("r1", None)
+    assert row.current_step_id == "b" and [(s.step_id, s.status, s.seq) for s in steps] == [
+        ("a", "completed", 1), ("b", "running", 2), ("c", "running", 3),
+    ]  # fmt: skip
+    assert store.commit(c.lease, sec(2), LEASE, Batch((rec("c", seq=3, output=7),))).ok
+    row, steps = store.get("r1", None)
+    assert [(s.step_id, s.status) for s in steps] == [
+        ("a", "completed"),
+        ("b", "running"),
+        ("c", "completed"),
+    ]
+    assert row.current_step_id == "c"
+
+
+def test_a_held_run_takes_no_running_records(store: Store) -> None:
+    """Paused while a step ran: that step's outcome is recorded, but the step about to start is not
+    (nothing further runs), and the run stays at the step that finished."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert store.commit(c.lease, sec(1), LEASE, Batch((rec("a", "running", seq=1),))).ok
+    store.change("r1", None, "pause", None, sec(2))
+    result = store.commit(c.lease, sec(3), LEASE, Batch((rec("a", seq=1), rec("b", "running", seq=2))))
+    assert result.ok and result.held
+    row, steps = store.get("r1", None)
+    assert [(s.step_id, s.status) for s in steps] == [("a", "completed")] and row.current_step_id == "a"
+
+
+def test_steps_are_listed_in_seq_order(store: Store) -> None:
+    """A run's records come back in their seq order, whatever order they were written in."""
+    store.start_run(new("r1"))
+    c = claim_one(store)
+    assert store.commit(c.lease, sec(1), LEASE, Batch((rec("late", seq=3), rec("first", seq=1)))).ok
+    assert store.commit(c.lease, sec(2), LEASE, Batch((rec("middle", seq=2),))).ok
+    assert [s.step_id for s in store.get("r1", None)[1]] == ["first", "middle", "late"]
+    assert [s.step_id for s in store.timelines(["r1"])["r1"]] == ["first", "middle", "late"]
+
+
 # -- events and client actions ------------------------------------------------------------------------
 
 
@@ -591,6 +636,35 @@ def test_list_runs_unknown_cursor(store: Store) -> None:
         store.list_runs(RunQuery(ending_before="nope"))
 
 
+@pytest.mark.parametrize("cursor_side", ["starting_after", "ending_before"])
+def test_a_cursor_cannot_probe_another_tenant(store: Store, cursor_side: str) -> None:
+    """With resource_id, a cursor naming another resource's run (or a run of none) raises exactly the
+    error of an unknown cursor, so a tenant cannot learn that the run exists."""
+    store.start_run(new("a1", resource="A"))
+    store.start_run(new("n1"))
+    store.start_run(new("b1", resource="B", now=sec(1)))
+    messages = []
+    for cursor in ("a1", "n1", "no-such-run"):
+        with pytest.raises(InvalidArgumentError) as caught:
+            store.list_runs(RunQuery(resource_id="B", **{cursor_side: cursor}))
+        messages.append(str(caught.value).replace(repr(cursor), "<cursor>"))
+    assert len(set(messages)) == 1
+    assert store.list_runs(RunQuery(resource_id="B", **{cursor_side: "b1"}))[0] == []  # its own works
+
+
+def test_an_expired_lease_is_claimed_before_a_backlog_of_due_runs(store: Store) -> None:
+    """A run whose lease expired (its worker died) is claimed ahead of runs merely due, even ones
+    due long before: a takeover never waits behind the backlog."""
+    store.start_run(new("crashed", now=sec(50)))
+    dead = claim_one(store, sec(50), "dead-worker")
+    for i in range(5):
+        store.start_run(new(f"backlog-{i}", now=sec(i)))  # due since 0-4 s, before the crashed run
+    first = store.claim("w2", [WF], sec(50) + LEASE, LEASE, 1)
+    assert [c.run.id for c in first] == ["crashed"] and first[0].lease.token == dead.lease.token + 1
+    rest = store.claim("w2", [WF], sec(50) + LEASE, LEASE, 10)
+    assert [c.run.id for c in rest] == [f"backlog-{i}" for i in range(5)]
+
+
 def test_next_due(store: Store) -> None:
     """next_due is the earliest due time or lease expiry among live runs of the given workflows."""
     assert store.next_due([WF]) is None
@@ -664,7 +738,7 @@ def test_transaction_commits_with_the_step(pg: PostgresStore) -> None:
     """A Transaction step's writes and its completed record commit together."""
     pg.start_run(new("r1"))
     c = claim_one(pg)
-    base = rec("t", "waiting", "transaction", attempts=0)
+    base = rec("t", "running", "transaction", attempts=1)  # the step's running record
     result = pg.commit(
         c.lease, sec(1), LEASE, Batch((rec("s0"),)), transaction=(_Tx("t", _insert(pg.schema), 7), base)
     )

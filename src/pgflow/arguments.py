@@ -7,22 +7,33 @@ gets a named :class:`~pgflow.errors.PgflowError` whose message names the argumen
 
 from __future__ import annotations
 
+import itertools
+import math
 import reprlib
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import pendulum
 
 from pgflow.errors import InvalidArgumentError, InvalidDurationError, PgflowError
+from pgflow.records import RunStatus
 
 __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "MAX_ID",
     "MAX_SHOWN",
+    "MAX_SPAN",
     "add_time",
+    "check_callable",
+    "check_clock",
     "check_id",
     "check_int",
+    "check_number",
     "check_optional_id",
+    "check_statuses",
+    "clip",
     "escape_text",
     "id_problem",
     "shown",
@@ -32,6 +43,9 @@ MAX_ID = 256
 MAX_SHOWN = 200
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+MAX_SPAN = datetime.max - datetime.min
+"""The longest span that can be added to any time at all; a longer duration always overflows."""
+MAX_STATUSES = 100  # a statuses/until collection longer than this is a mistake (there are 6 statuses)
 
 _repr = reprlib.Repr()
 _repr.maxstring = 120
@@ -51,6 +65,13 @@ def shown(value: object) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
+def clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """Free text for an error message (e.g. another exception's message): escaped, at most ``limit``
+    characters."""
+    text = escape_text(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def escape_text(text: str) -> str:
     """``text`` with NUL and lone surrogates escaped as ``repr`` shows them (``\\x00``, ``\\ud800``),
     so PostgreSQL can store it (text and jsonb refuse both)."""
@@ -63,26 +84,29 @@ def id_problem(value: object) -> str | None:
     """Why ``value`` is not a valid id (a non-empty str of at most 256 characters, without NUL or
     lone surrogates), or None when it is one."""
     if not isinstance(value, str):
-        return f"must be a str, got {type(value).__name__}"
+        return f"got {type(value).__name__}"
     if not value:
-        return "must not be empty"
+        return "got an empty string"
     if len(value) > MAX_ID:
-        return f"must be at most {MAX_ID} characters, got {len(value)}"
+        return f"got {len(value)} characters"
     if "\x00" in value:
-        return "must not contain NUL (\\x00)"
+        return "got a NUL character (\\x00)"
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return "must not contain lone surrogates (it is not valid UTF-8)"
+            return "got a lone surrogate (not valid UTF-8)"
     return None
 
 
 def check_id(value: object, name: str, error: type[PgflowError] = InvalidArgumentError) -> str:
-    """``value`` as an id, else ``error`` naming ``name`` and showing the value."""
+    """``value`` as an id, else ``error`` naming ``name``, saying why and showing the value."""
     problem = id_problem(value)
     if problem is not None:
-        raise error(f"{name} {problem}: {shown(value)}")
+        raise error(
+            f"{name} must be a string of 1-{MAX_ID} characters without NUL or lone surrogates, "
+            f"{problem}: {shown(value)}"
+        )
     assert isinstance(value, str)
     return value
 
@@ -91,13 +115,85 @@ def check_optional_id(value: object, name: str) -> str | None:
     return None if value is None else check_id(value, name)
 
 
-def check_int(value: object, name: str, low: int = 0, high: int = INT32_MAX) -> int:
-    """``value`` as an int in ``low..high`` (bools are not ints here), else InvalidArgumentError."""
+def check_int(
+    value: object,
+    name: str,
+    low: int = 0,
+    high: int = INT32_MAX,
+    error: type[PgflowError] = InvalidArgumentError,
+) -> int:
+    """``value`` as an int in ``low..high`` (bools are not ints here), else ``error``."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}: {shown(value)}")
+        raise error(f"{name} must be an int, got {type(value).__name__}: {shown(value)}")
     if not low <= value <= high:
-        raise InvalidArgumentError(f"{name} must be between {low} and {high}, got {shown(value)}")
+        raise error(f"{name} must be between {low} and {high}, got {shown(value)}")
     return int(value)
+
+
+def check_number(
+    value: object, name: str, low: float, high: float = math.inf, *, above: bool = False
+) -> float:
+    """``value`` as a finite float in ``low..high`` (or above ``low`` when ``above``), else
+    InvalidArgumentError. Ints are fine, bools are not."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__}: {shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    too_low = number <= low if above else number < low
+    if not math.isfinite(number) or too_low or number > high:
+        bounds = f"above {low}" if above else f"at least {low}"
+        bounds += f" and at most {high}" if math.isfinite(high) else ""
+        raise InvalidArgumentError(f"{name} must be a finite number {bounds}, got {shown(value)}")
+    return number
+
+
+def check_callable(value: object, name: str) -> Callable[..., Any]:
+    """``value`` if it can be called, else InvalidArgumentError (e.g. ``Run("x", fn(5))``)."""
+    if not callable(value):
+        raise InvalidArgumentError(f"{name} must be callable, got {type(value).__name__}: {shown(value)}")
+    return value
+
+
+def check_clock(value: object, name: str = "clock") -> Any:
+    """``value`` as a clock: anything with a callable ``now()`` (SPEC §4)."""
+    if not callable(getattr(value, "now", None)):
+        raise InvalidArgumentError(
+            f"{name} must have a now() method returning a pendulum DateTime, got {type(value).__name__}: "
+            f"{shown(value)}"
+        )
+    return value
+
+
+def check_statuses(value: object, name: str) -> tuple[str, ...]:
+    """Run statuses given as a str, a RunStatus or an iterable of them, as their string values.
+
+    Anything else (``5``, ``None``, a mapping, bytes, an unknown name) is an InvalidArgumentError.
+    """
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | bytearray | Mapping):
+        items = list(itertools.islice(value, MAX_STATUSES + 1))
+        if len(items) > MAX_STATUSES:
+            raise InvalidArgumentError(
+                f"{name} must hold at most {MAX_STATUSES} statuses, got {shown(value)}"
+            )
+    else:
+        raise InvalidArgumentError(
+            f"{name} must be a run status or an iterable of them, got {type(value).__name__}: {shown(value)}"
+        )
+    return tuple(_status(item, name) for item in items)
+
+
+def _status(item: object, name: str) -> str:
+    known = ", ".join(s.value for s in RunStatus)
+    if not isinstance(item, str):
+        raise InvalidArgumentError(f"{name} must hold run statuses ({known}), got {shown(item)}")
+    try:
+        return RunStatus(item).value
+    except ValueError:
+        raise InvalidArgumentError(f"{name}: unknown run status {shown(item)} (known: {known})") from None
 
 
 def add_time(now: datetime, span: timedelta, name: str = "duration") -> pendulum.DateTime:

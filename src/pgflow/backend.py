@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from .arguments import clip, shown
+from .errors import ConfigurationError, InvalidArgumentError
 
 log = logging.getLogger("pgflow")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -18,11 +19,46 @@ _embedded_servers: dict[Path, Any] = {}
 
 
 def check_schema(schema: object) -> str:
-    if not isinstance(schema, str) or not _SCHEMA.match(schema):
-        raise ConfigurationError(
-            f"invalid schema name {schema!r}: use letters, digits and underscores (max 63), not starting with a digit"
+    """``schema`` as a PostgreSQL schema name pgflow can quote safely, else InvalidArgumentError."""
+    if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
+        raise InvalidArgumentError(
+            f"invalid schema name {shown(schema)}: use letters, digits and underscores (max 63), "
+            "not starting with a digit"
         )
     return schema
+
+
+def check_dsn(dsn: object) -> str | None:
+    """``dsn`` as a connection string (or None), parsed without connecting, else ConfigurationError.
+
+    Messages never show the string itself: it may hold a password.
+    """
+    if dsn is None:
+        return None
+    if not isinstance(dsn, str):
+        raise ConfigurationError(f"dsn must be a connection string (a str), got {type(dsn).__name__}")
+    if "\x00" in dsn:
+        raise ConfigurationError("dsn must not contain NUL (\\x00)")
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg.ProgrammingError, UnicodeEncodeError for a lone surrogate
+        raise ConfigurationError(f"dsn is not a valid connection string: {clip(str(exc))}") from None
+    return dsn
+
+
+def check_pool(pool: object) -> Any:
+    """``pool`` as a ``psycopg_pool.ConnectionPool`` (or None), else InvalidArgumentError."""
+    if pool is None:
+        return None
+    from psycopg_pool import ConnectionPool
+
+    if not isinstance(pool, ConnectionPool):
+        raise InvalidArgumentError(
+            f"pool must be a psycopg_pool.ConnectionPool, got {type(pool).__name__}: {shown(pool)}"
+        )
+    return pool
 
 
 def embedded_dsn() -> str:
@@ -71,6 +107,8 @@ class Backend:
     def __init__(self, dsn: str | None, pool: Any, schema: str, max_size: int) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("pass either dsn= or pool=, not both")
+        check_dsn(dsn)
+        check_pool(pool)
         self.schema = check_schema(schema)
         self._dsn = dsn
         self._pool = pool

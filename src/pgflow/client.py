@@ -6,6 +6,7 @@ import asyncio
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .arguments import check_clock
 from .backend import Backend
 from .clock import SystemClock
 from .operations import Operations, Waiter
@@ -23,7 +24,7 @@ class Client(Operations):
         self, dsn: str | None = None, *, pool: Any = None, schema: str = "pgflow", clock: Any = None
     ) -> None:
         self._backend = Backend(dsn, pool, schema, max_size=4)
-        self._ops_clock = clock if clock is not None else SystemClock()
+        self._ops_clock = check_clock(clock) if clock is not None else SystemClock()
 
     def _ops_store(self) -> Store:
         store: Store = self._backend.store()

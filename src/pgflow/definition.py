@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Generator, MutableMapping
+from collections.abc import Callable, Generator, Iterable, MutableMapping
 from typing import Any, Generic, TypeVar, overload
 
 import attrs
 import pendulum
 
 from . import validation
-from .durations import parse_duration
-from .errors import InvalidArgumentError, WorkflowDefinitionError
+from .arguments import INT32_MAX, check_int, id_problem, shown
+from .arguments import check_id as check_id  # the older home of check_id; kept for its importers
+from .durations import check_duration, check_optional_duration
+from .errors import InvalidArgumentError, PgflowError, WorkflowDefinitionError
+from .logs import log_extra
 from .static_steps import StepInfo, discover_steps
 
-__all__ = ["Context", "Workflow", "WorkflowRef", "ref", "workflow"]
+__all__ = ["Context", "Workflow", "WorkflowRef", "check_workflows", "ref", "workflow"]
 
 T = TypeVar("T")
-MAX_ID = 256
 WorkflowFn = Callable[["Context[Any]"], Generator[Any, Any, Any]]
 
 
@@ -37,10 +39,12 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        ctx = self._ctx
         extra = {
-            "run_id": self._ctx.run_id,
-            "workflow_id": self._ctx.workflow_id,
-            "step_id": self._ctx.step_id,
+            "run_id": ctx.run_id,
+            "workflow_id": ctx.workflow_id,
+            "step_id": ctx.step_id,
+            **log_extra(ctx.run_id, ctx.workflow_id, ctx.step_id, ctx.attempt + 1),
         }
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return msg, kwargs
@@ -87,15 +91,8 @@ class Context(Generic[T]):
         return cls(input, run_id, workflow_id, resource_id, attempt, _replaying=replaying, _step_id=step_id)
 
 
-def check_id(value: object, what: str, error: type[Exception] = InvalidArgumentError) -> str:
-    """``value`` as an id of 1-256 characters, else ``error`` naming ``what``."""
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID:
-        shown = value if not isinstance(value, str) else f"{value[:40]!r}… ({len(value)} chars)"
-        raise error(f"{what} must be a string of 1-{MAX_ID} characters, got {shown}")
-    return value
-
-
 def _check_generator_function(fn: object, name: str) -> None:
+    name = name if id_problem(name) is None else shown(name)
     if inspect.isasyncgenfunction(fn):
         raise WorkflowDefinitionError(
             f"workflow {name!r} is an async generator; write a plain `def` generator that yields step "
@@ -172,19 +169,24 @@ class WorkflowRef:
         return decorate
 
 
+def _check_schema(wid: str, input: Any) -> None:
+    """Reject an unusable ``input=`` schema at definition time, naming the argument."""
+    try:
+        validation.make_validator(input)
+    except WorkflowDefinitionError as exc:
+        raise WorkflowDefinitionError(f"workflow {wid!r}: input: {exc}") from None
+
+
 def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any) -> Workflow:
     check_id(wid, "workflow id", WorkflowDefinitionError)
     _check_generator_function(fn, getattr(fn, "__name__", wid))
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise WorkflowDefinitionError(
-            f"workflow {wid!r}: retries must be a non-negative int, got {retries!r}"
-        )
+    check_int(retries, f"workflow {wid!r}: retries", 0, INT32_MAX, WorkflowDefinitionError)
     try:
-        parsed_timeout = parse_duration(timeout) if timeout is not None else None
-        backoff = parse_duration(retry_backoff)
-    except ValueError as exc:
-        raise WorkflowDefinitionError(f"workflow {wid!r}: {exc}") from exc
-    validation.make_validator(input)  # reject an unusable schema at definition time
+        parsed_timeout = check_optional_duration(timeout, "timeout")
+        backoff = check_duration(retry_backoff, "retry_backoff")
+    except PgflowError as exc:
+        raise WorkflowDefinitionError(f"workflow {wid!r}: {exc}") from None
+    _check_schema(wid, input)
     return Workflow(wid, fn, input, retries, parsed_timeout, backoff, discover_steps(fn))
 
 
@@ -208,7 +210,7 @@ def workflow(
 ) -> Any:
     """Decorator: ``@workflow``, ``@workflow("id")`` or ``@workflow("id", input=Model, retries=3)``."""
     if callable(id) and not isinstance(id, str):  # bare @workflow
-        return _build(id.__name__, id, input, retries, timeout, retry_backoff)
+        return _build(getattr(id, "__name__", ""), id, input, retries, timeout, retry_backoff)
 
     def decorate(fn: WorkflowFn) -> Workflow:
         return _build(
@@ -221,4 +223,21 @@ def workflow(
 def ref(id: str, *, input: Any = None) -> WorkflowRef:
     """A reference to a workflow by id (and its input schema), for clients without handler code."""
     check_id(id, "workflow id", WorkflowDefinitionError)
+    _check_schema(id, input)
     return WorkflowRef(id, input)
+
+
+def check_workflows(workflows: object, name: str = "workflows") -> tuple[Workflow, ...]:
+    """The ``workflows=`` option of Engine and Harness: an iterable of ``Workflow`` objects."""
+    if isinstance(workflows, str | bytes) or not isinstance(workflows, Iterable):
+        raise InvalidArgumentError(
+            f"{name} must be an iterable of Workflow (from @workflow), got {type(workflows).__name__}: "
+            f"{shown(workflows)}"
+        )
+    found = tuple(workflows)
+    for wf in found:
+        if not isinstance(wf, Workflow):
+            raise InvalidArgumentError(
+                f"{name} must hold Workflow objects (from @workflow), got {type(wf).__name__}: {shown(wf)}"
+            )
+    return found

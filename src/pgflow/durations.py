@@ -1,6 +1,7 @@
 """Durations and points in time as users write them: ``"1h30m"``, ``{"days": 2}``, ISO-8601 strings.
 
-Owns :func:`parse_duration` (SPEC §6), :func:`to_seconds` and :func:`parse_when`; values only, no I/O.
+Owns :func:`parse_duration` (SPEC §6), :func:`to_seconds` and :func:`parse_when`, and their checked
+forms for a named argument (:func:`check_duration`, :func:`check_when`); values only, no I/O.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from decimal import Decimal
 
 import pendulum
 
+from pgflow.arguments import MAX_SPAN, clip, shown
 from pgflow.clock import ensure_utc
 from pgflow.errors import InvalidArgumentError, InvalidDurationError
 
-__all__ = ["DurationLike", "WhenLike", "parse_duration", "parse_when", "to_seconds"]
+__all__ = [
+    "DurationLike",
+    "WhenLike",
+    "check_duration",
+    "check_optional_duration",
+    "check_when",
+    "parse_duration",
+    "parse_when",
+    "to_seconds",
+]
 
 DurationLike = timedelta | int | float | str | Mapping[str, int | float]
 """Anything :func:`parse_duration` accepts (``pendulum.Duration`` is a ``timedelta``)."""
@@ -53,11 +64,12 @@ _DICT_KEYS: dict[str, int] = {
     "milliseconds": _US_PER["ms"],
 }
 _PAIR = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-zA-Z]+)\s*")
+_PREFIX = "Invalid duration:"  # every InvalidDurationError message starts so (SPEC §6)
 _HINT = "expected e.g. '30s', '5m', '1h30m', '2 days 12 hours', seconds as a number, or a timedelta"
 
 
 def _invalid(value: object, why: str = _HINT) -> InvalidDurationError:
-    return InvalidDurationError(f"Invalid duration: {value!r} ({why})")
+    return InvalidDurationError(f"Invalid duration: {shown(value)} ({why})")
 
 
 def _positive(micros: int, original: object) -> pendulum.Duration:
@@ -89,7 +101,7 @@ def _parse_string(text: str) -> int:
         number, unit = match.groups()
         scale = _UNITS.get(unit.lower())
         if scale is None:
-            raise _invalid(text, f"unknown unit {unit!r}")
+            raise _invalid(text, f"unknown unit {shown(unit)}")
         total += round(Decimal(number) * scale)
         pos = match.end()
     return total
@@ -100,7 +112,7 @@ def _parse_mapping(value: Mapping[object, object]) -> int:
     for key, amount in value.items():
         scale = _DICT_KEYS.get(key) if isinstance(key, str) else None
         if scale is None:
-            raise _invalid(value, f"unknown key {key!r}; use {', '.join(_DICT_KEYS)}")
+            raise _invalid(value, f"unknown key {shown(key)}; use {', '.join(_DICT_KEYS)}")
         total += _number_micros(amount, scale, value)
     return total
 
@@ -122,6 +134,33 @@ def parse_duration(value: object) -> pendulum.Duration:
     return _positive(_number_micros(value, _US_PER["s"], value), value)
 
 
+def check_duration(value: object, name: str) -> pendulum.Duration:
+    """``value`` parsed as the duration argument ``name``: an :class:`InvalidDurationError` names
+    ``name``, and a span longer than the whole range of datetimes (it cannot be added to any time,
+    e.g. ``"100000000 weeks"``) is rejected too."""
+    try:
+        span = parse_duration(value)
+    except InvalidDurationError as exc:  # "Invalid duration: ..." -> "Invalid duration for timeout: ..."
+        raise InvalidDurationError(str(exc).replace(_PREFIX, f"{_PREFIX[:-1]} for {name}:", 1)) from None
+    if span > MAX_SPAN:
+        raise InvalidDurationError(
+            f"{_PREFIX[:-1]} for {name}: {shown(value)} reaches past year 9999 from any time"
+        )
+    return span
+
+
+def check_optional_duration(value: object, name: str) -> pendulum.Duration | None:
+    return None if value is None else check_duration(value, name)
+
+
+def check_when(value: object, name: str) -> pendulum.DateTime:
+    """``value`` parsed as the point-in-time argument ``name`` (an InvalidArgumentError names it)."""
+    try:
+        return parse_when(value)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"{name}: {exc}") from None
+
+
 def to_seconds(value: object) -> float:
     """Seconds in a duration: a ``timedelta`` as is (any sign), anything else via :func:`parse_duration`."""
     if isinstance(value, timedelta):
@@ -139,17 +178,17 @@ def parse_when(value: object) -> pendulum.DateTime:
         try:
             return ensure_utc(value)
         except OverflowError:
-            raise InvalidArgumentError(f"Invalid time: {value!r} (out of range in UTC)") from None
+            raise InvalidArgumentError(f"Invalid time: {shown(value)} (out of range in UTC)") from None
     if isinstance(value, str):
         try:
             # exact=True: a time-only string must not be completed with today's date (a clock read)
             parsed = pendulum.parse(value.strip(), tz="UTC", exact=True)
         except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidArgumentError(f"Invalid time: {value!r} ({exc})") from None
+            raise InvalidArgumentError(f"Invalid time: {shown(value)} ({clip(str(exc))})") from None
         if isinstance(parsed, pendulum.DateTime):
             return ensure_utc(parsed)
         if isinstance(parsed, pendulum.Date):  # a date alone means its midnight, UTC
             return pendulum.datetime(parsed.year, parsed.month, parsed.day, tz="UTC")
     raise InvalidArgumentError(
-        f"Invalid time: {value!r} (expected an aware datetime, a pendulum DateTime or an ISO-8601 string)"
+        f"Invalid time: {shown(value)} (expected an aware datetime, a pendulum DateTime or an ISO-8601 string)"
     )

@@ -9,11 +9,12 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .arguments import check_clock, check_int, shown
 from .backend import Backend
 from .clock import SystemClock
-from .definition import Workflow
-from .durations import parse_duration
-from .errors import ConfigurationError, WorkflowDefinitionError
+from .definition import Workflow, check_workflows
+from .durations import check_duration
+from .errors import WorkflowDefinitionError
 from .execution import StepCaller
 from .operations import Operations, Waiter
 from .processor import RunProcessor, Settings
@@ -21,7 +22,9 @@ from .store import RunRow, Store
 from .watch import watch_run
 from .worker import Worker
 
-__all__ = ["Engine"]
+__all__ = ["MAX_CONCURRENCY", "Engine"]
+
+MAX_CONCURRENCY = 10_000  # worker threads of one engine; far beyond what one process can use
 
 
 class Engine(Operations):
@@ -29,11 +32,13 @@ class Engine(Operations):
         self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (), concurrency: int = 10,
         schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s", clock: Any = None,
     ) -> None:  # fmt: skip
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
+        check_int(concurrency, "concurrency", 1, MAX_CONCURRENCY)
+        workflows = check_workflows(workflows)
         self._backend = Backend(dsn, pool, schema, max_size=concurrency + 4)
-        self._ops_clock = clock if clock is not None else SystemClock()
-        self.settings = Settings(parse_duration(lease), parse_duration(min_poll_interval))
+        self._ops_clock = check_clock(clock) if clock is not None else SystemClock()
+        self.settings = Settings(
+            check_duration(lease, "lease"), check_duration(min_poll_interval, "min_poll_interval")
+        )
         self.concurrency = concurrency
         self._workflows: dict[str, Workflow] = {}
         self._lock = threading.RLock()
@@ -56,7 +61,9 @@ class Engine(Operations):
     def register(self, workflow: Workflow) -> None:
         """Add a definition (before or after start). Same object again: no-op."""
         if not isinstance(workflow, Workflow):
-            raise WorkflowDefinitionError(f"register() takes a Workflow (from @workflow), got {workflow!r}")
+            raise WorkflowDefinitionError(
+                f"register() takes a Workflow (from @workflow), got {shown(workflow)}"
+            )
         with self._lock:
             known = self._workflows.get(workflow.id)
             if known is workflow:

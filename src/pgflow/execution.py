@@ -1,28 +1,16 @@
-"""Calling user step functions (sync or async, with timeouts) and turning results into records."""
+"""Calling user step functions, sync or ``async def``, with timeouts, from blocking code."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import inspect
-import logging
 import threading
 import types
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-import pendulum
-
-from . import serde
-from .commands import Poll, Run
-from .durations import parse_duration
-from .errors import SerializationError, StepTimeoutError
-from .records import RunError, StepRecord
-from .replay import error_of
-
-log = logging.getLogger("pgflow.worker")
-DateTime = pendulum.DateTime
+from .errors import StepTimeoutError
 
 
 class StepCaller:
@@ -87,87 +75,3 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     if isinstance(fn, types.FunctionType | types.MethodType):
         return False
     return inspect.iscoroutinefunction(type(fn).__call__)
-
-
-@attrs.frozen
-class StepResult:
-    """A step's new record; ``fatal`` fails the whole run at once (not thrown into the workflow)."""
-
-    record: StepRecord
-    fatal: RunError | None = None
-
-
-def _base(cmd: Run | Poll, kind: str, rec: StepRecord | None, now: DateTime, attempt: int) -> StepRecord:
-    if rec is not None:
-        return rec
-    return StepRecord(cmd.step_id, kind, "waiting", started_at=now, run_attempt=attempt)
-
-
-def execute_run(
-    caller: StepCaller, cmd: Run, rec: StepRecord | None, clock: Any, run_id: str, attempt: int
-) -> StepResult:
-    start = clock.now()
-    base = _base(cmd, "run", rec, start, attempt)
-    tries = base.attempts + 1
-    timeout = parse_duration(cmd.timeout).total_seconds() if cmd.timeout is not None else None
-    try:
-        value = caller.call(cmd.fn, cmd.args, timeout, f"step {cmd.step_id!r} of run {run_id}")
-    except Exception as exc:
-        return _run_failed(cmd, base, exc, tries, clock.now(), run_id)
-    now = clock.now()
-    try:
-        output = serde.to_json(value)
-    except SerializationError as exc:
-        err = error_of(
-            SerializationError(f"result of step {cmd.step_id!r} of run {run_id}: {exc}"), cmd.step_id
-        )
-        return StepResult(
-            attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now), err
-        )
-    done = attrs.evolve(base, status="completed", output=output, error=None, attempts=tries, completed_at=now,
-                        wake_at=None, run_attempt=attempt)  # fmt: skip
-    return StepResult(done)
-
-
-def _run_failed(
-    cmd: Run, base: StepRecord, exc: Exception, tries: int, now: DateTime, run_id: str
-) -> StepResult:
-    err = error_of(exc, cmd.step_id)
-    policy = cmd.retry
-    if policy is not None and tries < policy.max_attempts and policy.retryable(exc):
-        wait = policy.backoff(tries, f"{run_id}:{cmd.step_id}")
-        log.info(
-            "step %r of run %s failed (attempt %d), retrying in %s: %s", cmd.step_id, run_id, tries, wait, exc
-        )
-        return StepResult(attrs.evolve(base, status="waiting", error=err, attempts=tries, wake_at=now + wait))
-    return StepResult(
-        attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now, wake_at=None)
-    )
-
-
-def execute_poll(
-    caller: StepCaller, cmd: Poll, rec: StepRecord | None, clock: Any, run_id: str, attempt: int
-) -> StepResult:
-    start = clock.now()
-    base = _base(cmd, "poll", rec, start, attempt)
-    tries = base.attempts + 1
-    try:
-        value = caller.call(cmd.fn, (), None, f"poll {cmd.step_id!r} of run {run_id}")
-    except Exception as exc:
-        log.warning("poll %r of run %s raised (counts as not yet): %r", cmd.step_id, run_id, exc)
-        value = None
-    now = clock.now()
-    if value is None or value is False:
-        interval = parse_duration(cmd.interval)
-        return StepResult(attrs.evolve(base, attempts=tries, wake_at=now + interval))
-    try:
-        output = serde.to_json(value)
-    except SerializationError as exc:
-        err = error_of(
-            SerializationError(f"result of poll {cmd.step_id!r} of run {run_id}: {exc}"), cmd.step_id
-        )
-        return StepResult(
-            attrs.evolve(base, status="failed", error=err, attempts=tries, completed_at=now), err
-        )
-    return StepResult(attrs.evolve(base, status="completed", output=output, attempts=tries, completed_at=now,
-                                   wake_at=None))  # fmt: skip

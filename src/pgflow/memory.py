@@ -12,6 +12,7 @@ import attrs
 import pendulum
 
 from . import transitions as tr
+from .arguments import shown
 from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError
 from .records import TERMINAL, Event, RunStatus, StepRecord
 from .static_steps import StepInfo
@@ -111,19 +112,24 @@ class MemoryStore:
     def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
         with self._lock:
             row = self._row(run_id, resource_id)
-            return row, list(self._steps[run_id].values())
+            return row, self._timeline(run_id)
+
+    def _timeline(self, run_id: str) -> list[StepRecord]:
+        """A run's records in their order in the run (seq; ties in write order, as Postgres)."""
+        return sorted(self._steps.get(run_id, {}).values(), key=lambda rec: rec.seq)
 
     def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
         with self._lock:
             rows = [r for r in self._runs.values() if _matches(r, query)]
             cursor = query.starting_after or query.ending_before
-            if cursor is not None and cursor not in self._runs:
-                raise InvalidArgumentError(f"unknown cursor {cursor!r}: pass a run id from a previous page")
-            return keyset_page(rows, query, self._runs.get(cursor) if cursor else None)
+            found = self._runs.get(cursor) if cursor is not None else None
+            if cursor is not None and (found is None or not _visible(found, query.resource_id)):
+                raise InvalidArgumentError(unknown_cursor(cursor))
+            return keyset_page(rows, query, found)
 
     def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         with self._lock:
-            return {rid: list(self._steps.get(rid, {}).values()) for rid in run_ids}
+            return {rid: self._timeline(rid) for rid in run_ids}
 
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
@@ -171,7 +177,7 @@ class MemoryStore:
         wanted = set(workflow_ids)
         with self._writing():
             ready = [r for r in self._runs.values() if r.workflow_id in wanted and tr.is_claimable(r, now)]
-            ready.sort(key=lambda r: (r.due_at or r.lease_expires_at or now, r.created_at, r.id))
+            ready.sort(key=lambda r: tr.claim_order(r, now))
             claimed = []
             for row in ready[:limit]:
                 row = tr.claim(row, owner, now, lease)
@@ -181,9 +187,8 @@ class MemoryStore:
 
     def _claimed(self, row: RunRow) -> Claimed:
         mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]
-        return Claimed(
-            row, dict(self._steps[row.id]), mailbox, Lease(row.id, row.lease_owner or "", row.lease_token)
-        )
+        steps = {rec.step_id: rec for rec in self._timeline(row.id)}
+        return Claimed(row, steps, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
 
     def reload(self, lease: Lease) -> Claimed | None:
         with self._lock:
@@ -200,8 +205,7 @@ class MemoryStore:
             row = self._runs[lease.run_id]
             try:
                 tr.check_lease(row, lease, now)
-                last = batch.steps[-1].step_id if batch.steps else None
-                new = tr.apply_outcome(row, batch.outcome, now, lease_duration, last)
+                new = tr.apply_batch(row, batch, now, lease_duration)
             except tr.LeaseLost:
                 return CommitResult(ok=False)
             except tr.MailboxChanged:
@@ -210,7 +214,7 @@ class MemoryStore:
                 if child.run.id not in self._runs:
                     self._insert(child.run)
             self._consume(lease.run_id, batch.consumed)
-            self._save(new, batch.steps, now)
+            self._save(new, tr.batch_writes(row, batch), now)
             held = new.held and not isinstance(batch.outcome, CompleteRun | FailRun)
             return CommitResult(ok=True, held=held)
 
@@ -262,8 +266,18 @@ def _due_time(row: RunRow) -> DateTime | None:
     return row.due_at
 
 
+def _visible(row: RunRow, resource_id: str | None) -> bool:
+    """A run is visible to a caller naming ``resource_id`` only if it belongs to that resource."""
+    return resource_id is None or row.resource_id == resource_id
+
+
+def unknown_cursor(cursor: str) -> str:
+    """The message for a cursor that names no run the caller can see (missing, or another tenant's)."""
+    return f"unknown cursor {shown(cursor)}: pass a run id from a previous page"
+
+
 def _matches(row: RunRow, q: RunQuery) -> bool:
-    if q.resource_id is not None and row.resource_id != q.resource_id:
+    if not _visible(row, q.resource_id):
         return False
     if q.workflow_id is not None and row.workflow_id != q.workflow_id:
         return False

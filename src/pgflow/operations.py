@@ -1,5 +1,7 @@
 """The client methods of SPEC §4, written once; ``Client``, ``Engine`` and ``Harness`` mix them in.
 
+Every method checks all its arguments before it touches the store (SPEC §13), so bad input is a
+named ``InvalidArgumentError`` / ``InvalidDurationError`` / ``InvalidInputError`` and stores nothing.
 A host provides ``_ops_store()`` (migrating lazily), ``_ops_clock``, ``_ops_workflows()`` and
 ``_ops_watch(run_id)`` (a context giving ``wait(run_id, seconds)``: return when the run may have changed).
 """
@@ -15,8 +17,18 @@ from typing import Any
 import attrs
 import pendulum
 
-from .definition import Workflow, WorkflowRef, check_id
-from .durations import parse_duration
+from .arguments import (
+    INT32_MAX,
+    INT64_MAX,
+    add_time,
+    check_id,
+    check_int,
+    check_optional_id,
+    check_statuses,
+    shown,
+)
+from .definition import Workflow, WorkflowRef
+from .durations import check_duration, check_optional_duration, parse_duration
 from .errors import InvalidArgumentError, SerializationError, UnknownWorkflowError
 from .records import TERMINAL, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
 from .serde import to_json
@@ -40,17 +52,22 @@ def to_public(row: RunRow, steps: Iterable[StepRecord]) -> WorkflowRun:
     )  # fmt: skip
 
 
-def _optional_id(value: str | None, what: str) -> str | None:
-    return None if value is None else check_id(value, what)
+def _statuses(values: Any, name: str = "until") -> tuple[str, ...]:
+    """Statuses as strings (kept for importers; see :func:`arguments.check_statuses`)."""
+    return check_statuses(values, name)
 
 
-def _statuses(values: Any) -> tuple[str, ...]:
-    if isinstance(values, str | RunStatus):
-        values = [values]
+def _limit(value: object) -> int:
+    """``limit`` clamped to 1-100 (SPEC §8); a non-int or one beyond 64 bits is rejected."""
+    return max(1, min(check_int(value, "limit", -INT64_MAX - 1, INT64_MAX), 100))
+
+
+def _json_data(data: Any, name: str, run_id: str) -> Any:
+    """``data`` as JSON for storage, or an InvalidArgumentError naming ``name``."""
     try:
-        return tuple(RunStatus(v).value for v in values)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"unknown run status in {values!r}: {exc}") from None
+        return to_json(data, root=name)
+    except SerializationError as exc:
+        raise InvalidArgumentError(f"{name} for run {run_id} is not serialisable: {exc}") from None
 
 
 class Operations:
@@ -74,6 +91,11 @@ class Operations:
 
     # starting -------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_target(workflow: Any) -> None:
+        if not isinstance(workflow, Workflow | WorkflowRef):
+            check_id(workflow, "workflow")
+
     def _target(self, workflow: Any, store: Store) -> Workflow | WorkflowRef:
         if isinstance(workflow, Workflow | WorkflowRef):
             return workflow
@@ -92,17 +114,19 @@ class Operations:
         idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
     ) -> WorkflowRun:  # fmt: skip
         """Start a run; returns it ``pending``. See SPEC §4."""
-        resource_id = _optional_id(resource_id, "resource_id")
-        idempotency_key = _optional_id(idempotency_key, "idempotency_key")
+        self._check_target(workflow)
+        resource_id = check_optional_id(resource_id, "resource_id")
+        idempotency_key = check_optional_id(idempotency_key, "idempotency_key")
+        retries = None if retries is None else check_int(retries, "retries", 0, INT32_MAX)
+        timeout = check_optional_duration(timeout, "timeout")
         store = self._ops_store()
         target = self._target(workflow, store)
         stored_input = target.validate_input(input)
-        if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
-            raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
         max_retries, span, backoff = run_defaults(target, store, retries, timeout)
         now = self._now()
+        timeout_at = add_time(now, span, "timeout") if span is not None else None
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
-                     idempotency_key, now + span if span is not None else None, now)  # fmt: skip
+                     idempotency_key, timeout_at, now)  # fmt: skip
         row, created = store.start_run(new)
         if created:
             self._ops_started(row)
@@ -114,25 +138,19 @@ class Operations:
         self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None
     ) -> WorkflowRun:
         """Deliver ``event`` to the run's mailbox (kept until a WaitFor consumes it)."""
+        check_id(run_id, "run_id")
         check_id(event, "event")
-        payload = {} if data is None else data
-        try:
-            payload = to_json(payload)
-        except SerializationError as exc:
-            raise InvalidArgumentError(
-                f"data of event {event!r} for run {run_id} is not serialisable: {exc}"
-            ) from None
-        store = self._ops_store()
-        store.deliver_event(
-            check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"), event, payload, self._now()
-        )
+        check_optional_id(resource_id, "resource_id")
+        payload = _json_data({} if data is None else data, "data", run_id)
+        self._ops_store().deliver_event(run_id, resource_id, event, payload, self._now())
         return self.get_run(run_id, resource_id=resource_id)
 
     def _change(self, run_id: str, action: str, resource_id: str | None, data: Any = None) -> WorkflowRun:
-        store = self._ops_store()
-        store.change(
-            check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"), action, data, self._now()
-        )
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        if data is not None:
+            data = _json_data(data, "data", run_id)
+        self._ops_store().change(run_id, resource_id, action, data, self._now())
         return self.get_run(run_id, resource_id=resource_id)
 
     def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
@@ -151,26 +169,21 @@ class Operations:
         self, run_id: str, data: Any = None, *, resource_id: str | None = None
     ) -> WorkflowRun:
         """Skip the current wait (delivering ``data`` to a WaitFor or Poll) and release a hold."""
-        if data is not None:
-            try:
-                data = to_json(data)
-            except SerializationError as exc:
-                raise InvalidArgumentError(
-                    f"fast-forward data for run {run_id} is not serialisable: {exc}"
-                ) from None
         return self._change(run_id, "fast_forward", resource_id, data)
 
     # reading ----------------------------------------------------------------------------------------
 
     def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
-        row, steps = self._ops_store().get(
-            check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id")
-        )
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        row, steps = self._ops_store().get(run_id, resource_id)
         return to_public(row, steps)
 
     def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
         store = self._ops_store()
-        row, steps = store.get(check_id(run_id, "run_id"), _optional_id(resource_id, "resource_id"))
+        row, steps = store.get(run_id, resource_id)
         local = self._ops_workflows().get(row.workflow_id)
         static: tuple[StepInfo, ...] = local.steps if local else (store.workflow_steps(row.workflow_id) or ())
         total = len(static)
@@ -189,15 +202,13 @@ class Operations:
         limit: int = 20, starting_after: str | None = None, ending_before: str | None = None,
     ) -> RunPage:  # fmt: skip
         """A page of runs, newest first; cursors are run ids (SPEC §8)."""
+        query = RunQuery(
+            check_optional_id(resource_id, "resource_id"), check_optional_id(workflow_id, "workflow_id"),
+            None if statuses is None else check_statuses(statuses, "statuses"), _limit(limit),
+            check_optional_id(starting_after, "starting_after"), check_optional_id(ending_before, "ending_before"),
+        )  # fmt: skip
         if starting_after is not None and ending_before is not None:
             raise InvalidArgumentError("pass starting_after or ending_before, not both")
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise InvalidArgumentError(f"limit must be an int, got {limit!r}")
-        query = RunQuery(
-            _optional_id(resource_id, "resource_id"), _optional_id(workflow_id, "workflow_id"),
-            None if statuses is None else _statuses(statuses), max(1, min(limit, 100)),
-            _optional_id(starting_after, "starting_after"), _optional_id(ending_before, "ending_before"),
-        )  # fmt: skip
         store = self._ops_store()
         rows, has_more, has_prev = store.list_runs(query)
         timelines = store.timelines([r.id for r in rows])
@@ -211,8 +222,8 @@ class Operations:
         self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
     ) -> WorkflowRun:
         """Block until the run's status is in ``until``; ``TimeoutError`` otherwise."""
-        wanted = set(_statuses(until))
-        deadline = time.monotonic() + parse_duration(timeout).total_seconds()
+        wanted, span = self._wait_arguments(run_id, until, timeout, resource_id)
+        deadline = time.monotonic() + span.total_seconds()
         with self._ops_watch(run_id) as wait:
             while True:
                 run = self.get_run(run_id, resource_id=resource_id)
@@ -224,6 +235,20 @@ class Operations:
                         f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}"
                     )
                 wait(run_id, left)
+
+    def _wait_arguments(
+        self, run_id: object, until: object, timeout: object, resource_id: object
+    ) -> tuple[set[str], pendulum.Duration]:
+        """``wait_for_run``'s arguments, checked: the statuses wanted and the timeout (which must
+        not reach past year 9999 from now)."""
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        wanted = set(check_statuses(until, "until"))
+        if not wanted:
+            raise InvalidArgumentError(f"until must name at least one run status, got {shown(until)}")
+        span = check_duration(timeout, "timeout")
+        add_time(self._now(), span, "timeout")
+        return wanted, span
 
 
 def run_defaults(

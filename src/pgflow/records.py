@@ -51,7 +51,9 @@ class RunError:
 
 @attrs.frozen
 class StepRecord:
-    """One recorded step outcome. ``status`` is ``completed``, ``failed`` or ``waiting``.
+    """One step of a run. ``status`` is ``running`` (its code runs now), ``waiting``, ``completed``
+    or ``failed``; ``attempts`` counts the attempts started; ``seq`` is 1, 2, … in the order the run
+    first reached its steps.
 
     Beyond the public fields, ``wake_at`` (timer, poll tick or retry backoff), ``timeout_at``
     (WaitFor/Poll deadline), ``event`` (WaitFor's event name) and ``run_attempt`` (the run attempt
@@ -71,6 +73,7 @@ class StepRecord:
     timeout_at: DateTime | None = None
     event: str | None = None
     run_attempt: int = 0
+    seq: int = 0
 
 
 @attrs.frozen

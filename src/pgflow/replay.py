@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import traceback
 import weakref
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
@@ -22,6 +21,8 @@ import attrs
 import pendulum
 
 from . import serde
+from . import step_records as records
+from .arguments import add_time, id_problem, shown
 from .commands import (
     KIND_OF,
     All,
@@ -50,12 +51,12 @@ from .errors import (
     WorkflowDefinitionError,
 )
 from .records import Event, RunError, StepRecord, Waiting
-from .validation import make_validator
+from .step_records import error_of
+from .validation import rebuild, to_stored
 
 __all__ = ["Complete", "Decision", "Execute", "Fail", "ReplayInput", "Replayer", "Suspend", "error_of"]
 
 log = logging.getLogger("pgflow.replay")
-MAX_ID = 256
 NON_RETRYABLE: tuple[type[PgflowError], ...] = (
     NonDeterminismError,
     DuplicateStepError,
@@ -80,9 +81,12 @@ class ReplayInput:
 
 @attrs.frozen
 class Execute:
-    """Run user code for these steps (one, or several for ``All``), then ``record`` each outcome."""
+    """Run user code for these steps (one, or several for ``All``), then ``record`` each outcome.
 
-    steps: tuple[tuple[Run | Poll | Transaction | Child, StepRecord | None], ...]
+    Each step comes with the record to write before its code starts: ``running`` (``attempts`` the
+    attempt about to run, ``seq`` its place in the run), from which its outcome is built."""
+
+    steps: tuple[tuple[Run | Poll | Transaction | Child, StepRecord], ...]
 
 
 @attrs.frozen
@@ -114,15 +118,6 @@ class Decision:
     consumed: tuple[tuple[int, str], ...] = ()  # (event id, step id)
 
 
-def error_of(exc: BaseException, step_id: str | None = None) -> RunError:
-    """The RunError describing ``exc``; a StepFailedError describes the original exception."""
-    if isinstance(exc, StepFailedError):
-        tb = getattr(exc, "original_traceback", None)
-        return RunError(exc.error_type, exc.message, tb, exc.step_id)
-    tb = "".join(traceback.format_exception(exc))
-    return RunError(type(exc).__name__, str(exc), tb, step_id)
-
-
 # Evaluating one step command against its record -----------------------------------------------
 
 
@@ -138,7 +133,7 @@ class _Raise:
 
 @attrs.frozen
 class _Exec:
-    steps: tuple[tuple[Run | Poll | Transaction | Child, StepRecord | None], ...]
+    steps: tuple[tuple[Run | Poll | Transaction | Child, StepRecord], ...]
 
 
 @attrs.frozen
@@ -174,6 +169,10 @@ class Replayer:
             for sid, rec in history.items()
             if not (rec.status == "failed" and rec.run_attempt < run.attempt)
         }
+        # A failed record of an earlier run attempt is retried, not replayed; when the step is
+        # reached again it keeps its place (seq). New steps are numbered after every record.
+        self._seqs: dict[str, int] = {sid: rec.seq for sid, rec in history.items() if rec.seq}
+        self._next_seq = max(self._seqs.values(), default=0) + 1
         # Every recorded step, waiting ones included, was reached before: the code leading up to
         # it already ran (and logged), so replay lasts until the generator has passed them all.
         self._loaded = set(self.history)
@@ -197,10 +196,15 @@ class Replayer:
         self.history[rec.step_id] = rec
 
     def close(self) -> None:
-        """Discard the generator (its ``finally`` blocks run)."""
+        """Discard the generator (its ``finally`` blocks run; what they raise is logged, not raised:
+        the run's outcome is decided already)."""
         if self._gen is not None:
-            self._gen.close()
-            self._gen = None
+            gen, self._gen = self._gen, None
+            try:
+                gen.close()
+            except Exception as exc:
+                log.warning("run %s: the workflow's cleanup code raised %r when its generator was closed",
+                            self.run.run_id, exc)  # fmt: skip
 
     def decide(self, now: pendulum.DateTime, mailbox: Sequence[Event] = ()) -> Decision:
         scratch = _Scratch()
@@ -225,7 +229,7 @@ class Replayer:
         if self._finished is not None:
             return self._finished
         if self._gen is None:
-            started = self._start()
+            started = self._begin()
             if started is not None:
                 return self._finish(started)
         while True:
@@ -242,7 +246,7 @@ class Replayer:
             if ended is not None:
                 return self._finish(ended)
 
-    def _start(self) -> Action | None:
+    def _begin(self) -> Action | None:
         try:
             self._gen = self.workflow.fn(self.context)
             self._yielded(next(self._gen))
@@ -323,10 +327,9 @@ class Replayer:
 
     def _check_step(self, cmd: Any) -> Action | None:
         sid = cmd.step_id
-        if not isinstance(sid, str) or not 1 <= len(sid) <= MAX_ID:
-            return self._definition_error(
-                f"invalid step id {sid!r}: it must be a string of 1-{MAX_ID} characters"
-            )
+        problem = id_problem(sid)
+        if problem is not None:
+            return self._definition_error(f"invalid step id ({problem}): {shown(sid)}")
         if sid in self._seen:
             msg = f"run {self.run.run_id} yielded step id {sid!r} twice; step ids must be unique within a run"
             return Fail(error_of(DuplicateStepError(msg), sid), retryable=False)
@@ -395,8 +398,27 @@ class Replayer:
         if isinstance(cmd, Poll):
             return _Value(PollResult(rec.timed_out, rec.output))
         if isinstance(cmd, WaitFor) and cmd.schema is not None and not rec.timed_out:
-            return _Value(_validate_event(cmd, rec.output))
+            return _Value(rebuild(cmd.schema, rec.output, f"data of event {cmd.event!r}"))
         return _Value(rec.output)
+
+    def _seq(self, step_id: str) -> int:
+        """The step's place in the run: the one it was given before, else the next free one."""
+        seq = self._seqs.get(step_id)
+        if seq is None:
+            seq = self._seqs[step_id] = self._next_seq
+            self._next_seq += 1
+        return seq
+
+    def _first(self, cmd: Any, status: str, now: pendulum.DateTime, **fields: Any) -> StepRecord:
+        kind = KIND_OF[type(cmd)]
+        return records.first_record(cmd.step_id, kind, status, now, self._seq(cmd.step_id), self.run.attempt,
+                                    **fields)  # fmt: skip
+
+    def _start(self, cmd: Any, rec: StepRecord | None, now: pendulum.DateTime) -> _Exec:
+        """Execute ``cmd`` now: its ``running`` record (attempts + 1) goes with the decision."""
+        kind = KIND_OF[type(cmd)]
+        seq = rec.seq if rec is not None and rec.seq else self._seq(cmd.step_id)
+        return _Exec(((cmd, records.running(cmd.step_id, kind, rec, now, seq, self.run.attempt)),))
 
     def _write(self, s: _Scratch, rec: StepRecord) -> StepRecord:
         self.history[rec.step_id] = rec
@@ -408,7 +430,9 @@ class Replayer:
     def _run(self, cmd: Run, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
         if rec is not None and rec.wake_at is not None and now < rec.wake_at:  # retry backoff
             return _Wait(None, rec.wake_at)
-        return _Exec(((cmd, rec),))
+        if cmd.retry is not None:  # the longest backoff must still be a time (year <= 9999)
+            add_time(now, cmd.retry.max_delay * (1 + cmd.retry.jitter), "Retry.max_delay")
+        return self._start(cmd, rec, now)
 
     def _transaction(
         self, cmd: Transaction, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch
@@ -416,24 +440,24 @@ class Replayer:
         if not self.run.supports_transactions:
             msg = f"step {cmd.step_id!r} of run {self.run.run_id}: Transaction steps need the Postgres store"
             raise _Abort(Fail(error_of(UnsupportedError(msg), cmd.step_id), retryable=False))
-        return _Exec(((cmd, rec),))
+        return self._start(cmd, rec, now)
 
     def _child(self, cmd: Child, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
-        if rec is None:
-            return _Exec(((cmd, rec),))  # the worker starts the child run and records it as waiting
+        if rec is None or rec.status == "running":  # the worker starts the child run, then it waits
+            return self._start(cmd, rec, now)
         return _Wait(Waiting(cmd.step_id, "child"), None)
 
     def _wait_for(
         self, cmd: WaitFor, rec: StepRecord | None, now: Any, mailbox: Sequence[Event], s: _Scratch
     ) -> _Eval:
-        if not isinstance(cmd.event, str) or not 1 <= len(cmd.event) <= MAX_ID:
+        problem = id_problem(cmd.event)
+        if problem is not None:
             raise WorkflowDefinitionError(
-                f"step {cmd.step_id!r}: event name must be a string of 1-{MAX_ID} chars"
+                f"step {cmd.step_id!r}: invalid event name ({problem}): {shown(cmd.event)}"
             )
         if rec is None:
-            deadline = now + parse_duration(cmd.timeout) if cmd.timeout is not None else None
-            rec = StepRecord(cmd.step_id, "wait_for", "waiting", started_at=now, timeout_at=deadline,
-                             event=cmd.event, run_attempt=self.run.attempt)  # fmt: skip
+            deadline = _deadline(now, cmd.timeout, "WaitFor timeout")
+            rec = self._first(cmd, "waiting", now, timeout_at=deadline, event=cmd.event)
             fresh = True
         else:
             fresh = False
@@ -442,18 +466,18 @@ class Replayer:
                 continue
             if rec.timeout_at is not None and ev.created_at >= rec.timeout_at:
                 continue  # delivered after the deadline (e.g. while held): the timeout fired first
-            try:
-                value = _validate_event(cmd, ev.data)
+            try:  # a schema validates once, here; the stored result is what replay gives back
+                stored = to_stored(cmd.schema, ev.data, f"data of event {ev.name!r}")
             except PgflowError as exc:
                 log.warning("run %s: event %r (#%d) rejected by the schema of step %r: %s",
                             self.run.run_id, ev.name, ev.id, cmd.step_id, exc)  # fmt: skip
                 continue
             self._consumed_ids.add(ev.id)
             s.consumed.append((ev.id, cmd.step_id))
-            self._write(s, attrs.evolve(rec, status="completed", output=ev.data, completed_at=now))
-            return _Value(value)
+            done = self._write(s, records.completed(rec, stored, now))
+            return self._recorded_value(cmd, done)
         if rec.timeout_at is not None and now >= rec.timeout_at:
-            self._write(s, attrs.evolve(rec, status="completed", timed_out=True, completed_at=now))
+            self._write(s, records.completed(rec, None, now, timed_out=True))
             return _Value(None)
         if fresh:
             self._write(s, rec)
@@ -464,23 +488,22 @@ class Replayer:
     ) -> _Eval:
         kind = KIND_OF[type(cmd)]
         if rec is None:
-            wake = now + parse_duration(cmd.duration) if isinstance(cmd, Delay) else parse_when(cmd.when)
-            rec = StepRecord(
-                cmd.step_id, kind, "waiting", started_at=now, wake_at=wake, run_attempt=self.run.attempt
-            )
+            if isinstance(cmd, Delay):
+                wake = add_time(now, parse_duration(cmd.duration), "Delay duration")
+            else:
+                wake = parse_when(cmd.when)
+            rec = self._first(cmd, "waiting", now, wake_at=wake)
             if wake > now:
                 self._write(s, rec)
         assert rec.wake_at is not None
         if now >= rec.wake_at:
-            self._write(s, attrs.evolve(rec, status="completed", completed_at=now))
+            self._write(s, records.completed(rec, None, now))
             return _Value(None)
         return _Wait(Waiting(cmd.step_id, kind, None, rec.wake_at), rec.wake_at)
 
     def _pause(self, cmd: Pause, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
         if rec is None:
-            self._write(
-                s, StepRecord(cmd.step_id, "pause", "waiting", started_at=now, run_attempt=self.run.attempt)
-            )
+            self._write(s, self._first(cmd, "waiting", now))
         return _Wait(Waiting(cmd.step_id, "pause"), None)
 
     def _poll(self, cmd: Poll, rec: StepRecord | None, now: Any, mailbox: Any, s: _Scratch) -> _Eval:
@@ -490,20 +513,17 @@ class Replayer:
                 f"step {cmd.step_id!r}: poll interval {interval.in_words()} is below the engine's "
                 f"min_poll_interval ({self.run.min_poll_interval.in_words()})"
             )
+        add_time(now, interval, "Poll interval")  # the next tick must be a time (year <= 9999)
         if rec is None:
-            deadline = now + parse_duration(cmd.timeout) if cmd.timeout is not None else None
-            rec = StepRecord(cmd.step_id, "poll", "waiting", started_at=now, timeout_at=deadline,
-                             run_attempt=self.run.attempt)  # fmt: skip
-            self._write(s, rec)
+            deadline = _deadline(now, cmd.timeout, "Poll timeout")
+            rec = self._write(s, self._first(cmd, "waiting", now, timeout_at=deadline))
         if rec.timeout_at is not None and now >= rec.timeout_at:
-            self._write(
-                s, attrs.evolve(rec, status="completed", timed_out=True, output=None, completed_at=now)
-            )
+            self._write(s, records.completed(rec, None, now, timed_out=True))
             return _Value(PollResult(True, None))
         if rec.wake_at is not None and now < rec.wake_at:
             wake = _min_time(rec.wake_at, rec.timeout_at)
             return _Wait(Waiting(cmd.step_id, "poll", None, wake), wake)
-        return _Exec(((cmd, rec),))
+        return self._start(cmd, rec, now)
 
 
 class _Abort(Exception):
@@ -543,11 +563,8 @@ def _return_annotation(fn: Any) -> Any:
     return hint
 
 
-def _validate_event(cmd: WaitFor, data: Any) -> Any:
-    if cmd.schema is None:
-        return data
-    validator = make_validator(cmd.schema)
-    return validator(data) if validator is not None else data
+def _deadline(now: pendulum.DateTime, timeout: Any, what: str) -> pendulum.DateTime | None:
+    return None if timeout is None else add_time(now, parse_duration(timeout), what)
 
 
 _HANDLERS: dict[type, Any] = {

@@ -24,6 +24,7 @@ import pendulum
 from cattrs.preconf.json import make_converter
 from cattrs.v import transform_error
 
+from pgflow.arguments import MAX_SHOWN, clip, shown
 from pgflow.errors import SerializationError
 
 __all__ = [
@@ -169,10 +170,27 @@ converter: cattrs.Converter = make_json_converter()
 
 
 class _NotJson(Exception):
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
+    """``problem`` found at the value reached through ``keys`` (innermost last once complete)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
         self.problem = problem
+        self.keys: list[object] = []  # filled in while the error unwinds, innermost first
+
+    def inside(self, key: object) -> _NotJson:
+        self.keys.append(key)
+        return self
+
+    def path(self, root: str) -> str:
+        """``root['a'][2]``, shortened in the middle when deep, each key shown bounded."""
+        keys = [f"[{shown(k)}]" for k in reversed(self.keys)]
+        if len(keys) > 2 * _PATH_ENDS:
+            keys = [*keys[:_PATH_ENDS], f"...({len(keys) - 2 * _PATH_ENDS} levels)...", *keys[-_PATH_ENDS:]]
+        return clip(root + "".join(keys), 2 * MAX_SHOWN)
+
+
+_PATH_ENDS = 4  # keys shown at each end of a deep path
+_MAX_JSON_INT = 10**4300 - 1  # Python writes no int of more digits as text (int_max_str_digits)
 
 
 def _type_name(value: object) -> str:
@@ -182,27 +200,53 @@ def _type_name(value: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _check_str(text: str, path: str) -> str:
+def _check_str(text: str) -> str:
     if "\x00" in text:
-        raise _NotJson(path, "string contains a NUL character (\\x00), which PostgreSQL cannot store")
+        raise _NotJson("string contains a NUL character (\\x00), which PostgreSQL cannot store")
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise _NotJson(path, "string contains a lone surrogate (not valid UTF-8)") from None
+            raise _NotJson("string contains a lone surrogate (not valid UTF-8)") from None
     return text
 
 
-def _check_key(key: object, path: str, exact: bool) -> str:
+def _check_int(number: int) -> int:
+    if not -_MAX_JSON_INT <= number <= _MAX_JSON_INT:
+        raise _NotJson("int of more than 4300 digits is too large to write as JSON")
+    return number
+
+
+def _check_key(key: object, exact: bool) -> str:
     if type(key) is str or (not exact and isinstance(key, str)):
-        return _check_str(str.__str__(key), path)
+        return _check_str(str.__str__(key))
     if isinstance(key, int) and not isinstance(key, bool) and (not exact or type(key) is int):
-        return str(int.__int__(key))
-    raise _NotJson(path, f"dict key {key!r} of type {_type_name(key)} is not a str or int")
+        return str(_check_int(int.__int__(key)))
+    raise _NotJson(f"dict key {shown(key)} of type {_type_name(key)} is not a str or int")
 
 
-def _check(value: object, path: str, exact: bool) -> JSON:
-    """Copy ``value`` as pure JSON, or raise :class:`_NotJson` naming the offending path.
+def _check_dict(value: dict[object, object], exact: bool) -> dict[str, JSON]:
+    result: dict[str, JSON] = {}
+    for key, item in value.items():
+        try:
+            result[_check_key(key, exact)] = _check(item, exact)
+        except _NotJson as exc:
+            raise exc.inside(key) from None
+    return result
+
+
+def _check_list(items: list[object] | tuple[object, ...], exact: bool) -> list[JSON]:
+    result: list[JSON] = []
+    for index, item in enumerate(items):
+        try:
+            result.append(_check(item, exact))
+        except _NotJson as exc:
+            raise exc.inside(index) from None
+    return result
+
+
+def _check(value: object, exact: bool) -> JSON:
+    """Copy ``value`` as pure JSON, or raise :class:`_NotJson` (its ``path`` names the offender).
 
     With ``exact``, only the exact JSON types pass (the fast path for values already JSON);
     otherwise subclasses of str/int/float are converted to their base type.
@@ -210,19 +254,18 @@ def _check(value: object, path: str, exact: bool) -> JSON:
     if value is None or type(value) is bool:
         return value
     if isinstance(value, str) and (type(value) is str or not exact):
-        return _check_str(str.__str__(value), path)
+        return _check_str(str.__str__(value))
     if isinstance(value, int) and not isinstance(value, bool) and (type(value) is int or not exact):
-        return int.__int__(value)
+        return _check_int(int.__int__(value))
     if isinstance(value, float) and (type(value) is float or not exact):
         if not math.isfinite(value):
-            raise _NotJson(path, f"float {value!r} is not finite (JSON has no NaN/Infinity)")
+            raise _NotJson(f"float {value!r} is not finite (JSON has no NaN/Infinity)")
         return float.__float__(value)
     if type(value) is dict or (not exact and isinstance(value, dict)):
-        return {_check_key(k, path, exact): _check(v, f"{path}[{k!r}]", exact) for k, v in value.items()}
+        return _check_dict(value, exact)
     if type(value) in (list, tuple) or (not exact and isinstance(value, (list, tuple))):
-        items: list[object] | tuple[object, ...] = value  # type: ignore[assignment]
-        return [_check(v, f"{path}[{i}]", exact) for i, v in enumerate(items)]
-    raise _NotJson(path, f"object of type {_type_name(value)} is not JSON-serialisable")
+        return _check_list(value, exact)  # type: ignore[arg-type]
+    raise _NotJson(f"object of type {_type_name(value)} is not JSON-serialisable")
 
 
 _SUPPORTED = (
@@ -238,7 +281,7 @@ def _unstructure(value: object, root: str) -> JSON:
         raise SerializationError(f"cannot serialise {root}: nested too deeply (or cyclic)") from None
     except Exception as exc:
         raise SerializationError(
-            f"cannot serialise {root} of type {_type_name(value)}: {type(exc).__name__}: {exc}"
+            f"cannot serialise {root} of type {_type_name(value)}: {type(exc).__name__}: {clip(str(exc))}"
         ) from exc
 
 
@@ -248,16 +291,16 @@ def to_json(value: object, *, root: str = "value") -> JSON:
     ``root`` names the value in error messages, e.g. ``result`` gives ``result['a'][2]``.
     """
     try:
-        return _check(value, root, exact=True)
+        return _check(value, exact=True)
     except _NotJson:
         pass
     except RecursionError:
         raise SerializationError(f"cannot serialise {root}: nested too deeply (or cyclic)") from None
     unstructured = _unstructure(value, root)
     try:
-        return _check(unstructured, root, exact=False)
+        return _check(unstructured, exact=False)
     except _NotJson as exc:
-        raise SerializationError(f"cannot serialise {exc.path}: {exc.problem} ({_SUPPORTED})") from None
+        raise SerializationError(f"cannot serialise {exc.path(root)}: {exc.problem} ({_SUPPORTED})") from None
     except RecursionError:
         raise SerializationError(f"cannot serialise {root}: nested too deeply (or cyclic)") from None
 
@@ -276,7 +319,7 @@ def from_json(data: JSON, annotation: object = None) -> Any:
     try:
         return converter.structure(data, annotation)  # type: ignore[arg-type]
     except Exception as exc:
-        details = "; ".join(transform_error(exc, path="$"))
+        details = clip("; ".join(transform_error(exc, path="$")), 2 * MAX_SHOWN)
         raise SerializationError(
             f"cannot structure JSON as {annotation_name(annotation)}: {details}"
         ) from exc

@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from pgflow.arguments import MAX_ID, id_problem, shown
 from pgflow.errors import WorkflowDefinitionError
 
 __all__ = ["GROUP_COMMANDS", "KIND_BY_COMMAND", "StepInfo", "discover_steps"]
@@ -67,10 +68,11 @@ def discover_steps(fn: Callable[..., Any]) -> tuple[StepInfo, ...]:
 
     Raises :class:`~pgflow.errors.WorkflowDefinitionError` when a literal step id appears twice.
     """
-    fn_def = _parse_function(fn)
-    if fn_def is None:
+    found = _parse_function(fn)
+    if found is None:
         return ()
-    walker = _Walker()
+    fn_def, first_line = found
+    walker = _Walker(first_line, getattr(fn, "__name__", "?"))
     walker.visit_all(fn_def.body, _Scope())
     steps = tuple(walker.steps)
     _check_unique(steps)
@@ -80,35 +82,37 @@ def discover_steps(fn: Callable[..., Any]) -> tuple[StepInfo, ...]:
 # --------------------------------------------------------------------------------------- parsing
 
 
-def _parse_function(fn: Callable[..., Any]) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    """The ``def`` node of ``fn``, or ``None`` when its source cannot be read or parsed."""
+def _parse_function(fn: Callable[..., Any]) -> tuple[ast.FunctionDef | ast.AsyncFunctionDef, int] | None:
+    """The ``def`` node of ``fn`` and the file line of the parsed source's line 1 minus one (add a
+    node's ``lineno`` to name its line in the file), or ``None`` when the source is unavailable."""
     try:
-        source = inspect.getsource(fn)
+        lines, start = inspect.getsourcelines(fn)
     except (OSError, TypeError):
         return None
-    tree = _parse_source(source)
-    if tree is None:
+    parsed = _parse_source("".join(lines))
+    if parsed is None:
         return None
+    tree, shift = parsed
     name = getattr(fn, "__name__", None)
     for node in ast.walk(tree):
         if isinstance(node, _FUNCTION_DEFS) and node.name == name:
-            return node
+            return node, max(start, 1) - 1 - shift
     return None
 
 
-def _parse_source(source: str) -> ast.Module | None:
-    """Parse a (possibly indented) function's source.
+def _parse_source(source: str) -> tuple[ast.Module, int] | None:
+    """Parse a (possibly indented) function's source; also returns how many lines were prepended.
 
     When a multi-line string inside the function is indented less than the ``def`` itself,
     :func:`textwrap.dedent` cannot strip the indentation; wrapping the source in an ``if`` block
     then makes it parseable without touching it.
     """
     try:
-        return ast.parse(textwrap.dedent(source))
+        return ast.parse(textwrap.dedent(source)), 0
     except SyntaxError:
         pass
     try:
-        return ast.parse("if True:\n" + source)
+        return ast.parse("if True:\n" + source), 1
     except SyntaxError:
         return None
 
@@ -149,8 +153,10 @@ class _Scope:
 class _Walker:
     """Walks one function body in source order, collecting :class:`StepInfo` records."""
 
-    def __init__(self) -> None:
+    def __init__(self, line_offset: int = 0, function: str = "?") -> None:
         self.steps: list[StepInfo] = []
+        self._line_offset = line_offset
+        self._function = function
         self._handlers: dict[type[ast.AST], Callable[[Any, _Scope], None]] = {
             ast.Yield: self._yield,
             ast.YieldFrom: self._yield,
@@ -170,6 +176,11 @@ class _Walker:
             ast.GeneratorExp: self._comprehension,
             ast.DictComp: self._comprehension,
         }
+
+    def mistake(self, node: ast.AST, what: str) -> WorkflowDefinitionError:
+        """A mistake found at decoration, naming the function and the file line of ``node``."""
+        line = self._line_offset + getattr(node, "lineno", 0)
+        return WorkflowDefinitionError(f"workflow function {self._function!r}, line {line}: {what}")
 
     def visit(self, node: ast.AST | None, scope: _Scope) -> None:
         if node is None or isinstance(node, _NESTED_SCOPES):
@@ -204,6 +215,9 @@ class _Walker:
         if id_node is None:
             return
         literal = _literal_string(id_node)
+        if literal is not None and (problem := id_problem(literal)) is not None:
+            raise self.mistake(node, f"step id must be a string of 1-{MAX_ID} characters without NUL or "
+                                     f"lone surrogates, {problem}: {shown(literal)}")  # fmt: skip
         self.steps.append(
             StepInfo(
                 id=ast.unparse(id_node) if literal is None else literal,

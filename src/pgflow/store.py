@@ -139,10 +139,27 @@ class StartChild:
 
 @attrs.frozen
 class Batch:
+    """What a worker writes in one commit: step records (``running`` ones for steps about to start),
+    consumed events, the run's outcome and child runs to start."""
+
     steps: tuple[StepRecord, ...] = ()
     consumed: tuple[tuple[int, str], ...] = ()
     outcome: RunOutcome = KeepRunning()
     children: tuple[StartChild, ...] = ()
+
+    @property
+    def current_step_id(self) -> str | None:
+        """The step the run is at after this batch: the first one starting, else the last written."""
+        for rec in self.steps:
+            if rec.status == "running":
+                return rec.step_id
+        return self.steps[-1].step_id if self.steps else None
+
+    @property
+    def finished_step_id(self) -> str | None:
+        """The last step of the batch that is not starting (what a held run stopped after)."""
+        done = [rec.step_id for rec in self.steps if rec.status != "running"]
+        return done[-1] if done else None
 
 
 @attrs.frozen

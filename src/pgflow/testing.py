@@ -12,13 +12,14 @@ from typing import Any
 
 import pendulum
 
-from .clock import ensure_utc
-from .definition import Workflow
-from .durations import parse_duration, parse_when
-from .errors import WorkflowDefinitionError
+from .arguments import add_time, shown
+from .backend import check_dsn, check_schema
+from .definition import Workflow, check_workflows
+from .durations import check_duration, check_when
+from .errors import InvalidArgumentError, WorkflowDefinitionError
 from .execution import StepCaller
 from .memory import MemoryStore
-from .operations import Operations, _statuses
+from .operations import Operations
 from .processor import Crash, Faults, RunProcessor, Settings
 from .records import TERMINAL, WorkflowRun
 from .store import Store
@@ -32,17 +33,17 @@ class SimClock:
     """A clock that only moves when told to."""
 
     def __init__(self, start: Any = None) -> None:
-        self._now = parse_when(start) if start is not None else pendulum.now("UTC")
+        self._now = check_when(start, "start") if start is not None else pendulum.now("UTC")
 
     def now(self) -> pendulum.DateTime:
         return self._now
 
     def advance(self, duration: Any) -> pendulum.DateTime:
-        self._now = self._now + parse_duration(duration)
+        self._now = add_time(self._now, check_duration(duration, "duration"), "duration")
         return self._now
 
     def set(self, when: Any) -> pendulum.DateTime:
-        target = ensure_utc(when) if not isinstance(when, str) else parse_when(when)
+        target = check_when(when, "when")
         if target < self._now:
             raise ValueError(f"SimClock cannot go back in time (now {self._now}, asked for {target})")
         self._now = target
@@ -63,13 +64,18 @@ class Harness(Operations):
         lease: Any = "30s",
         min_poll_interval: Any = "1s",
     ) -> None:
-        self.clock = clock if clock is not None else SimClock()
+        workflows = check_workflows(workflows)
+        check_dsn(dsn)
+        check_schema(schema)
+        settings = Settings(
+            check_duration(lease, "lease"), check_duration(min_poll_interval, "min_poll_interval")
+        )
+        self.clock = _check_sim_clock(clock) if clock is not None else SimClock()
         self._ops_clock = self.clock
         self._workflows: dict[str, Workflow] = {}
         self._pool: Any = None
         self.store: Store = self._open_store(dsn, schema)
         self._faults = Faults()
-        settings = Settings(parse_duration(lease), parse_duration(min_poll_interval))
         self._caller = StepCaller()
         self._processor = RunProcessor(self.store, self._workflows, self.clock, settings, self._caller, self._faults,
                                        resolve=self._resolve)  # fmt: skip
@@ -142,7 +148,7 @@ class Harness(Operations):
 
     def advance(self, duration: Any) -> None:
         """Move the clock by ``duration``, firing each due timer at its own time."""
-        target = self.clock.now() + parse_duration(duration)
+        target = add_time(self.clock.now(), check_duration(duration, "duration"), "duration")
         self.run_until_idle()
         while (due := self._next_due()) is not None and due <= target:
             if due > self.clock.now():
@@ -172,8 +178,8 @@ class Harness(Operations):
         self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
     ) -> WorkflowRun:
         """Like the client's, in simulated time: runs work and timers up to ``timeout`` from now."""
-        wanted = set(_statuses(until))
-        deadline = self.clock.now() + parse_duration(timeout)
+        wanted, span = self._wait_arguments(run_id, until, timeout, resource_id)
+        deadline = self.clock.now() + span
         while True:
             self.run_until_idle()
             run = self.get_run(run_id, resource_id=resource_id)
@@ -197,6 +203,15 @@ class Harness(Operations):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_sim_clock(clock: object) -> SimClock:
+    """The Harness moves its clock by hand: anything with SimClock's now/advance/set."""
+    if not all(callable(getattr(clock, method, None)) for method in ("now", "advance", "set")):
+        raise InvalidArgumentError(
+            f"clock must be a pgflow.testing.SimClock (now/advance/set), got {type(clock).__name__}: {shown(clock)}"
+        )
+    return clock  # type: ignore[return-value]
 
 
 def _waiting_on(run: WorkflowRun) -> str:

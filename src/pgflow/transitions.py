@@ -14,6 +14,7 @@ import pendulum
 from .errors import InvalidStateError
 from .records import TERMINAL, RunStatus, StepRecord
 from .store import (
+    Batch,
     CompleteRun,
     FailRun,
     KeepRunning,
@@ -185,10 +186,25 @@ def check_lease(row: RunRow, lease: Lease, now: DateTime) -> None:
         raise LeaseLost(row.id)
 
 
+def batch_writes(row: RunRow, batch: Batch) -> tuple[StepRecord, ...]:
+    """The records of a batch a locked run takes: a run paused meanwhile starts nothing further,
+    so the ``running`` records of steps about to start are dropped (their code will not run)."""
+    if not row.held:
+        return batch.steps
+    return tuple(rec for rec in batch.steps if rec.status != "running")
+
+
+def apply_batch(row: RunRow, batch: Batch, now: DateTime, lease: pendulum.Duration) -> RunRow:
+    """The run after a worker's batch (the lease was checked by the caller): its outcome, and the
+    step it is at (the one starting; for a run paused meanwhile, the last one that finished)."""
+    step = batch.finished_step_id if row.held else batch.current_step_id
+    return apply_outcome(row, batch.outcome, now, lease, step)
+
+
 def apply_outcome(
     row: RunRow, outcome: RunOutcome, now: DateTime, lease: pendulum.Duration, step: str | None
 ) -> RunRow:
-    """The run after a worker's batch (the lease was checked by the caller)."""
+    """The run after a worker's outcome (the lease was checked by the caller)."""
     row = attrs.evolve(row, updated_at=now, current_step_id=step or row.current_step_id)
     if isinstance(outcome, KeepRunning):
         return attrs.evolve(row, lease_expires_at=now + lease)
@@ -217,6 +233,15 @@ def apply_outcome(
         )  # fmt: skip
     assert isinstance(outcome, ReleaseRun)
     return _settle(attrs.evolve(released), now, step_done=False)
+
+
+def claim_order(row: RunRow, now: DateTime) -> tuple[int, DateTime, DateTime, str]:
+    """Which claimable run a worker takes first: runs whose lease expired (a crashed worker's), oldest
+    expiry first, before any run that is merely due, so a takeover never waits behind a backlog;
+    then the earliest due. (The claim query in SQL orders the same way.)"""
+    if row.lease_owner is not None:
+        return (0, row.lease_expires_at or now, row.created_at, row.id)
+    return (1, row.due_at or now, row.created_at, row.id)
 
 
 def is_claimable(row: RunRow, now: DateTime) -> bool:

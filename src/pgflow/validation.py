@@ -22,6 +22,7 @@ from cattrs.gen import mapping_structure_factory
 from cattrs.v import format_exception, transform_error
 
 from pgflow import serde
+from pgflow.arguments import clip, shown
 from pgflow.errors import InvalidInputError, SerializationError, WorkflowDefinitionError
 from pgflow.serde import JSON, StrictTypeError
 
@@ -185,8 +186,13 @@ def _field_errors(exc: BaseException) -> list[str]:
     return errors
 
 
+MAX_ERROR = 300  # characters of one field error; a validator's message may embed a huge value
+MAX_MESSAGE = 500  # characters of the whole message
+
+
 def _reject(errors: list[str]) -> InvalidInputError:
-    return InvalidInputError("invalid value: " + "; ".join(errors), errors)
+    errors = [clip(e, MAX_ERROR) for e in errors]
+    return InvalidInputError(clip("invalid value: " + "; ".join(errors), MAX_MESSAGE), errors)
 
 
 # --- validators per kind ---------------------------------------------------------------------
@@ -203,7 +209,7 @@ def schema_kind(schema: object) -> str:
     if callable(schema):
         return "callable"
     raise WorkflowDefinitionError(
-        f"invalid schema {schema!r}: expected None, an attrs class, a dataclass, a pydantic model "
+        f"invalid schema {shown(schema)}: expected None, an attrs class, a dataclass, a pydantic model "
         "or a callable f(raw) -> value"
     )
 
@@ -280,7 +286,8 @@ def validate(validator: Validator | None, raw: Any, what: str) -> Any:
     try:
         return (validator or _validate_json)(raw)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"invalid {what}: " + "; ".join(exc.errors), exc.errors) from exc
+        message = clip(f"invalid {what}: " + "; ".join(exc.errors), MAX_MESSAGE)
+        raise InvalidInputError(message, exc.errors) from exc
 
 
 def to_stored(schema: object, raw: Any, what: str = "value") -> JSON:
@@ -294,21 +301,20 @@ def to_stored(schema: object, raw: Any, what: str = "value") -> JSON:
             return serde.to_json(value.model_dump(mode="json"), root=what)
         return serde.to_json(value, root=what)
     except SerializationError as exc:
-        raise InvalidInputError(f"invalid {what}: {exc}", [str(exc)]) from exc
+        raise InvalidInputError(clip(f"invalid {what}: {exc}", MAX_MESSAGE), [str(exc)]) from exc
 
 
 def rebuild(schema: object, stored: JSON, what: str = "value") -> Any:
-    """Rebuild the validated value from its stored JSON, identically on every replay."""
+    """Rebuild the validated value from its stored JSON, identically on every replay. A callable
+    validator already ran once, when the value arrived: its stored result is the value."""
     kind = schema_kind(schema)
-    if kind == "json":
+    if kind in ("json", "callable"):
         return stored
     try:
         if kind == "class":
             return serde.converter.structure(stored, schema)  # type: ignore[arg-type]
-        if kind == "model":
-            return schema.model_validate(stored)  # type: ignore[attr-defined]
-        return schema(stored)  # type: ignore[operator]
+        return schema.model_validate(stored)  # type: ignore[attr-defined]
     except Exception as exc:
         raise SerializationError(
-            f"cannot rebuild {what} from its stored JSON: {type(exc).__name__}: {exc}"
+            f"cannot rebuild {what} from its stored JSON: {type(exc).__name__}: {clip(str(exc))}"
         ) from exc

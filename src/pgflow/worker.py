@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .definition import Workflow
+from .errors import StorageError
+from .logs import run_extra
 from .processor import RunProcessor, Settings
 from .store import Claimed, Lease
 
@@ -168,9 +170,12 @@ class Worker:
             while current is not None:
                 try:
                     self.processor.process(current)
+                except StorageError as exc:  # anything else already failed the run (no poison runs)
+                    log.warning("run %s: the database failed (%s); the run is taken over when its lease "
+                                "expires", current.run.id, exc, extra=run_extra(current.run))  # fmt: skip
                 except Exception:
-                    log.exception("pgflow: run %s failed in the worker; it will be retried after its lease expires",
-                                  current.run.id)  # fmt: skip
+                    log.exception("run %s: unexpected error in the worker; the run is taken over when its "
+                                  "lease expires", current.run.id, extra=run_extra(current.run))  # fmt: skip
                 finally:
                     with self._lock:
                         self._active.pop(current.run.id, None)

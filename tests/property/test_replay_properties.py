@@ -10,7 +10,17 @@ that the live generator decides like a replay from scratch.
 
 from __future__ import annotations
 
-from flowgen import CheckedReplayer, RunSpec, Scenario, checked_processor, ops, outcome, play, scenarios
+from flowgen import (
+    CheckedReplayer,
+    PollSpec,
+    RunSpec,
+    Scenario,
+    checked_processor,
+    ops,
+    outcome,
+    play,
+    scenarios,
+)
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
@@ -25,6 +35,12 @@ def test_crashed_run_ends_like_the_crash_free_run(scenario: Scenario) -> None:
     event(f"status: {clean.run.status}")
     event(f"crash points fired: {crashed.crashes}")
     event(f"events sent: {min(clean.sent, 3)}+")
+    if any(isinstance(scenario.by_id()[sid], PollSpec) for sid in scenario.crash_before):
+        # a crash that loses a poll call's outcome calls it once more: a poll whose answer depends
+        # on how often it was called may answer sooner, so the run may skip a wait (and what a
+        # script does there); every invariant was still checked while it played
+        event("crash lost a poll call's outcome")
+        return
     assert outcome(crashed.run) == outcome(clean.run)
     assert crashed.sent == clean.sent
     error = clean.run.error

@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.errors import InvalidArgumentError
+from pgflow.memory import unknown_cursor
 from pgflow.store import RunQuery, RunRow
 
 from .queries import Queries
@@ -41,9 +42,9 @@ def list_runs(conn: Conn, q: Queries, query: RunQuery) -> tuple[list[RunRow], bo
     cursor_id = query.starting_after or query.ending_before
     name = "list_runs_desc"
     if cursor_id is not None:
-        found = conn.execute(q["cursor_run"], {"id": cursor_id}).fetchone()
+        found = conn.execute(q["cursor_run"], {"id": cursor_id, "resource_id": query.resource_id}).fetchone()
         if found is None:
-            raise InvalidArgumentError(f"unknown cursor {cursor_id!r}: pass a run id from a previous page")
+            raise InvalidArgumentError(unknown_cursor(cursor_id))
         params["cursor_at"], params["cursor_id"] = found
         filters.append(_OLDER if query.starting_after else _NEWER)
         name = "list_runs_desc" if query.starting_after else "list_runs_asc"

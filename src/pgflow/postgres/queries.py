@@ -18,7 +18,8 @@ __all__ = ["Queries", "Query", "load_queries", "parse_queries"]
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$")
 _ALWAYS = sql.SQL("true")
-_IF_LEASED = sql.SQL("EXISTS (SELECT FROM run)")  # the fenced lease-check CTE matched
+# the fenced lease-check CTE matched, and a held run starts nothing further (transitions.batch_writes)
+_IF_LEASED = sql.SQL("EXISTS (SELECT FROM run WHERE NOT run.held OR r.status <> 'running')")
 
 
 @attrs.frozen

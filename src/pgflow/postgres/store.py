@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from pgflow import serde
 from pgflow import transitions as tr
-from pgflow.errors import RunNotFoundError, StorageError
+from pgflow.errors import RunNotFoundError, SerializationError, StorageError
 from pgflow.memory import check_idempotent, not_found_message
 from pgflow.records import TERMINAL, Event, StepRecord
 from pgflow.static_steps import StepInfo
@@ -51,6 +51,9 @@ T = TypeVar("T")
 DateTime = pendulum.DateTime
 Conn = psycopg.Connection[Any]
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# SQLSTATE class 22 (data exception; psycopg also raises DataError itself, e.g. for a NUL in a text
+# parameter) and class 54 (a value over a program limit, e.g. a too deeply nested jsonb)
+_REFUSED_VALUES = (psycopg.DataError, pg_errors.ProgramLimitExceeded)
 _ATTEMPTS = 3
 
 
@@ -86,6 +89,10 @@ class PostgresStore:
             except UserCodeError as exc:
                 failure = exc.original
                 break
+            except _REFUSED_VALUES as exc:  # bad data, not a failing database: retrying cannot help
+                raise SerializationError(
+                    f"{op} on schema {self.schema!r}: PostgreSQL cannot store a value: {exc}"
+                ) from exc
             except psycopg.Error as exc:
                 raise StorageError(f"{op} failed on schema {self.schema!r}: {exc}") from exc
         assert failure is not None
@@ -288,7 +295,7 @@ class PostgresStore:
     ) -> CommitResult:  # fmt: skip
         """Record a batch if the lease is still valid (see ``CommitResult``)."""
         if transaction is None and isinstance(batch.outcome, KeepRunning) and not batch.children:
-            return self._commit_hot(lease, now, lease_duration, batch.steps, batch.consumed)
+            return self._commit_hot(lease, now, lease_duration, batch)
         if transaction is None and isinstance(batch.outcome, CompleteRun) and not batch.children:
             done = self._commit_complete(lease, now, batch)
             if done is not None:
@@ -300,15 +307,16 @@ class PostgresStore:
         )
 
     def _commit_hot(
-        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, steps: Sequence[StepRecord],
-        consumed: Sequence[tuple[int, str]] = (),
-    ) -> CommitResult:  # fmt: skip
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch
+    ) -> CommitResult:
         """One statement, one round trip (autocommit): fenced lease extension + step upserts (+ the
         events the batch consumed)."""
+        consumed = batch.consumed
         params: dict[str, Any] = {
             "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": pg_time(now),
             "lease_expires_at": pg_time(now) + lease_duration,
-            "current_step_id": steps[-1].step_id if steps else None, "steps": steps_json(steps),
+            "current_step_id": batch.current_step_id, "finished_step_id": batch.finished_step_id,
+            "steps": steps_json(batch.steps),
             "event_ids": [i for i, _ in consumed], "event_steps": [s for _, s in consumed],
         }  # fmt: skip
         found = self._query("commit", "commit_keep_running", **params)
@@ -321,7 +329,7 @@ class PostgresStore:
         steps = batch.steps
         found = self._query(
             "commit", "commit_complete", run_id=lease.run_id, token=lease.token, owner=lease.owner,
-            now=pg_time(now), current_step_id=steps[-1].step_id if steps else None,
+            now=pg_time(now), current_step_id=batch.current_step_id,
             steps=steps_json(steps), output=json_value(batch.outcome.output),
             event_ids=[i for i, _ in batch.consumed], event_steps=[s for _, s in batch.consumed],
             channel=self._channels.runs,
@@ -337,15 +345,15 @@ class PostgresStore:
             return CommitResult(ok=False)
         try:
             tr.check_lease(row, lease, now)
-            last = (
-                transaction[1].step_id if transaction else (batch.steps[-1].step_id if batch.steps else None)
-            )
-            new = tr.apply_outcome(row, batch.outcome, now, lease_duration, last)
+            if transaction is not None:
+                new = tr.apply_outcome(row, batch.outcome, now, lease_duration, transaction[1].step_id)
+            else:
+                new = tr.apply_batch(row, batch, now, lease_duration)
         except tr.LeaseLost:
             return CommitResult(ok=False)
         except tr.MailboxChanged:
             return CommitResult(ok=False, mailbox_changed=True)
-        steps = list(batch.steps)
+        steps = list(tr.batch_writes(row, batch))
         record = run_transaction_step(tx.conn, transaction, now) if transaction else None
         if record is not None:
             steps.append(record)

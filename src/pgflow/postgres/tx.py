@@ -11,12 +11,11 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import attrs
 import pendulum
 import psycopg
 from psycopg.rows import dict_row
 
-from pgflow import serde
+from pgflow import serde, step_records
 from pgflow import transitions as tr
 from pgflow.errors import RunNotFoundError
 from pgflow.memory import not_found_message
@@ -180,4 +179,4 @@ def run_transaction_step(conn: Conn, transaction: tuple[Any, StepRecord], now: D
         output = serde.to_json(result, root=f"result of step {base.step_id!r}")
     except Exception as exc:
         raise UserCodeError(exc) from exc
-    return attrs.evolve(base, status="completed", output=output, attempts=base.attempts + 1, completed_at=now)
+    return step_records.completed(base, output, now)

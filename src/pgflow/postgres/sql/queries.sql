@@ -82,7 +82,7 @@ WHERE id = %(id)s
 
 -- name: run_steps
 -- A run's step records in execution order.
-SELECT * FROM {schema}.steps WHERE run_id = %(run_id)s ORDER BY seq
+SELECT * FROM {schema}.steps WHERE run_id = %(run_id)s ORDER BY seq, pos
 
 -- name: run_step
 -- One step record of a run.
@@ -90,7 +90,7 @@ SELECT * FROM {schema}.steps WHERE run_id = %(run_id)s AND step_id = %(step_id)s
 
 -- name: steps_of_runs
 -- The step records of several runs, in execution order.
-SELECT * FROM {schema}.steps WHERE run_id = ANY(%(run_ids)s) ORDER BY seq
+SELECT * FROM {schema}.steps WHERE run_id = ANY(%(run_ids)s) ORDER BY seq, pos
 
 -- name: mailbox_of_runs
 -- The unconsumed events of several runs, oldest first.
@@ -114,20 +114,21 @@ FROM unnest(%(ids)s::bigint[], %(step_ids)s::text[]) AS c(id, step_id)
 WHERE e.id = c.id AND e.run_id = %(run_id)s
 
 -- name: upsert_steps
--- Insert or replace a run's step records (a json array, in order); a replaced record keeps its seq.
+-- Insert or replace a run's step records (a json array, in order); each carries its seq.
 -- The one copy of the step upsert: the commit queries embed it as {upsert_steps}, after their
--- fenced `run` CTE, with {only_if} = EXISTS (SELECT FROM run) so nothing is written without the lease.
+-- fenced `run` CTE, with {only_if} = the `run` CTE matched (nothing is written without the lease)
+-- and the record is not a running one of a held run.
 INSERT INTO {schema}.steps AS s (
     run_id, step_id, kind, status, output, error, timed_out, attempts, started_at, completed_at,
-    wake_at, timeout_at, event, run_attempt
+    wake_at, timeout_at, event, run_attempt, seq
 )
 SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
-       r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt
+       r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt, r.seq
 FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
      json_to_record(e.rec) AS r(
          step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
          attempts integer, started_at timestamptz, completed_at timestamptz, wake_at timestamptz,
-         timeout_at timestamptz, event text, run_attempt integer)
+         timeout_at timestamptz, event text, run_attempt integer, seq integer)
 WHERE {only_if}
 ORDER BY e.ord
 ON CONFLICT (run_id, step_id) DO UPDATE SET
@@ -135,16 +136,20 @@ ON CONFLICT (run_id, step_id) DO UPDATE SET
     error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
     started_at = excluded.started_at, completed_at = excluded.completed_at,
     wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
-    run_attempt = excluded.run_attempt
+    run_attempt = excluded.run_attempt, seq = excluded.seq
 
 -- name: commit_keep_running
 -- Hot path, one statement: if the lease is still ours (token, owner, not ended, not expired at
 -- now), extend it, upsert the batch's step records and mark the mailbox events its WaitFor steps
--- took as consumed (empty arrays when none); returns held, or no row when the lease is lost.
+-- took as consumed (empty arrays when none); returns held, or no row when the lease is lost. A run
+-- paused meanwhile starts nothing further: the batch's running records are not written then, and
+-- the run stays at the last step that finished (transitions.batch_writes / apply_batch).
 WITH run AS (
     UPDATE {schema}.runs
     SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s,
-        current_step_id = coalesce(%(current_step_id)s::text, current_step_id)
+        current_step_id = coalesce(
+            CASE WHEN held THEN %(finished_step_id)s::text ELSE %(current_step_id)s::text END,
+            current_step_id)
     WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
       AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
     RETURNING held
@@ -171,7 +176,7 @@ WITH run AS (
     WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
       AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
       AND parent_run_id IS NULL
-    RETURNING id
+    RETURNING id, held
 ), written AS (
     {upsert_steps}
 ), consumed AS (
@@ -182,32 +187,33 @@ WITH run AS (
 SELECT pg_notify(%(channel)s, id) FROM run
 
 -- name: claim
--- Claim, in one statement, up to limit claimable runs of the given workflows, earliest due first
--- (coalesce(due_at, lease_expires_at), created_at, id), skipping runs another transaction holds:
--- ready (due, no lease; read in runs_claim_idx order, so a backlog is not sorted on every claim)
--- or leased with an expired lease. Each is leased as transitions.claim does (running, or paused
--- when held; a new lease token; no longer due) and returned with its step records and unconsumed
--- mailbox as json arrays. Those arrays come from the statement's snapshot, but a row changed by a
--- commit between that snapshot and the row lock is locked (and returned) in its newest version:
--- snapshot_current is false then (the row's xmin moved), and the caller reads steps and mailbox again.
-WITH ready AS (
-    SELECT id, due_at AS due, created_at, xmin AS locked_xmin FROM {schema}.runs
+-- Claim, in one statement, up to limit claimable runs of the given workflows, skipping runs another
+-- transaction holds: first runs whose lease expired (a crashed worker's, oldest expiry first, read
+-- in runs_lease_idx order), so a takeover never waits behind a backlog; then ready runs (due, no
+-- lease; earliest due first, read in runs_claim_idx order, so a backlog is not sorted on every
+-- claim). Each is leased as transitions.claim does (running, or paused when held; a new lease
+-- token; no longer due) and returned with its step records and unconsumed mailbox as json arrays.
+-- Those arrays come from the statement's snapshot, but a row changed by a commit between that
+-- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
+-- false then (the row's xmin moved), and the caller reads steps and mailbox again.
+WITH expired AS (
+    SELECT id, 0 AS rank, lease_expires_at AS due, created_at, xmin AS locked_xmin
+    FROM {schema}.runs
+    WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
+      AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), ready AS (
+    SELECT id, 1 AS rank, due_at AS due, created_at, xmin AS locked_xmin FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
       AND lease_owner IS NULL AND due_at <= %(now)s
     ORDER BY due_at, created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), expired AS (
-    SELECT id, coalesce(due_at, lease_expires_at) AS due, created_at, xmin AS locked_xmin
-    FROM {schema}.runs
-    WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
-      AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
-    ORDER BY coalesce(due_at, lease_expires_at), created_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT * FROM ready UNION ALL SELECT * FROM expired
-    ORDER BY due, created_at, id
+    SELECT * FROM expired UNION ALL SELECT * FROM ready
+    ORDER BY rank, due, created_at, id
     LIMIT %(limit)s
 ), claimed AS (
     UPDATE {schema}.runs AS r
@@ -218,12 +224,12 @@ WITH ready AS (
     RETURNING r.*
 )
 SELECT c.*,
-    (SELECT json_agg(s ORDER BY s.seq) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
+    (SELECT json_agg(s ORDER BY s.seq, s.pos) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
     (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
      WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
     p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
-ORDER BY p.due, p.created_at, p.id
+ORDER BY p.rank, p.due, p.created_at, p.id
 
 -- name: heartbeat
 -- Extend every lease still held (token and owner match, not ended, not expired); returns each
@@ -247,8 +253,10 @@ SELECT least(
 ) AS due
 
 -- name: cursor_run
--- The paging key (created_at, id) of a cursor run.
-SELECT created_at, id FROM {schema}.runs WHERE id = %(id)s
+-- The paging key (created_at, id) of a cursor run; with a resource_id, only a run of that resource
+-- (a cursor naming another tenant's run is as unknown as a missing one).
+SELECT created_at, id FROM {schema}.runs
+WHERE id = %(id)s AND (%(resource_id)s::text IS NULL OR resource_id = %(resource_id)s::text)
 
 -- name: list_runs_desc
 -- A page of runs, newest first, after the optional cursor condition in {filters}.
