@@ -113,8 +113,11 @@ def test_unparseable_values(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["0s", "0ms", "-5s", 0, -1, -0.5, 0.0, {}, {"seconds": 0}, {"hours": -1}, timedelta(0), timedelta(-1)],
-)
+    [
+        "0s", "0ms", "-5s", 0, -1, -0.5, 0.0, {}, {"seconds": 0}, {"hours": -1}, timedelta(0), timedelta(-1),
+        pendulum.duration(0), pendulum.duration(seconds=-1),
+    ],
+)  # fmt: skip
 def test_zero_or_negative(value: Any) -> None:
     """Zero or negative durations fail with exactly 'Invalid duration: must be a positive value'."""
     with pytest.raises(InvalidDurationError) as info:
@@ -127,6 +130,26 @@ def test_non_finite_or_huge(value: Any) -> None:
     """NaN, infinity, out-of-range and exponent notation are rejected, not crashed on."""
     with pytest.raises(InvalidDurationError, match="Invalid duration"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("nan"), "Invalid duration: nan (not a finite number)"),
+        (float("-inf"), "Invalid duration: -inf (not a finite number)"),
+        ({"hours": float("inf")}, "Invalid duration: {'hours': inf} (not a finite number)"),
+        (1e20, "Invalid duration: 1e+20 (too large)"),
+        ("100000000000000 weeks", "Invalid duration: '100000000000000 weeks' (too large)"),
+        ({"weeks": 10**14}, "Invalid duration: {'weeks': 100000000000000} (too large)"),
+        ("5 fortnights", "Invalid duration: '5 fortnights' (unknown unit 'fortnights')"),
+        ({"years": 1}, "Invalid duration: {'years': 1} (unknown key 'years'; use weeks, days, hours, minutes, seconds, milliseconds)"),
+    ],
+)  # fmt: skip
+def test_rejections_say_why(value: Any, message: str) -> None:
+    """Each rejection names the value and says what is wrong with it."""
+    with pytest.raises(InvalidDurationError) as info:
+        parse_duration(value)
+    assert str(info.value) == message
 
 
 # -- round trip ----------------------------------------------------------------------------------------

@@ -8,7 +8,11 @@ Everything a property needs to observe is recorded here, per scenario *token*:
 
 - ``EFFECTS[token][step_id]``: how many times a step function actually ran (side effects);
 - ``VALUES[token][(attempt, key)]``: every value a ``yield`` evaluated to, in every generator that
-  ran (live, replays, fresh checking replayers), so first execution and replay can be compared.
+  ran (live, replays, fresh checking replayers), so first execution and replay can be compared;
+- ``CHECK_FAILURES[token]``: the type and consistency checks that failed *inside* the workflow. The
+  engine turns any exception raised by workflow code into a run failure (and a crash-free run and
+  its crashed twin would fail alike), so a failed check is recorded here as well, and the driver
+  fails the test when this list is not empty.
 
 Step functions never fail by *call count* (a crash may legitimately re-run a step), only by their
 spec and the run attempt, so a crashed-and-recovered run must end exactly like a crash-free one.
@@ -60,6 +64,7 @@ _tokens = itertools.count()
 SPECS: dict[str, Scenario] = {}
 EFFECTS: dict[str, Counter[str]] = defaultdict(Counter)
 VALUES: dict[str, dict[tuple[int, str], list[Any]]] = defaultdict(lambda: defaultdict(list))
+CHECK_FAILURES: dict[str, list[str]] = defaultdict(list)
 
 
 # ------------------------------------------------------------------------------------ step specs
@@ -247,17 +252,40 @@ def command(step: StepSpec, token: str, attempt: int) -> Any:
     return All(*(command(p, token, attempt) for p in step.parts))
 
 
-def plain(step: StepSpec, value: Any) -> Any:
-    """The JSON form of a yielded value; also checks its Python type."""
+class CheckFailed(Exception):
+    """A check inside the generated workflow failed (also recorded in ``CHECK_FAILURES``)."""
+
+
+def check(token: str, ok: bool, message: str) -> None:
+    """A check made by workflow code: record a failure where the test sees it, then stop the run."""
+    if not ok:
+        with _lock:
+            CHECK_FAILURES[token].append(message)
+        raise CheckFailed(message)
+
+
+def plain(step: StepSpec, value: Any, token: str) -> Any:
+    """The JSON form of a yielded value; also checks its Python type and shape (see ``check``)."""
     if isinstance(step, AllSpec):
-        assert isinstance(value, list) and len(value) == len(step.parts)
-        return [plain(p, v) for p, v in zip(step.parts, value, strict=True)]
+        ok = isinstance(value, list) and len(value) == len(step.parts)
+        check(token, ok, f"All {step.sid} yielded {value!r}, not a list of {len(step.parts)}")
+        return [plain(p, v, token) for p, v in zip(step.parts, value, strict=True)]
     if isinstance(step, RunSpec):
-        assert type(value) is Result, f"Run {step.sid} yielded {value!r}, not a Result"
+        check(token, type(value) is Result, f"Run {step.sid} yielded {value!r}, not a Result")
+        check(token, value.sid == step.sid, f"Run {step.sid} yielded the result of {value.sid}")
         return ["result", value.sid, value.size]
     if isinstance(step, PollSpec):
-        assert type(value) is PollResult
+        check(token, type(value) is PollResult, f"Poll {step.sid} yielded {value!r}, not a PollResult")
+        ok = value.data is None if value.timed_out else isinstance(value.data, dict)
+        check(token, ok, f"Poll {step.sid} yielded {value!r}")
         return ["poll", value.timed_out, value.data]
+    if isinstance(step, WaitSpec):  # the event's data, fast-forward data, or None on timeout
+        ok = value is None or (
+            isinstance(value, dict) and (value.get("event") == step.event or "ff" in value)
+        )
+        check(token, ok, f"WaitFor {step.sid} ({step.event!r}) yielded {value!r}")
+        return value
+    check(token, value is None, f"{type(step).__name__} {step.sid} yielded {value!r}, not None")
     return value
 
 
@@ -267,7 +295,7 @@ def generic(ctx: pgflow.Context[Any]) -> Any:
     out = []
     for step in SPECS[token].steps:
         try:
-            value = plain(step, (yield command(step, token, ctx.attempt)))
+            value = plain(step, (yield command(step, token, ctx.attempt)), token)
         except StepFailedError as exc:
             if not step.catch:
                 raise
@@ -289,6 +317,7 @@ def forget(token: str) -> None:
     SPECS.pop(token, None)
     EFFECTS.pop(token, None)
     VALUES.pop(token, None)
+    CHECK_FAILURES.pop(token, None)
 
 
 # ---------------------------------------------------------------------------------- strategies
@@ -571,11 +600,17 @@ class Player:
 
     def check(self) -> pgflow.WorkflowRun:
         run = self.run()
+        self.check_workflow_checks()
         self.check_records(run)
         self.check_events(run)
         self.check_budget(run)
         self.check_determinism(run)
         return run
+
+    def check_workflow_checks(self) -> None:
+        """No check inside the workflow failed (there, a failure only fails the run)."""
+        failures = CHECK_FAILURES.get(self.token)
+        assert not failures, f"checks inside the workflow failed: {failures}"
 
     def check_records(self, run: pgflow.WorkflowRun) -> None:
         """Completed records never change, and completed steps never run again."""
@@ -681,6 +716,7 @@ def play(scenario: Scenario, *, crashes: bool = True, ops: Sequence[tuple[str, A
         for op in ops:
             player.apply(op)
         run = player.play()
+        player.check_workflow_checks()
         player.check_values()
         faults = player.h._faults  # the crash points left armed never fired
         armed = len(player.scenario.crash_before) + len(player.scenario.crash_after)
