@@ -153,11 +153,14 @@ NON_RETRYABLE = [
 ]
 
 
+BAD_DURATION = "soon"  # not a literal in the workflow: the decoration-time check cannot see it
+
+
 @workflow("raises-non-retryable", retries=3)
 def raises_non_retryable(ctx: Any) -> Flow:
     yield Run("a", counted, "a")
     if ctx.input == "bad-argument":  # a command built with a bad argument: a definition mistake
-        yield Run("b", counted, "b", retry=Retry(initial="soon"))
+        yield Run("b", counted, "b", retry=Retry(initial=BAD_DURATION))
     raise getattr(pgflow, ctx.input)(f"workflow code raised {ctx.input}")
 
 
