@@ -50,7 +50,9 @@ def _running_step(client: pgflow.Client, proc: subprocess.Popen[str], seconds: f
             run = client.start_workflow("slow-step", seconds)
             break
         except pgflow.UnknownWorkflowError:  # the worker has not registered it yet
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.stderr else ""
+            )
             time.sleep(0.1)
     while client.get_run(run.id).current_step_id != "nap":
         assert time.monotonic() < deadline

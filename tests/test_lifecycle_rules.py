@@ -3,7 +3,7 @@
 Every test runs on the in-memory ``Harness()`` and on ``Harness(dsn=..., schema=...)`` (marked
 ``postgres``), on a simulated clock. Each pins one behaviour that a mutation of ``transitions.py``,
 ``processor.py``, ``replay.py`` or a store survived before (see the docstrings); the rules found
-broken are pinned at the end with ``xfail(strict=True)`` tests naming the bug.
+broken (now fixed) are pinned at the end, each naming the bug it was.
 """
 
 from __future__ import annotations
@@ -423,12 +423,9 @@ def test_cancelling_a_parent_with_two_live_children_cancels_both(h: Harness) -> 
     assert h.get_run(bystander).output == {"kid": 1} and h.get_run(parent_id).status == "cancelled"
 
 
-# ==================================================== rules found broken (bugs), pinned by xfail
+# ========================================================= rules once found broken (bugs, now fixed)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG held-parent-stranded: a parent held while its child ends never continues"
-)
 def test_a_parent_held_while_its_child_ends_continues_after_resume(h: Harness) -> None:
     """SPEC §2/§4: a parent resumed after its child ended continues with the child's output."""
     parent_id = started(h, parent)
@@ -453,9 +450,6 @@ def commit_hook(h: Harness, before: Callable[[Any], None]) -> None:
     h.store.commit = commit  # type: ignore[method-assign,assignment]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG child-end-lost: a child ending while its parent is leased is lost"
-)
 def test_a_child_ending_while_its_parent_executes_wakes_the_parent(h: Harness) -> None:
     """SPEC §2: a child that ends while a worker holds its parent (All(Child, Delay) at the Delay's time)
     still wakes the parent; today the parent's suspend is accepted and it waits for good."""
@@ -475,9 +469,6 @@ def test_a_child_ending_while_its_parent_executes_wakes_the_parent(h: Harness) -
     assert h.get_run(parent_id).output == {"kid": {"n": 1}}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG held-all-timer: resume forgets the timers of an All's other steps"
-)
 def test_resuming_a_run_waiting_at_an_all_keeps_its_other_timers(h: Harness) -> None:
     """SPEC §2/§4: after pause + resume, a run at All(WaitFor, Poll) keeps polling every interval
     (today it only remembers the WaitFor: wake_at None, no poll until the event arrives)."""
@@ -491,18 +482,12 @@ def test_resuming_a_run_waiting_at_an_all_keeps_its_other_timers(h: Harness) -> 
     assert CALLS["poll"] == 5
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG cancel-keeps-waiting: a cancelled run still reports the wait it was at"
-)
 def test_a_cancelled_run_reports_no_wait(h: Harness) -> None:
     """SPEC §4: ``waiting`` is set only while the run is suspended at a step."""
     run_id = started(h, awaiter)
     assert h.cancel_workflow(run_id).waiting is None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG claim-keeps-waiting: a running run still reports the wait it left"
-)
 def test_a_running_run_reports_no_wait(h: Harness) -> None:
     """SPEC §3/§4: a run whose worker executes it (here: died while executing it) is not waiting."""
     run_id = started(h, deadline_then_step)

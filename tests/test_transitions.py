@@ -3,7 +3,7 @@
 Pure functions, no store, no clock: each case builds a row in one state with the helpers below (all
 at ``NOW``) and states **exactly** what the transition changes — a dict of the fields that differ
 from the input row (every field not listed must be left as it was) — or the exact error it raises.
-Rules that contradict the SPEC are pinned at the end with ``xfail(strict=True)`` tests naming the bug.
+The rules once found contradicting the SPEC are pinned at the end, each naming the bug it was.
 """
 
 from __future__ import annotations
@@ -447,19 +447,20 @@ CLAIMED = {"lease_owner": "w2", "lease_token": 2, "lease_expires_at": NOW + LEAS
     ("row", "expected"),
     [
         pytest.param(pending(), CLAIMED | {"status": RUNNING, "due_at": None, "lease_token": 1}, id="pending"),
-        pytest.param(backoff(due_at=EARLIER), CLAIMED | {"status": RUNNING, "due_at": None}, id="backoff-over"),
+        pytest.param(backoff(due_at=EARLIER), CLAIMED | {"status": RUNNING, "due_at": None, "wake_at": None},
+                     id="backoff-over"),
         pytest.param(expired(), CLAIMED, id="running-lease-expired"),
         pytest.param(held(pending(timeout_at=NOW)), CLAIMED | {"due_at": None, "lease_token": 1}, id="held-at-its-timeout"),
         pytest.param(held(expired()), CLAIMED, id="held-running-lease-expired"),
-        pytest.param(waiting("delay", due_at=EARLIER), CLAIMED | {"status": RUNNING, "due_at": None}, id="waiting-timer-due"),
+        pytest.param(waiting("delay", due_at=EARLIER),
+                     CLAIMED | {"status": RUNNING, "due_at": None, "waiting": None, "wake_at": None},
+                     id="waiting-timer-due"),
     ],
 )  # fmt: skip
 def test_claim(row: RunRow, expected: dict[str, Any]) -> None:
-    """A claim takes a new lease (token + 1, expiring NOW + lease): the run is running, or stays
-    paused when held (the worker will only give it back), and is no longer due."""
-    found = changes(row, tr.claim(row, "w2", NOW, LEASE))
-    found.pop("waiting", None)  # pinned by test_a_claimed_run_no_longer_reports_a_wait below
-    assert found == expected
+    """A claim takes a new lease (token + 1, expiring NOW + lease): the run is running (no longer
+    waiting, nothing due), or stays paused as it was when held (the worker will only give it back)."""
+    assert changes(row, tr.claim(row, "w2", NOW, LEASE)) == expected
 
 
 # ==================================================================================== check_lease
@@ -752,24 +753,17 @@ def test_apply_change_refuses_an_unknown_action() -> None:
 # ===================================================== rules that contradict the SPEC (bugs, pinned)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG cancel-keeps-waiting: cancel leaves row.waiting set (SPEC §4)")
 @pytest.mark.parametrize("kind", ["wait_for", "delay", "child"])
 def test_cancel_clears_waiting(kind: str) -> None:
     """SPEC §4: ``waiting`` is set only while suspended at a step; a cancelled run is not."""
     assert tr.cancel(waiting(kind), NOW).waiting is None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG claim-keeps-waiting: a claimed run still reports its old wait (SPEC §3/§4)"
-)
 def test_a_claimed_run_no_longer_reports_a_wait() -> None:
     """SPEC §3/§4: a running run executes; ``waiting`` (suspended at a step) is None."""
     assert tr.claim(waiting("delay", due_at=EARLIER), "w2", NOW, LEASE).waiting is None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG ff-stale-wait: fast_forward acts on the stale wait of a crashed worker's run"
-)
 def test_fast_forward_leaves_a_running_run_whose_worker_died_unchanged() -> None:
     """SPEC §4: a run neither waiting nor held (running, its lease expired) is returned unchanged."""
     fired = Waiting("s", "delay", None, EARLIER)  # the worker recorded the Delay fired, then died
@@ -777,9 +771,6 @@ def test_fast_forward_leaves_a_running_run_whose_worker_died_unchanged() -> None
     assert tr.fast_forward(row, record("delay", "completed"), None, NOW) == (row, None)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG held-parent-stranded: resume re-parks a parent at a Child step already settled"
-)
 @pytest.mark.parametrize("action", ["resume", "fast_forward"])
 def test_a_held_parent_whose_child_ended_continues_when_released(action: str) -> None:
     """SPEC §2/§4: a held parent whose child ended meanwhile continues once resumed (or fast-forwarded);

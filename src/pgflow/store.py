@@ -60,7 +60,7 @@ class RunRow:
     lease_owner: str | None = None
     lease_token: int = 0
     lease_expires_at: DateTime | None = None
-    mailbox_seq: int = 0
+    mailbox_seq: int = 0  # changes a worker must see before it suspends: events delivered, children ended
     parent_run_id: str | None = None
     parent_step_id: str | None = None
 

@@ -71,14 +71,16 @@ def lease_active(row: RunRow, now: DateTime) -> bool:
 
 def _settle(row: RunRow, now: DateTime, *, step_done: bool, event_ready: bool = False) -> RunRow:
     """Where a run that nothing holds stands now: running (a worker still has it), ready, or waiting."""
-    if row.held:
-        return attrs.evolve(row, status=PAUSED, due_at=row.timeout_at, updated_at=now)
+    if row.held:  # nothing moves until resumed; a step that ended meanwhile is no longer waited for
+        waiting = None if step_done else row.waiting
+        return attrs.evolve(row, status=PAUSED, waiting=waiting, due_at=row.timeout_at, updated_at=now)
     if lease_active(row, now):
         return attrs.evolve(row, status=RUNNING, due_at=None, updated_at=now)
     base = attrs.evolve(row, lease_owner=None, lease_expires_at=None, updated_at=now)
     waiting = None if step_done else row.waiting
     if waiting is not None and not event_ready:
-        wake = _earliest(waiting.wake_at, row.timeout_at)
+        # the run's own next wake-up (for an All, the earliest of its waits), not only the shown step's
+        wake = _earliest(row.wake_at, waiting.wake_at, row.timeout_at)
         if wake is None or wake > now:
             return attrs.evolve(base, status=PAUSED, waiting=waiting, wake_at=wake, due_at=wake)
     if waiting is None and not step_done and row.wake_at is not None and row.wake_at > now:
@@ -125,14 +127,14 @@ def cancel(row: RunRow, now: DateTime) -> RunRow:
     _ensure_live(row, "cancel")
     return attrs.evolve(
         row, status=RunStatus.CANCELLED, completed_at=now, updated_at=now, due_at=None, wake_at=None,
-        lease_owner=None, lease_expires_at=None, held=False,
+        lease_owner=None, lease_expires_at=None, held=False, waiting=None,
     )  # fmt: skip
 
 
 def fast_forward(
     row: RunRow, step: StepRecord | None, data: Any, now: DateTime
 ) -> tuple[RunRow, StepRecord | None]:
-    waiting = row.waiting if not lease_active(row, now) else None
+    waiting = row.waiting if row.lease_owner is None else None  # a leased run executes: not waiting
     if row.status in TERMINAL or (waiting is None and not row.held):
         return row, None
     done = None
@@ -163,7 +165,11 @@ def child_finished(
         msg = f"child run {child.id} (workflow {child.workflow_id!r}) {child.status}{detail}"
         done = attrs.evolve(step, status="failed", error=RunError("ChildFailedError", msg, None, step.step_id),
                             completed_at=now, attempts=1)  # fmt: skip
-    if parent.status in TERMINAL or parent.waiting is None or parent.waiting.step_id != step.step_id:
+    if parent.status in TERMINAL:
+        return parent, done
+    if parent.lease_owner is not None:  # a worker holds the parent: make it look again before it suspends
+        return attrs.evolve(parent, mailbox_seq=parent.mailbox_seq + 1, updated_at=now), done
+    if parent.waiting is None or parent.waiting.step_id != step.step_id:
         return parent, done
     return _settle(parent, now, step_done=True), done
 
@@ -172,10 +178,16 @@ def child_finished(
 
 
 def claim(row: RunRow, owner: str, now: DateTime, lease: pendulum.Duration) -> RunRow:
-    status = PAUSED if row.held else RUNNING
+    """A worker takes the run: running (it no longer waits at a step), or, held, paused as it was
+    (the worker gives it back at once)."""
+    if row.held:
+        return attrs.evolve(
+            row, status=PAUSED, lease_owner=owner, lease_token=row.lease_token + 1,
+            lease_expires_at=now + lease, due_at=None, updated_at=now,
+        )  # fmt: skip
     return attrs.evolve(
-        row, status=status, lease_owner=owner, lease_token=row.lease_token + 1, lease_expires_at=now + lease,
-        due_at=None, updated_at=now,
+        row, status=RUNNING, lease_owner=owner, lease_token=row.lease_token + 1, lease_expires_at=now + lease,
+        due_at=None, updated_at=now, waiting=None, wake_at=None,
     )  # fmt: skip
 
 

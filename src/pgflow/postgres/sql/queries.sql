@@ -191,8 +191,9 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- transaction holds: first runs whose lease expired (a crashed worker's, oldest expiry first, read
 -- in runs_lease_idx order), so a takeover never waits behind a backlog; then ready runs (due, no
 -- lease; earliest due first, read in runs_claim_idx order, so a backlog is not sorted on every
--- claim). Each is leased as transitions.claim does (running, or paused when held; a new lease
--- token; no longer due) and returned with its step records and unconsumed mailbox as json arrays.
+-- claim). Each is leased as transitions.claim does (running and no longer waiting, or paused as it
+-- was when held; a new lease token; no longer due) and returned with its step records and
+-- unconsumed mailbox as json arrays.
 -- Those arrays come from the statement's snapshot, but a row changed by a commit between that
 -- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
@@ -219,7 +220,12 @@ WITH expired AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
         lease_token = r.lease_token + 1, lease_expires_at = %(lease_expires_at)s, due_at = NULL,
-        updated_at = %(now)s
+        updated_at = %(now)s,
+        waiting_step_id = CASE WHEN r.held THEN r.waiting_step_id END,
+        waiting_kind = CASE WHEN r.held THEN r.waiting_kind END,
+        waiting_event = CASE WHEN r.held THEN r.waiting_event END,
+        waiting_wake_at = CASE WHEN r.held THEN r.waiting_wake_at END,
+        wake_at = CASE WHEN r.held THEN r.wake_at END
     FROM picked WHERE r.id = picked.id
     RETURNING r.*
 )
