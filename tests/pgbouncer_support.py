@@ -75,7 +75,7 @@ def config(server: Server, port: int, workdir: Path) -> tuple[str, str]:
     parser = configparser.ConfigParser(
         interpolation=None, delimiters=("=",), comment_prefixes=(";", "#"), strict=True
     )
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep names as written
+    parser.optionxform = str  # keep names as written
     parser.read_string(recipe())
     settings = parser["pgbouncer"]
     missing = [key for key in _FILLED_IN if key not in settings]

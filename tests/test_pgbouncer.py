@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgbouncer_support
 import pgflow
-from pgflow import Run, WaitFor, workflow
+from pgflow import Run, Transaction, WaitFor, workflow
 from pgflow.postgres import PostgresStore, listen
 
 pytestmark = [pytest.mark.postgres, pytest.mark.process, pytest.mark.slow]
@@ -31,13 +32,22 @@ def _stamp() -> float:
     return time.time()
 
 
+def _in_transaction(conn: psycopg.Connection[Any], n: int) -> int:
+    """A ``Transaction`` step: runs inside the transaction that records it."""
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    row = conn.execute("SELECT %s::int + 1", (n,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 @workflow("pgbouncer-hops")
 def hops(ctx: pgflow.Context[Any]) -> Any:
     first = yield Run("first", _stamp)
     second = yield Run("second", _stamp)
     yield WaitFor("go", event="go")
     after = yield Run("after", _stamp)  # its time minus the trigger_event's: event -> next step
-    return {"first": first, "second": second, "after": after}
+    counted = yield Transaction("count", _in_transaction, ctx.input["n"])
+    return {"first": first, "second": second, "after": after, "counted": counted}
 
 
 @pytest.fixture
@@ -125,6 +135,7 @@ def test_transaction_pooling_with_prepare_off_and_a_direct_listen_dsn(
         for run in rest:
             done = engine.wait_for_run(run.id, timeout="60s")
             assert done.status == "completed" and done.output["after"] >= done.output["second"], done
+            assert done.output["counted"] == done.input["n"] + 1, done
         assert client.count_runs(workflow_id="pgbouncer-hops")["completed"] == RUNS
         assert asyncio.run(_async_round_trip(bouncer, options)) < 0.5  # AsyncClient takes them too
 
