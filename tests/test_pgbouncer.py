@@ -108,8 +108,7 @@ def _just_after_an_idle_poll(polled: threading.Event) -> None:
 def test_transaction_pooling_with_prepare_off_and_a_direct_listen_dsn(
     bouncer: pgbouncer_support.Bouncer, pg_schema: str, listen_warnings: Callable[[], list[str]]
 ) -> None:
-    """Through transaction pooling with ``prepare=False`` and ``listen_dsn=``: 200 concurrent starts
-    all complete, ``wait_for_run`` works, no warning, and event -> next step takes p50 < 50 ms."""
+    """prepare=False + listen_dsn=: 200 concurrent runs complete, no warning, event -> step p50 < 50 ms."""
     options: dict[str, Any] = {"schema": pg_schema, "prepare": False, "listen_dsn": bouncer.direct_dsn}
     with (
         pgflow.Engine(bouncer.dsn, workflows=[hops], concurrency=8, **options) as engine,
@@ -161,8 +160,7 @@ def test_without_listen_dsn_runs_complete_by_polling_and_one_warning_says_so(
     bouncer: pgbouncer_support.Bouncer, pg_schema: str, listen_warnings: Callable[[], list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    """Through transaction pooling without ``listen_dsn``: runs complete, each hop waits for the 1 s
-    poll (LISTEN never fires), and exactly one warning says LISTEN is unavailable."""
+    """Without listen_dsn: runs complete, each hop waits for the 1 s poll, ONE warning says why."""
     polled = threading.Event()  # set after each claim: the worker's poll tick
     claim = PostgresStore.claim
 
@@ -203,10 +201,9 @@ def test_without_listen_dsn_runs_complete_by_polling_and_one_warning_says_so(
 def test_prepared_statements_fail_through_transaction_pooling(
     bouncer: pgbouncer_support.Bouncer, pg_schema: str
 ) -> None:
-    """Why ``prepare=False``: with server-side prepared statements (the default), concurrent starts
-    through transaction pooling fail on statements another client prepared on the same server
-    connection (``prepared statement "_pg3_0" already exists`` / ``does not exist``, or worse: the
-    other client's statement runs and returns rows of the wrong shape)."""
+    """Why prepare=False: with prepared statements, concurrent starts through transaction pooling fail."""
+    # another client's connection prepared "_pg3_0" on the same server connection: "already exists",
+    # "does not exist", or worse, the other statement runs and returns rows of the wrong shape
     failures: list[str] = []
 
     def start(client: pgflow.Client, i: int) -> None:
