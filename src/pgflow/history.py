@@ -17,20 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import attrs
-
 from .records import StepRecord
 
-__all__ = ["Expected", "RecordedOrder"]
-
-
-@attrs.frozen
-class Expected:
-    """What the replay found at the next recorded place for a yielded step."""
-
-    matched: StepRecord | None = None  # the record it replays (None: a new step, or a divergence)
-    diverged: StepRecord | None = None  # the record the workflow should have yielded instead
-    retried: bool = False  # it matched a failure of an earlier attempt: execute it again
+__all__ = ["RecordedOrder"]
 
 
 def _same_step(rec: StepRecord, step_id: str, kind: str, event: str | None) -> bool:
@@ -47,6 +36,7 @@ class RecordedOrder:
         self._provisional_from = first_retry  # records with a higher seq are provisional
         self._records = ordered
         self._pos = 0
+        self.diverged: StepRecord | None = None  # the record the workflow should have yielded instead
         self.dropped: list[str] = []  # records to delete (provisional ones the workflow left)
         self.skipped: list[str] = []  # failures of earlier attempts not reached again at their place
 
@@ -59,23 +49,25 @@ class RecordedOrder:
         """Whether recorded steps remain that the workflow has not yielded yet."""
         return self._pos < len(self._records)
 
-    def follow(self, step_id: str, kind: str, event: str | None = None) -> Expected:
-        """The workflow yields ``step_id`` (of ``kind``, ``event``) now: replay it, or say what was
-        expected. Records the workflow legitimately leaves behind are dropped on the way."""
+    def follow(self, step_id: str, kind: str, event: str | None = None) -> StepRecord | None:
+        """The workflow yields ``step_id`` (of ``kind``, ``event``) now: the record it replays, or
+        None for a new step — or for a divergence, then :attr:`diverged` names the record expected.
+        Records the workflow legitimately leaves behind are dropped on the way."""
         while self._pos < len(self._records):
             rec = self._records[self._pos]
             if _same_step(rec, step_id, kind, event):
                 self._pos += 1
-                return Expected(matched=rec, retried=rec.step_id in self._retryable)
+                return rec
             if rec.step_id in self._retryable:  # not reached again at its place: not expected
                 self._pos += 1
                 self.skipped.append(rec.step_id)
                 continue
             if self._is_provisional(rec):
                 self.drop_rest()
-                return Expected()
-            return Expected(diverged=rec)
-        return Expected()
+                return None
+            self.diverged = rec
+            return None
+        return None
 
     def returned(self) -> StepRecord | None:
         """The workflow returned: the first record it should still have yielded, if any (a

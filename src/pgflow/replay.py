@@ -345,10 +345,11 @@ class Replayer:
             return Fail(error_of(DuplicateStepError(msg), sid), retryable=False)
         self._seen.add(sid)
         kind = KIND_OF[type(cmd)]
-        expected = self._order.follow(sid, kind, cmd.event if kind == "wait_for" else None)
-        self._take_discards()
-        if expected.diverged is not None:
-            return self._diverged(expected.diverged, _yielded(cmd))
+        self._order.follow(sid, kind, cmd.event if kind == "wait_for" else None)
+        if self._order.dropped or self._order.skipped:
+            self._take_discards()
+        if self._order.diverged is not None:
+            return self._diverged(self._order.diverged, _yielded(cmd))
         return None
 
     def _diverged(self, expected: StepRecord, yielded: str) -> Action:
