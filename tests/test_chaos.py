@@ -373,7 +373,7 @@ class ClientLoad:
             try:
                 self._call(op, i)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                error = _described(exc)
             self.calls.append(Call(op, started, time.time(), error))
 
     def _call(self, op: str, i: int) -> None:
@@ -383,6 +383,59 @@ class ClientLoad:
             self.client.get_runs(limit=20)
         else:
             self.started_runs.append(self.client.start_workflow(CHAOS, {"extra": i}).id)
+
+
+class IdleProducer:
+    """An ``Engine`` used as a producer (no workers, a pool of up to ``concurrency`` + 4 connections)
+    that makes no call while the server is down: before each restart its pool is filled (``warm``),
+    so every pooled connection is broken by the restart when it calls again, right after the server
+    accepts connections (``burst``)."""
+
+    WARM_THREADS = 10
+
+    def __init__(self, dsn: str) -> None:
+        self.engine = pgflow.Engine(dsn, schema=SCHEMA, concurrency=10).start(worker=False)
+        self.calls: list[Call] = []
+        self.started_runs: list[str] = []
+        self.pooled: list[int] = []  # connections in its pool before each restart
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    def warm(self) -> None:
+        """Several threads at once, so the pool grows to hold as many connections."""
+        barrier = threading.Barrier(self.WARM_THREADS)
+
+        def hammer() -> None:
+            barrier.wait()
+            for _ in range(40):
+                self.engine.get_runs(limit=5)
+
+        threads = [threading.Thread(target=hammer) for _ in range(self.WARM_THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.pooled.append(self.engine._backend._pool.get_stats()["pool_size"])
+
+    def burst(self, run_id: str) -> None:
+        """One call of each kind, one after another, as an idle web app would after the restart."""
+        for op in ("get_run", "get_runs", "start_workflow"):
+            started, error = time.time(), None
+            try:
+                if op == "get_run":
+                    self.engine.get_run(run_id)
+                elif op == "get_runs":
+                    self.engine.get_runs(limit=5)
+                else:
+                    self.started_runs.append(self.engine.start_workflow(CHAOS, {"idle": True}).id)
+            except Exception as exc:
+                error = _described(exc)
+            self.calls.append(Call(f"idle {op}", started, time.time(), error))
+
+
+def _described(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 # -- the scenario ----------------------------------------------------------------------------------------
@@ -416,7 +469,7 @@ def leased_by(dsn: str, pid: int) -> frozenset[str]:
     return frozenset(r for (r,) in execute(dsn, query, (f"%:{pid}:%", TERMINAL)))
 
 
-def play(server: Server, fleet: Fleet) -> Scenario:
+def play(server: Server, fleet: Fleet, idle: IdleProducer, run_id: str) -> Scenario:
     """The five events of ``EVENTS``, ``SETTLE`` s apart once the previous one is over."""
     done = Scenario()
     time.sleep(FIRST_EVENT)
@@ -429,7 +482,9 @@ def play(server: Server, fleet: Fleet) -> Scenario:
             done.kills.append(Kill(pid, at, backlog, held))
         else:
             done.backlogs.append(backlog)
+            idle.warm()
             done.outages.append(server.restart(event, DOWN))
+            idle.burst(run_id)
         time.sleep(SETTLE)
     return done
 
@@ -497,12 +552,18 @@ class Analysis:
     """Every figure of the module docstring, computed from the executions, the records and the scenario."""
 
     def __init__(
-        self, executions: list[Execution], records: Records, scenario: Scenario, calls: list[Call]
+        self,
+        executions: list[Execution],
+        records: Records,
+        scenario: Scenario,
+        calls: list[Call],
+        idle: IdleProducer,
     ) -> None:
         self.executions = executions
         self.records = records
         self.scenario = scenario
         self.calls = calls
+        self.idle = idle
         self.by_run: dict[str, list[Execution]] = collections.defaultdict(list)
         self.by_step: dict[tuple[str, str], list[Execution]] = collections.defaultdict(list)
         for e in executions:
@@ -590,14 +651,16 @@ def test_chaos_kills_and_restarts_under_load(chaos_server: Server, tmp_path: Pat
     log_dir.mkdir()
     with pgflow.Client(dsn, schema=SCHEMA) as client, Fleet(dsn, log_dir) as fleet:
         initial = [client.start_workflow(CHAOS, {"i": i}).id for i in range(RUNS)]
+        idle = IdleProducer(dsn)
         fleet.spawn(2)
         began = time.time()
         load = ClientLoad(client, initial)
         load.start()
         try:
-            scenario = play(chaos_server, fleet)
+            scenario = play(chaos_server, fleet, idle, initial[0])
         finally:
             load.stop()
+            idle.close()
         unfinished = sql.SQL("SELECT count(*) FROM {} WHERE status <> ALL(%s)").format(
             sql.Identifier(SCHEMA, "runs")
         )
@@ -613,8 +676,8 @@ def test_chaos_kills_and_restarts_under_load(chaos_server: Server, tmp_path: Pat
         took = time.time() - began
         exit_codes = fleet.stop()
 
-    analysis = Analysis(read_executions(log_dir), read_records(dsn), scenario, load.calls)
-    report, failures = figures(analysis, initial + load.started_runs, took)
+    analysis = Analysis(read_executions(log_dir), read_records(dsn), scenario, load.calls, idle)
+    report, failures = figures(analysis, initial + load.started_runs + idle.started_runs, took)
     with capsys.disabled():
         print("\n" + "\n".join(report))
     assert exit_codes == [0, 0], f"graceful stop: {exit_codes}\n{fleet.stderr()}"
@@ -625,12 +688,13 @@ def figures(a: Analysis, run_ids: list[str], took: float) -> tuple[list[str], li
     """The report's lines and the violations found (empty: the test passes)."""
     failures: list[str] = []
     say = a.say
+    t0 = a.executions[0].at
 
     statuses = collections.Counter(a.records.runs[r][0] for r in run_ids)
     say(
-        f"chaos: {len(run_ids)} runs ({RUNS} backlog + {len(run_ids) - RUNS} started by the client), "
-        f"lease {LEASE:g} s, {CONCURRENCY} per worker, steps of {PAUSE * 1000:g} ms: all ended after {took:.1f} s; "
-        f"{dict(statuses)}"
+        f"chaos: {len(run_ids)} runs ({RUNS} backlog + {len(run_ids) - RUNS} started by the clients), 2 workers "
+        f"x {CONCURRENCY}, lease {LEASE:g} s, 5 steps of {PAUSE * 1000:g} ms: all ended {took:.1f} s after the "
+        f"load began; {dict(statuses)}"
     )
     not_done = [r for r in run_ids if a.records.runs[r][:2] != ("completed", "done")]
     if not_done:
@@ -645,7 +709,7 @@ def figures(a: Analysis, run_ids: list[str], took: float) -> tuple[list[str], li
         f"more than attempts + 1: {len(beyond)}"
     )
     missing = [
-        k for k, (status, _, _) in a.records.steps.items() if k not in a.by_step and status == "completed"
+        k for k, (status, _, _) in a.records.steps.items() if status == "completed" and k not in a.by_step
     ]
     if missing:
         failures.append(f"steps recorded as completed yet never executed: {missing[:5]}")
@@ -658,8 +722,8 @@ def figures(a: Analysis, run_ids: list[str], took: float) -> tuple[list[str], li
         held = a.held(kill)
         delays = {r: a.takeover(kill, r) for r in held}
         say(
-            f"kill {i}: pid {kill.pid} at +{kill.at - a.executions[0].at:.1f} s, backlog {kill.backlog} pending, "
-            f"held {len(held)} runs ({len(kill.db_held)} leased per the database): takeover {spread(list(delays.values()))}"
+            f"kill {i} at +{kill.at - t0:.1f} s: pid {kill.pid}, backlog {kill.backlog} pending, held {len(held)} "
+            f"runs ({len(kill.db_held)} leased per the database); takeover (s) {spread(list(delays.values()))}"
         )
         if kill.backlog < MIN_BACKLOG:
             failures.append(
@@ -672,51 +736,59 @@ def figures(a: Analysis, run_ids: list[str], took: float) -> tuple[list[str], li
             failures.append(f"kill {i}: takeovers later than lease + 2 s = {TAKEOVER_BOUND:g} s: {late}")
 
     for i, outage in enumerate(a.scenario.outages, 1):
-        resume = a.resume(outage)
-        before = a.calls_failed(outage.stop_at - 5, outage.accepts_at)
-        after = a.calls_failed(outage.accepts_at, outage.accepts_at + SETTLE)
-        around = [
-            c.ended - c.started for c in a.calls if outage.stop_at <= c.started < outage.accepts_at + SETTLE
-        ]
-        flight = a.in_flight_resumed(outage)
-        blocked = [
-            c.ended - outage.accepts_at for c in a.calls if outage.stop_at <= c.started < outage.accepts_at
-        ]
-        say(
-            f"restart {i} (-m {outage.mode}): backlog {a.scenario.backlogs[i - 1]} pending; down "
-            f"{outage.accepts_at - outage.stop_at:.2f} s (stop {outage.down_at - outage.stop_at:.2f} s, "
-            f"start to accepting {outage.accepts_at - outage.start_at:.2f} s, ε {outage.epsilon * 1000:.0f} ms); "
-            f"workers resumed {resume:.2f} s after accepting; client calls failed before accepting "
-            f"{len(before)}, after {len(after)}; call latency around it {spread(around)}; calls made while "
-            f"it was down returned {max(blocked, default=0):.2f} s after accepting at the latest; "
-            f"runs in flight at the stop continued {spread(flight)} s after accepting"
-        )
-        for c in before:
-            say(f"    failed while down: {c.op} at {c.started - outage.accepts_at:+.3f} s: {c.error}")
-        if resume > RESUME_BOUND:
-            failures.append(
-                f"restart {i} (-m {outage.mode}): workers resumed {resume:.2f} s after the "
-                f"server accepted connections (bound {RESUME_BOUND:g} s)"
-            )
-        if after:
-            failures.append(
-                f"restart {i} (-m {outage.mode}): client calls failed after the server accepted "
-                f"connections (at +0 = {outage.accepts_at:.3f}):\n  "
-                + "\n  ".join(f"{c.op} +{c.started - outage.accepts_at:.3f} s: {c.error}" for c in after[:10])
-            )
+        failures += restart_figures(a, i, outage, t0)
 
     latencies = [c.ended - c.started for c in a.calls]
     failed = [c for c in a.calls if c.error is not None]
     ops = collections.Counter(c.op for c in a.calls)
     say(f"client calls: {len(a.calls)} {dict(ops)}, failed {len(failed)}, latency (s) {spread(latencies)}")
-    outside = [
-        c
-        for c in failed
-        if not any(o.stop_at - 5 <= c.started < o.accepts_at + SETTLE for o in a.scenario.outages)
-    ]
+    windows = [(o.stop_at - 5, o.accepts_at) for o in a.scenario.outages]
+    outside = [c for c in failed if not any(begin <= c.started < end for begin, end in windows)]
     if outside:
         failures.append(
-            "client calls failed away from any restart:\n  "
-            + "\n  ".join(f"{c.op}: {c.error}" for c in outside[:10])
+            "client calls failed while the server accepted connections:\n  "
+            + "\n  ".join(f"{c.op} at +{c.started - t0:.3f} s: {c.error}" for c in outside[:10])
         )
     return a.lines, failures
+
+
+def restart_figures(a: Analysis, i: int, outage: Outage, t0: float) -> list[str]:
+    """The figures of one restart (added to the report); its violations."""
+    failures = []
+    name = f"restart {i} (-m {outage.mode})"
+    accepts = outage.accepts_at
+    resume = a.resume(outage)
+    a.say(
+        f"{name} at +{outage.stop_at - t0:.1f} s: backlog {a.scenario.backlogs[i - 1]} pending; down "
+        f"{accepts - outage.stop_at:.2f} s (stopping {outage.down_at - outage.stop_at:.2f} s, start to accepting "
+        f"{accepts - outage.start_at:.2f} s, probe ε {outage.epsilon * 1000:.0f} ms); workers resumed "
+        f"{resume:.2f} s after accepting"
+    )
+    down = [c for c in a.calls if outage.stop_at <= c.started < accepts]
+    before = a.calls_failed(outage.stop_at - 5, accepts)
+    after = a.calls_failed(accepts, accepts + SETTLE)
+    a.say(
+        f"    steady client: {len(down)} calls began while down, {len(before)} failed, the last returned "
+        f"{max((c.ended - accepts for c in down), default=0):.2f} s after accepting; failed after accepting: "
+        f"{len(after)}"
+    )
+    for c in before:
+        a.say(f"      failed while down: {c.op} at {c.started - accepts:+.3f} s: {c.error}")
+    burst = [c for c in a.idle.calls if accepts <= c.started < accepts + SETTLE]
+    a.say(
+        f"    idle producer ({a.idle.pooled[i - 1]} pooled connections): calls after accepting (s): "
+        + ", ".join(f"{c.op} {c.ended - c.started:.3f}{'' if c.error is None else ' FAILED'}" for c in burst)
+    )
+    flight = a.in_flight_resumed(outage)
+    a.say(f"    runs in flight at the stop continued, after accepting (s): {spread(flight)}")
+    if resume > RESUME_BOUND:
+        failures.append(
+            f"{name}: workers resumed {resume:.2f} s after the server accepted connections (bound {RESUME_BOUND:g} s)"
+        )
+    bad = after + [c for c in burst if c.error is not None]
+    if bad:
+        failures.append(
+            f"{name}: client calls failed after the server accepted connections:\n  "
+            + "\n  ".join(f"{c.op} at {c.started - accepts:+.3f} s: {c.error}" for c in bad[:10])
+        )
+    return failures
