@@ -1,40 +1,49 @@
 """The chaos test (SPEC §3, §13 "Takeover is bounded by the lease", "Connections heal").
 
 Scenario. A PostgreSQL server of the test's own (initdb'd in a temp dir, started with pg_ctl, on a
-unix socket; as an unprivileged system user when the test runs as root) holds a backlog of
-``RUNS`` runs of ``chaos`` (five Run steps sleeping ``PAUSE`` each; ``tests/procs/chaos_worker.py``).
-Two worker processes (lease ``LEASE``, ``CONCURRENCY`` runs each) work through it while a client
-thread in this process calls ``get_run`` / ``get_runs`` / ``start_workflow`` (extra runs) through one
-``pgflow.Client``, every ``CALL_INTERVAL``. During the load, ``SETTLE`` seconds apart so that each
-event's effects have played out before the next: a worker is SIGKILLed (and a fresh one started, so
-two keep running), PostgreSQL is stopped with ``-m fast`` (down ``DOWN`` s, then started again), a
-worker is SIGKILLed, PostgreSQL is stopped with ``-m immediate`` (crash recovery on start), a worker
-is SIGKILLed. Then the load drains and every run must complete.
+unix socket; as an unprivileged system user when the test runs as root, as ``.ci/run`` does) holds
+a backlog of ``RUNS`` runs of ``chaos`` (five Run steps sleeping ``PAUSE`` each;
+``tests/procs/chaos_worker.py``). Two worker processes (lease ``LEASE``, ``CONCURRENCY`` runs each)
+work through it while a client thread in this process calls ``get_run`` / ``get_runs`` /
+``start_workflow`` (extra runs) through one ``pgflow.Client`` every ``CALL_INTERVAL`` s (the *steady
+client*). During the load, each event ``SETTLE`` s after the previous one is over, so that its
+effects have played out: a worker is SIGKILLed (and a fresh one started, so two keep running);
+PostgreSQL is stopped with ``-m fast``, stays down 1.5 s and is started again; a worker is
+SIGKILLed; PostgreSQL is stopped with ``-m immediate`` (crash recovery on start), down 3.5 s (longer
+than the lease, and long enough that a reconnect backing off 1, 2, 4 s would be seen); a worker is
+SIGKILLed. Then the load drains and every run must complete. Around each restart, an *idle
+producer* (an ``Engine`` without workers, as an API service holds) fills its pool just before the
+stop, makes no call while the server is down, and calls right after it accepts connections again:
+every connection in its pool was broken by the restart.
 
 Ground truth. Each step execution appends ``run step pid time`` to its process's log file before it
 sleeps, so executions are known independently of the database; the database gives each step's
 recorded ``completed_at`` and ``attempts`` and each run's status. Everything runs on one machine: the
-workers' clocks, this process's clock and the timestamps in the database are the same clock.
+workers' clocks, this process's clock and the timestamps in the database are one clock.
 
 Figures (printed, then asserted):
 
 - **runs**: how many, how long the whole load took to complete (every run must end ``completed``).
-- **executions**: step executions logged, how many (run, step) pairs executed more than once (allowed
-  for a step whose outcome was not recorded when its worker died or lost the database: at-least-once),
-  and the violations: an execution that *started after* the step's recorded ``completed_at`` (a
-  recorded step executed again), or more executions than the recorded ``attempts`` + 1 (§13).
-- **kills**: per SIGKILL, the pending backlog at that moment, the runs the killed worker held (it had
-  executed a step of them, or the database named it as their lease owner, and they were not yet
-  terminal) and each one's takeover delay: from the kill to its first step execution by another
-  process. Every one must be ≤ ``LEASE`` + 2 s, whatever the backlog.
-- **restarts**: per restart, the outage (stop issued → accepting again), ``accepts``: the moment the
-  server accepts connections again, taken as the *return* of the first successful ``pg_isready``
-  probe (the server started accepting during that probe, whose duration, printed as ε, is the
-  epsilon: a call that started after the probe returned certainly found the server accepting); the
-  workers' resume delay (``accepts`` → the first step execution by any worker), which must be ≤ 2 s;
-  the client calls that failed before ``accepts`` (allowed) and after it (violations: none may); and,
-  for information, how long the runs in flight at the stop took to continue.
-- **client calls**: how many, how many failed, latency percentiles.
+- **executions**: step executions logged; how many (run, step) pairs executed more than once (allowed
+  for a step whose outcome was not recorded when its worker died or lost the database: at-least-once);
+  the violations: an execution that *started after* the step's recorded ``completed_at`` (a recorded
+  step executed again), or more executions than the recorded ``attempts`` + 1 (§13).
+- **kills**: per SIGKILL, the pending backlog at that moment (at least ``MIN_BACKLOG``, else the test
+  proves nothing), the runs the killed worker held (it executed their last step before the kill, or
+  the database named it their lease owner just before, and they were not terminal at the kill; the
+  database's count is printed too) and each one's takeover delay: from the kill to its first step
+  execution by another process. Every one must be ≤ ``LEASE`` + 2 s, whatever the backlog.
+- **restarts**: per restart, the outage (stop issued → accepting again) and ``accepts``, the moment
+  the server accepts connections again: the *return* of the first successful ``pg_isready`` probe.
+  The server began accepting during that probe, whose duration is printed as ε: that is the epsilon,
+  and it is on the safe side (a call that started after the probe returned certainly found the
+  server accepting). Then: the workers' resume delay (``accepts`` → the first step execution by any
+  worker), which must be ≤ 2 s; the steady client's calls that failed while the server was down
+  (allowed) and after ``accepts`` (violations); the idle producer's calls after ``accepts`` and how
+  long each took (a failure is a violation); for information, how long the runs in flight at the
+  stop took to continue.
+- **client calls**: how many, how many failed, latency percentiles; a failure away from a restart is
+  a violation.
 """
 
 from __future__ import annotations
@@ -76,7 +85,7 @@ LEASE = 3.0
 CONCURRENCY = 4
 TAKEOVER_BOUND = LEASE + 2.0  # SPEC §13: taken over within lease + 2 s of the crash
 RESUME_BOUND = 2.0  # SPEC §13: workers resume within 2 s of the server accepting connections
-DOWN = 1.5  # seconds PostgreSQL stays down at each restart
+DOWN = {"fast": 1.5, "immediate": 3.5}  # seconds PostgreSQL stays down at each restart (-m mode)
 FIRST_EVENT = 3.0  # seconds of load before the first event
 SETTLE = LEASE + 3.0  # seconds between events: the previous one's takeovers are over
 EVENTS = ("kill", "fast", "kill", "immediate", "kill")
@@ -483,7 +492,7 @@ def play(server: Server, fleet: Fleet, idle: IdleProducer, run_id: str) -> Scena
         else:
             done.backlogs.append(backlog)
             idle.warm()
-            done.outages.append(server.restart(event, DOWN))
+            done.outages.append(server.restart(event, DOWN[event]))
             idle.burst(run_id)
         time.sleep(SETTLE)
     return done
@@ -511,10 +520,12 @@ def read_executions(log_dir: Path) -> list[Execution]:
 
 @dataclass(frozen=True)
 class Records:
-    runs: dict[str, tuple[str, Any, float | None]]  # id -> (status, output, completed_at)
-    steps: dict[
-        tuple[str, str], tuple[str, int, float | None]
-    ]  # (run, step) -> (status, attempts, completed_at)
+    """What the database recorded, times as unix timestamps."""
+
+    # run id -> (status, output, completed_at)
+    runs: dict[str, tuple[str, Any, float | None]]
+    # (run id, step id) -> (status, attempts, completed_at)
+    steps: dict[tuple[str, str], tuple[str, int, float | None]]
 
 
 def read_records(dsn: str) -> Records:
