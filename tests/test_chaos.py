@@ -50,7 +50,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
+import json
 import os
 import pwd
 import shutil
@@ -612,6 +614,20 @@ class Analysis:
             if key in self.records.steps and len(runs) > self.records.steps[key][1] + 1
         ]
 
+    def concurrent(self) -> list[str]:
+        """Two processes executing steps of one run at once (SPEC §3: at most one worker at a time):
+        a step by B started while A's step (which sleeps ``PAUSE``) ran, A not killed by then."""
+        killed = {k.pid: k.at for k in self.scenario.kills}
+        bad = []
+        for runs in self.by_run.values():
+            for a, b in itertools.pairwise(runs):
+                if a.pid != b.pid and b.at < a.at + PAUSE and killed.get(a.pid, float("inf")) > b.at:
+                    bad.append(
+                        f"run {a.run_id}: {a.step_id} by pid {a.pid} at {a.at:.3f}, "
+                        f"{b.step_id} by pid {b.pid} at {b.at:.3f}"
+                    )
+        return bad
+
     # takeovers ---------------------------------------------------------------------------------------
 
     def held(self, kill: Kill) -> set[str]:
@@ -649,6 +665,13 @@ class Analysis:
 
     def calls_failed(self, begin: float, end: float) -> list[Call]:
         return [c for c in self.calls if c.error is not None and begin <= c.started < end]
+
+
+def save(path: Path, scenario: Scenario, calls: list[Call], report: list[str]) -> None:
+    """The scenario's timestamps, every client call and the report, for a post-mortem next to the
+    workers' logs (``exec-<pid>.log``, ``worker-<n>.err``)."""
+    data = {"scenario": dataclasses.asdict(scenario), "calls": [dataclasses.asdict(c) for c in calls]}
+    path.write_text(json.dumps({**data, "report": report}, default=sorted, indent=1))
 
 
 # -- the test --------------------------------------------------------------------------------------------
@@ -689,8 +712,9 @@ def test_chaos_kills_and_restarts_under_load(chaos_server: Server, tmp_path: Pat
 
     analysis = Analysis(read_executions(log_dir), read_records(dsn), scenario, load.calls, idle)
     report, failures = figures(analysis, initial + load.started_runs + idle.started_runs, took)
+    save(log_dir / "scenario.json", scenario, load.calls + idle.calls, report)
     with capsys.disabled():
-        print("\n" + "\n".join(report))
+        print("\n" + "\n".join(report) + f"\n(logs and timestamps: {log_dir})")
     assert exit_codes == [0, 0], f"graceful stop: {exit_codes}\n{fleet.stderr()}"
     assert not failures, "\n".join(failures) + "\n" + fleet.stderr()
 
@@ -714,10 +738,11 @@ def figures(a: Analysis, run_ids: list[str], took: float) -> tuple[list[str], li
     counts = collections.Counter(len(v) for v in a.by_step.values())
     redone = a.redone_after_record()
     beyond = a.beyond_attempts()
+    overlapping = a.concurrent()
     say(
         f"executions: {len(a.executions)} of {len(a.by_step)} (run, step) pairs; executions per pair: "
         f"{dict(sorted(counts.items()))}; started after the step was recorded: {len(redone)}; "
-        f"more than attempts + 1: {len(beyond)}"
+        f"more than attempts + 1: {len(beyond)}; a run in two processes at once: {len(overlapping)}"
     )
     missing = [
         k for k, (status, _, _) in a.records.steps.items() if status == "completed" and k not in a.by_step
@@ -728,6 +753,8 @@ def figures(a: Analysis, run_ids: list[str], took: float) -> tuple[list[str], li
         failures.append("recorded steps executed again:\n  " + "\n  ".join(redone[:10]))
     if beyond:
         failures.append("steps executed more than attempts + 1 times:\n  " + "\n  ".join(beyond[:10]))
+    if overlapping:
+        failures.append("runs executed by two processes at once:\n  " + "\n  ".join(overlapping[:10]))
 
     for i, kill in enumerate(a.scenario.kills, 1):
         held = a.held(kill)
