@@ -427,7 +427,8 @@ class IdleProducer:
             thread.start()
         for thread in threads:
             thread.join(60)
-        self.pooled.append(self.engine._backend._pool.get_stats()["pool_size"])
+        pool = self.engine._backend._pool  # private, for a figure only: how many connections will break
+        self.pooled.append(pool.get_stats()["pool_size"])
 
     def burst(self, run_id: str) -> None:
         """One call of each kind, one after another, as an idle web app would after the restart."""
