@@ -408,3 +408,28 @@ def test_the_embedded_default_is_named_and_never_created_by_a_read(tmp_path: Pat
     result = cli("runs", cwd=tmp_path)
     assert result.returncode == 1 and "no pgflow database here" in result.stderr
     assert str(tmp_path / ".pgflow") in result.stderr and not (tmp_path / ".pgflow").exists()
+
+
+@workflow("cli-doubler")
+def cli_doubler(ctx: pgflow.Context[Any]) -> Any:
+    return {"doubled": (yield Run("double", _double, ctx.input))}
+
+
+def test_start_with_wait_prints_the_finished_run(pg_dsn: str, pg_schema: str, db: list[str]) -> None:
+    """`pgflow start WORKFLOW --input JSON --wait` starts a run of a registered workflow, waits until it
+    ends and prints it (exit 0: completed); --idempotency-key gives the same run again; an unknown
+    workflow is one error line (exit 1); bad --input JSON is a usage error (exit 2)."""
+    with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[cli_doubler]):
+        done = cli("start", "cli-doubler", "--input", "21", "--wait", "--timeout", "20s", "--json",
+                   "--idempotency-key", "k1", *db)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        run = json.loads(done.stdout)
+        assert run["status"] == "completed" and run["output"] == {"doubled": 42}
+        again = cli("start", "cli-doubler", "--input", "5", "--idempotency-key", "k1", "--json", *db)
+        assert again.returncode == 0 and json.loads(again.stdout)["id"] == run["id"]
+        text = cli("start", "cli-doubler", "--input", "1", *db)
+        assert text.returncode == 0 and "started run" in text.stdout and "cli-doubler" in text.stdout
+    unknown = cli("start", "no-such-workflow", *db)
+    _assert_one_error_line(unknown)
+    assert "no-such-workflow" in unknown.stderr
+    assert cli("start", "cli-doubler", "--input", "{nope", *db).returncode == 2
