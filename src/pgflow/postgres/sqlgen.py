@@ -109,9 +109,9 @@ def classify(
     raise the returned exception (a pgflow error, or the user's own)."""
     if isinstance(exc, UserCodeError):
         return "raise", exc.original
-    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, PoolTimeout):
-        if read and not retried_read:  # a broken connection: a read is retried once, on another one
-            return "retry", exc
+    broken = isinstance(exc, psycopg.OperationalError) and not isinstance(exc, PoolTimeout)
+    if broken and read and not retried_read:  # a broken connection: a read is retried once, on another one
+        return "retry", exc
     if isinstance(exc, _DEADLOCKS) and attempt < _ATTEMPTS:
         return "retry", exc
     if isinstance(exc, _REFUSED_VALUES):  # bad data, not a failing database: retrying cannot help
