@@ -32,6 +32,7 @@ from .queries import Queries
 __all__ = [
     "AsyncExecutor",
     "Mode",
+    "Raw",
     "Rows",
     "RowsTogether",
     "Send",
@@ -69,6 +70,14 @@ class Send:
 
 
 @attrs.frozen
+class Raw:
+    """Run a composed statement that is not a named query (migrations); its rows, if any."""
+
+    statement: Any
+    params: Any = None
+
+
+@attrs.frozen
 class RowsTogether:
     """Several reads in one round trip (a pipeline); their rows, in order."""
 
@@ -84,7 +93,7 @@ class WithConnection:
     args: tuple[Any, ...] = ()
 
 
-SqlEffect = Rows | Send | RowsTogether | WithConnection
+SqlEffect = Rows | Raw | Send | RowsTogether | WithConnection
 SqlGen = Generator[SqlEffect, Any, T]
 
 
@@ -188,6 +197,9 @@ class SyncExecutor:
         if isinstance(effect, Send):
             conn.execute(self._q[effect.name], effect.params)
             return None
+        if isinstance(effect, Raw):
+            cur = conn.cursor(row_factory=dict_row).execute(effect.statement, effect.params)
+            return cur.fetchall() if cur.description else []
         if isinstance(effect, RowsTogether):
             if pipelined:  # already in a pipeline
                 return [self._perform(conn, read, pipelined) for read in effect.reads]
@@ -292,6 +304,9 @@ class AsyncExecutor:
         if isinstance(effect, Send):
             await conn.execute(self._q[effect.name], effect.params)
             return None
+        if isinstance(effect, Raw):
+            acur = await conn.cursor(row_factory=dict_row).execute(effect.statement, effect.params)
+            return await acur.fetchall() if acur.description else []
         if isinstance(effect, RowsTogether):
             if pipelined:
                 return [await self._perform(conn, read, pipelined) for read in effect.reads]
