@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sends), a durable timer, a poll, and a last step.",
     )
     _add_dashboard_command(add)
+    _add_retry_command(add)
     return parser
 
 
@@ -587,6 +588,32 @@ def _require_pgflow_tables(dsn: str, schema: str) -> None:
     )
 
 
+# --- retry ---------------------------------------------------------------------------------------------
+
+
+def _add_retry_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    retry = add(
+        "retry",
+        "re-drive a failed or cancelled run: completed steps are replayed, failed ones execute again",
+        "Make a failed or cancelled run pending again (a worker picks it up): its completed steps are "
+        "replayed, not executed again; its failed steps, and the waits a cancel cut short, start afresh, "
+        "and its retries and workflow timeout start over. With --from-step, that step and every step "
+        "after it execute again too.",
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.add_argument(
+        "--from-step",
+        metavar="STEP_ID",
+        help="also execute this step and every later one again (it must have a record in the run)",
+    )
+
+
+def cmd_retry(opts: Options) -> int:
+    args = opts.args
+    done = "Retried" if args.from_step is None else f"Retried from step {args.from_step!r}"
+    return _act(opts, lambda c: c.retry_workflow(args.run_id, from_step=args.from_step), done)
+
+
 # --- entry point ---------------------------------------------------------------------------------------
 
 
@@ -616,6 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "worker": cmd_worker,
         "dashboard": cmd_dashboard,
+        "retry": cmd_retry,
     }
     try:
         return commands[opts.command](opts)

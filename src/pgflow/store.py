@@ -288,6 +288,15 @@ class Store(Protocol):
         ``RunNotFoundError`` as ``get``."""
         ...
 
+    # re-driving a failed or cancelled run (SPEC §14) ----------------------------------------------
+    def retry_run(self, run_id: str, resource_id: str | None, from_step: str | None, now: DateTime) -> RunRow:
+        """Under the run's lock: make it pending again (``transitions.retry``), delete the step records
+        ``transitions.records_to_discard`` names, give the events those steps consumed back to the
+        mailbox, cancel the live children their Child steps started, and wake a worker. Returns the
+        run as written; ``RunNotFoundError`` as ``get``, ``InvalidStateError`` unless it is failed or
+        cancelled, ``InvalidArgumentError`` when ``from_step`` has no record (nothing changes then)."""
+        ...
+
 
 __all__ += [
     "CompleteRun",
