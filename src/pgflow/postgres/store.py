@@ -511,7 +511,7 @@ class PostgresStore:
             if discarded:
                 tx.conn.execute(self._q["discard_steps"], {"run_id": run_id, "step_ids": discarded})
             tx.save(row, new, [], now)  # notifies: runs (status) and wake (due now)
-            if any(rec.kind == "child" and rec.step_id in discarded for rec in steps):
+            if discarded:
                 for child in [run_from(r) for r in tx.rows("lock_children", id=run_id)]:
                     if tr.orphaned_by_retry(child, discarded):
                         tx.save(child, tr.cancel(child, now), [], now)
