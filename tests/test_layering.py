@@ -11,7 +11,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "pgflow"
 
 LAYERS = {
     "values": {"errors", "arguments", "durations", "clock", "commands", "records", "logs"},
-    "core": {"serde", "validation", "definition", "static_steps", "static_checks", "step_records", "replay"},
+    "core": {
+        "serde",
+        "validation",
+        "definition",
+        "static_steps",
+        "static_checks",
+        "step_records",
+        "history",
+        "replay",
+    },
     "port": {"store", "transitions", "run_rules", "memory"},
     "adapters": {"postgres"},
     "runtime": {"protocol", "processor", "execution", "threads", "worker", "operations", "engine", "client"},

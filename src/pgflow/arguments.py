@@ -83,6 +83,8 @@ def escape_text(text: str) -> str:
 def id_problem(value: object) -> str | None:
     """Why ``value`` is not a valid id (a non-empty str of at most 256 characters, without NUL or
     lone surrogates), or None when it is one."""
+    if type(value) is str and 0 < len(value) <= MAX_ID and value.isascii() and "\x00" not in value:
+        return None  # the common case, checked for every step a workflow yields: keep it cheap
     if not isinstance(value, str):
         return f"got {type(value).__name__}"
     if not value:

@@ -62,10 +62,30 @@ class Context(Generic[T]):
     attempt: int
     _replaying: Callable[[], bool] = attrs.field(alias="_replaying", repr=False)
     _step_id: Callable[[], str | None] = attrs.field(alias="_step_id", repr=False, default=lambda: None)
+    _patches: Any = attrs.field(alias="_patches", repr=False, default=None)  # the replayer's patch hooks
 
     @property
     def is_replaying(self) -> bool:
         return self._replaying()
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new code path marked ``patch_id`` (SPEC §14).
+
+        A run reaching this call for the first time, with nothing left to replay, records a marker
+        (``patch:<patch_id>``) and gets True; a replay finds the marker at this place (True) or, for a
+        run that passed here on older code, another recorded step (False, and nothing is recorded)."""
+        if self._patches is None:
+            raise WorkflowDefinitionError("ctx.patched() can only be called inside a running workflow")
+        return bool(self._patches.patched(patch_id))
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Once no run on code older than ``patch_id`` remains: accept its marker at this place (a run
+        that recorded it) or none, record nothing. Then the ``patched`` call can go."""
+        if self._patches is None:
+            raise WorkflowDefinitionError(
+                "ctx.deprecate_patch() can only be called inside a running workflow"
+            )
+        self._patches.deprecate_patch(patch_id)
 
     @property
     def step_id(self) -> str | None:
@@ -87,8 +107,12 @@ class Context(Generic[T]):
         attempt: int,
         replaying: Callable[[], bool],
         step_id: Callable[[], str | None],
+        patches: Any = None,
     ) -> Context[T]:
-        return cls(input, run_id, workflow_id, resource_id, attempt, _replaying=replaying, _step_id=step_id)
+        return cls(
+            input, run_id, workflow_id, resource_id, attempt, _replaying=replaying, _step_id=step_id,
+            _patches=patches,
+        )  # fmt: skip
 
 
 def _check_generator_function(fn: object, name: str) -> None:

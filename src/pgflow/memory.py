@@ -236,10 +236,22 @@ class MemoryStore:
             for child in batch.children:
                 if child.run.id not in self._runs:
                     self._insert(child.run)
+            new = tr.events_returned(new, self._discard(lease.run_id, batch.discards), now)
             self._consume(lease.run_id, batch.consumed)
             self._save(new, tr.batch_writes(row, batch), now)
             held = new.held and not isinstance(batch.outcome, CompleteRun | FailRun)
             return CommitResult(ok=True, held=held)
+
+    def _discard(self, run_id: str, step_ids: Sequence[str]) -> set[str]:
+        """Delete these step records; the events they had taken go back to the mailbox (their names)."""
+        if not step_ids:
+            return set()
+        gone = set(step_ids)
+        for sid in gone:
+            self._steps[run_id].pop(sid, None)
+        box = self._mailbox[run_id]
+        self._mailbox[run_id] = [(ev, None if used in gone else used) for ev, used in box]
+        return {ev.name for ev, used in box if used in gone}
 
     def _consume(self, run_id: str, consumed: Sequence[tuple[int, str]]) -> None:
         taken = dict(consumed)

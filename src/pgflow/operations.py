@@ -181,7 +181,7 @@ class Operations:
         local = self._ops_workflows().get(row.workflow_id)
         static: tuple[StepInfo, ...] = local.steps if local else (store.workflow_steps(row.workflow_id) or ())
         total = len(static)
-        done = len({s.step_id for s in steps if s.status == "completed"})
+        done = len({s.step_id for s in steps if s.status == "completed" and s.kind != "patch"})
         if row.status == RunStatus.COMPLETED:
             pct = 100.0
         else:

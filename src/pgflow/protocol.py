@@ -194,22 +194,38 @@ class _Pending:
     steps: dict[str, StepRecord] = attrs.field(factory=dict)
     consumed: list[tuple[int, str]] = attrs.field(factory=list)
     children: list[StartChild] = attrs.field(factory=list)
+    discards: list[str] = attrs.field(factory=list)
 
-    def add(self, steps: Sequence[StepRecord], consumed: Sequence[tuple[int, str]] = ()) -> None:
+    def add(
+        self,
+        steps: Sequence[StepRecord],
+        consumed: Sequence[tuple[int, str]] = (),
+        discards: Sequence[str] = (),
+    ) -> None:
+        for sid in discards:
+            self.steps.pop(sid, None)
+        self.discards.extend(discards)
         for rec in steps:
             self.steps[rec.step_id] = rec
         self.consumed.extend(consumed)
 
     def batch(self, outcome: RunOutcome) -> Batch:
-        return Batch(tuple(self.steps.values()), tuple(self.consumed), outcome, tuple(self.children))
+        return Batch(
+            tuple(self.steps.values()),
+            tuple(self.consumed),
+            outcome,
+            tuple(self.children),
+            tuple(self.discards),
+        )
 
     def clear(self) -> None:
         self.steps.clear()
         self.consumed.clear()
         self.children.clear()
+        self.discards.clear()
 
     def __bool__(self) -> bool:
-        return bool(self.steps or self.consumed or self.children)
+        return bool(self.steps or self.consumed or self.children or self.discards)
 
 
 # the protocol ----------------------------------------------------------------------------------
@@ -300,7 +316,7 @@ def _drive(replayer: Replayer, claimed: Claimed, env: Env) -> Gen:
             yield from _commit(env, lease, pending.batch(FailRun(timeout)), run)
             return None
         decision = replayer.decide(now, claimed.mailbox)
-        pending.add(decision.writes, decision.consumed)
+        pending.add(decision.writes, decision.consumed, decision.discards)
         action = decision.action
         if not isinstance(action, Execute):
             return (yield from _finish(action, pending, claimed, env))

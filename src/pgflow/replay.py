@@ -50,6 +50,7 @@ from .errors import (
     UnsupportedError,
     WorkflowDefinitionError,
 )
+from .history import RecordedOrder
 from .records import Event, RunError, StepRecord, Waiting
 from .step_records import error_of
 from .validation import rebuild, to_stored
@@ -116,6 +117,7 @@ class Decision:
     action: Action
     writes: tuple[StepRecord, ...] = ()
     consumed: tuple[tuple[int, str], ...] = ()  # (event id, step id)
+    discards: tuple[str, ...] = ()  # step records to delete: a retried attempt left their path
 
 
 # Evaluating one step command against its record -----------------------------------------------
@@ -153,7 +155,8 @@ def _min_time(*times: pendulum.DateTime | None) -> pendulum.DateTime | None:
 class _Scratch:
     """Writes and consumed events accumulated during one ``decide`` call."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: pendulum.DateTime) -> None:
+        self.now = now
         self.writes: list[StepRecord] = []
         self.consumed: list[tuple[int, str]] = []
 
@@ -170,13 +173,15 @@ class Replayer:
             if not (rec.status == "failed" and rec.run_attempt < run.attempt)
         }
         # A failed record of an earlier run attempt is retried, not replayed; when the step is
-        # reached again it keeps its place (seq). New steps are numbered after every record.
+        # reached again at its place it keeps it (seq). New steps are numbered after every record.
         self._seqs: dict[str, int] = {sid: rec.seq for sid, rec in history.items() if rec.seq}
         self._next_seq = max(self._seqs.values(), default=0) + 1
-        # Every recorded step, waiting ones included, was reached before: the code leading up to
-        # it already ran (and logged), so replay lasts until the generator has passed them all.
-        self._loaded = set(self.history)
-        self._replaying = bool(self._loaded)
+        # The replay follows the recorded order (SPEC §14); it is replaying while recorded steps
+        # remain to be yielded (running ones included: the code before them ran already).
+        self._order = RecordedOrder(history, run.attempt)
+        self._discarded: list[str] = []  # records the workflow left behind, deleted with the next commit
+        self._patch_results: dict[str, bool] = {}
+        self._scratch: _Scratch | None = None  # the decide() call in progress (for patch markers)
         self._consumed_ids: set[int] = set()
         self._seen: set[str] = set()
         self._gen: Generator[Any, Any, Any] | None = None
@@ -189,7 +194,7 @@ class Replayer:
 
     @property
     def is_replaying(self) -> bool:
-        return self._replaying
+        return self._finished is None and self._order.replaying
 
     def record(self, rec: StepRecord) -> None:
         """Add an outcome produced outside (executed step, or a store write)."""
@@ -207,9 +212,13 @@ class Replayer:
                             self.run.run_id, exc)  # fmt: skip
 
     def decide(self, now: pendulum.DateTime, mailbox: Sequence[Event] = ()) -> Decision:
-        scratch = _Scratch()
-        action = self._decide(now, mailbox, scratch)
-        return Decision(action, tuple(scratch.writes), tuple(scratch.consumed))
+        scratch = self._scratch = _Scratch(now)
+        try:
+            action = self._decide(now, mailbox, scratch)
+        finally:
+            self._scratch = None
+        discards, self._discarded = tuple(self._discarded), []
+        return Decision(action, tuple(scratch.writes), tuple(scratch.consumed), discards)
 
     # driving the generator ---------------------------------------------------------------------
 
@@ -221,8 +230,9 @@ class Replayer:
             workflow_id=self.run.workflow_id,
             resource_id=self.run.resource_id,
             attempt=self.run.attempt,
-            replaying=lambda: self._replaying,
+            replaying=lambda: self.is_replaying,
             step_id=lambda: getattr(self._current, "step_id", None),
+            patches=self,
         )
 
     def _decide(self, now: pendulum.DateTime, mailbox: Sequence[Event], scratch: _Scratch) -> Action:
@@ -258,8 +268,6 @@ class Replayer:
 
     def _feed(self, outcome: _Value | _Raise) -> Action | None:
         assert self._gen is not None
-        self._loaded.difference_update(self._step_ids(self._current))
-        self._replaying = bool(self._loaded)
         try:
             if isinstance(outcome, _Value):
                 self._yielded(self._gen.send(outcome.value))
@@ -277,10 +285,18 @@ class Replayer:
 
     def _finish(self, action: Action) -> Action:
         self._finished = action
-        self._replaying = False
         return action
 
     def _complete(self, value: Any) -> Action:
+        left = self._order.returned()
+        self._take_discards()
+        if left is not None:
+            msg = (
+                f"run {self.run.run_id}: the workflow returned, but the recorded step {_recorded(left)} "
+                "was still to be replayed: workflow code changed under a run in flight (or decides with "
+                "something other than step results); use ctx.patched() to change code safely"
+            )
+            return Fail(error_of(NonDeterminismError(msg), left.step_id), retryable=False)
         try:
             return Complete(serde.to_json(value))
         except SerializationError as exc:
@@ -303,12 +319,6 @@ class Replayer:
         return Suspend(outcome.waiting, outcome.wake_at)
 
     # validating yielded commands ---------------------------------------------------------------
-
-    @staticmethod
-    def _step_ids(command: Any) -> list[str]:
-        if isinstance(command, All):
-            return [c.step_id for c in command.commands]
-        return [command.step_id]
 
     def _check(self, command: Any) -> Action | None:
         """Validate a freshly yielded command: type, step ids, duplicates, determinism."""
@@ -334,17 +344,68 @@ class Replayer:
             msg = f"run {self.run.run_id} yielded step id {sid!r} twice; step ids must be unique within a run"
             return Fail(error_of(DuplicateStepError(msg), sid), retryable=False)
         self._seen.add(sid)
-        rec = self.history.get(sid)
         kind = KIND_OF[type(cmd)]
-        if rec is not None and (rec.kind != kind or (kind == "wait_for" and rec.event != cmd.event)):
-            was = f"{rec.kind}" + (f" of event {rec.event!r}" if rec.event else "")
-            now = kind + (f" of event {cmd.event!r}" if kind == "wait_for" else "")
-            msg = (
-                f"run {self.run.run_id}: step {sid!r} was recorded as {was} but the workflow now yields {now}; "
-                "workflow code must be deterministic"
-            )
-            return Fail(error_of(NonDeterminismError(msg), sid), retryable=False)
+        self._order.follow(sid, kind, cmd.event if kind == "wait_for" else None)
+        if self._order.dropped or self._order.skipped:
+            self._take_discards()
+        if self._order.diverged is not None:
+            return self._diverged(self._order.diverged, _yielded(cmd))
         return None
+
+    def _diverged(self, expected: StepRecord, yielded: str) -> Action:
+        msg = (
+            f"run {self.run.run_id}: replay expected the recorded step {_recorded(expected)} but the "
+            f"workflow yielded {yielded}: workflow code changed under a run in flight (a renamed, "
+            "inserted, removed or reordered step, a changed event) or decides with something other than "
+            "step results (random, the clock); use ctx.patched() to change code safely"
+        )
+        return Fail(error_of(NonDeterminismError(msg), expected.step_id), retryable=False)
+
+    def _take_discards(self) -> None:
+        """Records the recorded order dropped (the workflow left a retried attempt's path) are
+        forgotten here and deleted with the next commit; their places are free."""
+        order = self._order
+        for sid in order.dropped + order.skipped:
+            self.history.pop(sid, None)
+            self._seqs.pop(sid, None)
+            self._discarded.append(sid)
+        order.dropped.clear()
+        order.skipped.clear()
+
+    # patching (SPEC §14) -----------------------------------------------------------------------
+
+    def patched(self, patch_id: str) -> bool:
+        """``ctx.patched``: see :meth:`pgflow.Context.patched`."""
+        sid = _patch_step(patch_id)
+        if patch_id in self._patch_results:
+            return self._patch_results[patch_id]
+        if self._order.replaying:  # the marker at this place, or the run passed here on older code
+            found = self._take_marker(sid)
+        else:
+            scratch = self._scratch
+            assert scratch is not None, "patched() runs while the replayer decides"
+            marker = records.first_record(sid, "patch", "completed", scratch.now, self._seq(sid),
+                                          self.run.attempt, completed_at=scratch.now)  # fmt: skip
+            self._write(scratch, marker)
+            self._seen.add(sid)
+            found = True
+        self._patch_results[patch_id] = found
+        return found
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """``ctx.deprecate_patch``: take the marker at this place if a run recorded it, record nothing."""
+        sid = _patch_step(patch_id)
+        if patch_id not in self._patch_results and self._order.replaying:
+            self._take_marker(sid)
+        self._patch_results[patch_id] = True
+
+    def _take_marker(self, sid: str) -> bool:
+        """Replay the patch marker ``sid`` if it is the next recorded step (nothing else is touched)."""
+        remaining = self._order.remaining
+        if remaining and remaining[0].step_id == sid and remaining[0].kind == "patch":
+            self._order.follow(sid, "patch")
+            return True
+        return False
 
     def _definition_error(self, message: str) -> Action:
         msg = f"workflow {self.run.workflow_id!r} (run {self.run.run_id}): {message}"
@@ -561,6 +622,24 @@ def _return_annotation(fn: Any) -> Any:
         with contextlib.suppress(TypeError):
             _HINTS[fn] = hint
     return hint
+
+
+def _recorded(rec: StepRecord) -> str:
+    event = f", event {rec.event!r}" if rec.event else ""
+    return f"{rec.step_id!r} ({rec.kind}{event}, seq {rec.seq})"
+
+
+def _yielded(cmd: Any) -> str:
+    event = f", event={cmd.event!r}" if isinstance(cmd, WaitFor) else ""
+    return f"{type(cmd).__name__}({cmd.step_id!r}{event}) (kind {KIND_OF[type(cmd)]})"
+
+
+def _patch_step(patch_id: object) -> str:
+    """The marker's step id; a bad patch id is a definition mistake (it fails the run at once)."""
+    problem = id_problem(patch_id)
+    if problem is not None:
+        raise WorkflowDefinitionError(f"invalid patch id ({problem}): {shown(patch_id)}")
+    return f"patch:{patch_id}"
 
 
 def _deadline(now: pendulum.DateTime, timeout: Any, what: str) -> pendulum.DateTime | None:

@@ -142,12 +142,14 @@ class StartChild:
 @attrs.frozen
 class Batch:
     """What a worker writes in one commit: step records (``running`` ones for steps about to start),
-    consumed events, the run's outcome and child runs to start."""
+    consumed events, the run's outcome, child runs to start, and records to delete (``discards``:
+    their consumed events go back to the mailbox)."""
 
     steps: tuple[StepRecord, ...] = ()
     consumed: tuple[tuple[int, str], ...] = ()
     outcome: RunOutcome = KeepRunning()
     children: tuple[StartChild, ...] = ()
+    discards: tuple[str, ...] = ()  # step records to delete first (a retried attempt left their path)
 
     @property
     def current_step_id(self) -> str | None:

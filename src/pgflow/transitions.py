@@ -102,6 +102,17 @@ def deliver_event(row: RunRow, event: str, now: DateTime) -> RunRow:
     return _settle(row, now, step_done=False, event_ready=True)
 
 
+def events_returned(row: RunRow, names: set[str], now: DateTime) -> RunRow:
+    """Events a deleted WaitFor record had taken are back in the mailbox: as if delivered again (a
+    worker holding the run looks again before it suspends; a run waiting for one wakes up)."""
+    if not names:
+        return row
+    row = attrs.evolve(row, mailbox_seq=row.mailbox_seq + 1, updated_at=now)
+    if row.held or row.status != PAUSED or not event_matches(row, names):
+        return row
+    return _settle(row, now, step_done=False, event_ready=True)
+
+
 def pause(row: RunRow, now: DateTime) -> RunRow:
     _ensure_live(row, "pause")
     if row.held:

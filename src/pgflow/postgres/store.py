@@ -334,9 +334,10 @@ class PostgresStore:
         transaction: tuple[Any, StepRecord] | None = None,
     ) -> CommitResult:  # fmt: skip
         """Record a batch if the lease is still valid (see ``CommitResult``)."""
-        if transaction is None and isinstance(batch.outcome, KeepRunning) and not batch.children:
+        simple = transaction is None and not batch.children and not batch.discards
+        if simple and isinstance(batch.outcome, KeepRunning):
             return self._commit_hot(lease, now, lease_duration, batch)
-        if transaction is None and isinstance(batch.outcome, CompleteRun) and not batch.children:
+        if simple and isinstance(batch.outcome, CompleteRun):
             done = self._commit_complete(lease, now, batch)
             if done is not None:
                 return done  # else: lease lost, or a child run; the locked path tells which
@@ -399,6 +400,8 @@ class PostgresStore:
             steps.append(record)
         for child in batch.children:
             tx.insert_run(tr.new_row(child.run))
+        if batch.discards:
+            new = tr.events_returned(new, tx.discard_steps(row.id, batch.discards, now), now)
         if batch.consumed:
             ids, step_ids = [i for i, _ in batch.consumed], [s for _, s in batch.consumed]
             tx.conn.execute(

@@ -119,6 +119,12 @@ class Tx:
             self._note(self._channels.runs, row.id)
         return inserted
 
+    def discard_steps(self, run_id: str, step_ids: Sequence[str], now: DateTime) -> set[str]:
+        """Delete these step records; the events they had taken go back to the mailbox (their names)."""
+        returned = self.rows("release_events", run_id=run_id, step_ids=list(step_ids))
+        self.conn.execute(self._q["delete_steps"], {"run_id": run_id, "step_ids": list(step_ids)})
+        return {r["name"] for r in returned}
+
     def upsert_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
         if steps:
             self.conn.execute(self._q["upsert_steps"], {"run_id": run_id, "steps": steps_json(steps)})

@@ -113,6 +113,16 @@ UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(no
 FROM unnest(%(ids)s::bigint[], %(step_ids)s::text[]) AS c(id, step_id)
 WHERE e.id = c.id AND e.run_id = %(run_id)s
 
+-- name: delete_steps
+-- Delete step records of a run (a retried attempt left their path, or retry_workflow re-drives them).
+DELETE FROM {schema}.steps WHERE run_id = %(run_id)s AND step_id = ANY(%(step_ids)s::text[])
+
+-- name: release_events
+-- The events taken by these step records go back to the mailbox (unconsumed); returns their names.
+UPDATE {schema}.events SET consumed_by_step = NULL, consumed_at = NULL
+WHERE run_id = %(run_id)s AND consumed_by_step = ANY(%(step_ids)s::text[])
+RETURNING name
+
 -- name: upsert_steps
 -- Insert or replace a run's step records (a json array, in order); each carries its seq.
 -- The one copy of the step upsert: the commit queries embed it as {upsert_steps}, after their
