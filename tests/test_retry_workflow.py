@@ -12,7 +12,7 @@ import pendulum
 import pytest
 
 import pgflow
-from pgflow import Child, Pause, Retry, Run, WaitFor, workflow
+from pgflow import All, Child, Pause, Retry, Run, StepFailedError, WaitFor, workflow
 from pgflow.testing import Harness, SimClock
 
 Flow = Generator[Any, Any, Any]
@@ -169,6 +169,60 @@ def test_a_timed_out_run_retried_gets_a_fresh_deadline(make_harness: Any) -> Non
     assert h.get_run(run_id).status == "paused"
     h.trigger_event(run_id, "approved", {"ok": True})
     assert h.run_until_complete(run_id).output == {"ok": True}
+
+
+def test_a_failed_step_of_an_all_is_retried_at_its_place(make_harness: Any) -> None:
+    """An All whose first step failed while the second completed: retried, only the failed step
+    executes again, at its place (seq), and the completed one is replayed."""
+    steps = Steps("x")
+
+    @workflow("fan-out")
+    def wf(ctx: Any) -> Flow:
+        yield Run("prepare", steps, "prepare")
+        return (yield All(Run("x", steps, "x"), Run("y", steps, "y")))
+
+    h = make_harness(wf)
+    run_id = h.start_workflow(wf).id
+    assert h.run_until_complete(run_id).status == "failed"
+    steps.fix()
+    h.retry_workflow(run_id)
+    done = h.run_until_complete(run_id)
+    assert done.status == "completed" and done.output == ["X", "Y"]
+    assert steps.calls == {"prepare": 1, "x": 2, "y": 1}
+    assert [(s.step_id, s.seq) for s in done.timeline.values()] == [("prepare", 1), ("x", 2), ("y", 3)]
+
+
+@pytest.mark.parametrize("primary_fixed", [True, False], ids=["now-succeeds", "still-fails"])
+def test_a_caught_failure_is_retried_and_the_path_after_it_follows(
+    make_harness: Any, primary_fixed: bool
+) -> None:
+    """A step failure the workflow caught is executed again: when it now succeeds, the fallback
+    recorded after it is dropped (not replayed) and the workflow takes its new path; when it fails
+    again, the fallback is replayed, not executed again."""
+    steps = Steps("primary", "finish")
+
+    @workflow("with-fallback")
+    def wf(ctx: Any) -> Flow:
+        try:
+            value = yield Run("primary", steps, "primary")
+        except StepFailedError:
+            value = yield Run("fallback", steps, "fallback")
+        yield Run("finish", steps, "finish")
+        return value
+
+    h = make_harness(wf)
+    run_id = h.start_workflow(wf).id
+    assert h.run_until_complete(run_id).error.step_id == "finish"
+    steps.broken = set() if primary_fixed else {"primary"}  # "finish" is fixed either way
+    h.retry_workflow(run_id)
+    done = h.run_until_complete(run_id)
+    path = (
+        ("PRIMARY", ["primary", "finish"])
+        if primary_fixed
+        else ("FALLBACK", ["primary", "fallback", "finish"])
+    )
+    assert (done.output, list(done.timeline)) == path
+    assert steps.calls == {"primary": 2, "fallback": 1, "finish": 2}
 
 
 # -- cancelled runs -----------------------------------------------------------------------------------

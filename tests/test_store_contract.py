@@ -1106,6 +1106,22 @@ def test_retry_run_from_step_releases_the_events_of_discarded_wait_fors(store: S
     assert store.consumed_events("r1") == {first.id: "w1"}  # type: ignore[attr-defined]
 
 
+def test_retry_run_retries_a_failure_that_kept_records_follow_at_its_place(store: Store) -> None:
+    """A failed step that completed records follow (the failed step of an All whose other step
+    completed) is not deleted but re-marked as a failure of an earlier run attempt, at its seq, so
+    the replay retries it there; the failure after the last kept record is deleted."""
+    store.start_run(new("r1"))
+    steps = (rec("x", "failed", seq=1, error=BOOM), rec("y", seq=2), rec("z", "failed", seq=3, error=BOOM))
+    fail_with(store, "r1", steps)
+    store.retry_run("r1", None, None, sec(1))
+    found = store.get("r1", None)[1]
+    assert [(s.step_id, s.status, s.seq, s.run_attempt) for s in found] == [
+        ("x", "failed", 1, -1),
+        ("y", "completed", 2, 0),
+    ]
+    assert found[0].error == BOOM
+
+
 def test_retry_run_refusals_change_nothing(store: Store) -> None:
     """Only a failed or cancelled run can be retried (InvalidStateError); another resource's run is
     not found; a from_step without record is an InvalidArgumentError; each leaves the run as it was."""

@@ -933,3 +933,51 @@ def test_waits_for_child(step: StepRecord, answer: bool) -> None:
 def test_orphaned_by_retry(kid: RunRow, orphaned: bool) -> None:
     """A retry cancels only the live children that a discarded Child step started."""
     assert tr.orphaned_by_retry(kid, ["s"]) is orphaned
+
+
+def earlier(record: StepRecord, **kw: Any) -> StepRecord:
+    """``record`` re-marked as a failure of an earlier run attempt."""
+    return attrs.evolve(record, run_attempt=tr.EARLIER_ATTEMPT, **kw)
+
+
+ALL_FAILED = [rec("a", 1), rec("x", 2, "failed"), rec("y", 3)]  # All(x, y): x failed, y completed
+
+
+@pytest.mark.parametrize(
+    ("steps", "discarded", "deleted", "rewritten"),
+    [
+        pytest.param(HISTORY, ["c"], ["c"], [], id="the-last-failure-is-deleted"),
+        pytest.param(HISTORY, ["w", "b", "c"], ["w", "b", "c"], [], id="from_step-deletes-a-suffix"),
+        pytest.param(ALL_FAILED, ["x"], [], [earlier(ALL_FAILED[1])], id="a-failure-kept-records-follow"),
+        pytest.param([*ALL_FAILED, rec("z", 4, "failed")], ["x", "z"], ["z"], [earlier(ALL_FAILED[1])],
+                     id="both-kinds"),
+        pytest.param([rec("a", 1, "failed"), rec("k", 2, "waiting", "child")], ["a"], [], [earlier(rec("a", 1, "failed"))],
+                     id="a-waiting-child-step-is-kept-too"),
+        pytest.param([rec("a", 1), rec("w", 2, "waiting", "wait_for"), rec("r", 3)], ["w"], [],
+                     [earlier(rec("w", 2, "waiting", "wait_for"), status="failed", completed_at=NOW, error=RunError(
+                         "StepInterrupted", "step 'w' was still waiting when run r1 failed; a retry executes it again",
+                         None, "w"))],
+                     id="a-wait-cut-short-in-an-all-is-interrupted"),
+        pytest.param([rec("a", 0, "failed"), rec("b", 0, "waiting")], ["a", "b"], ["a", "b"], [],
+                     id="nothing-kept-everything-deleted"),
+        pytest.param([], [], [], [], id="nothing"),
+    ],
+)  # fmt: skip
+def test_split_discards(
+    steps: list[StepRecord], discarded: list[str], deleted: list[str], rewritten: list[StepRecord]
+) -> None:
+    """A discarded record no kept record follows is deleted (reached afresh); one that kept records
+    follow is rewritten as a failure of an earlier run attempt, so the replay retries it at its place
+    and the recorded order still holds."""
+    assert tr.split_discards(ended(FAILED), steps, discarded, NOW) == (deleted, rewritten)
+
+
+def test_a_step_cut_short_by_a_cancel_says_so() -> None:
+    """A running record in the middle of a cancelled run's history is rewritten as interrupted by
+    the cancel (its timers cleared)."""
+    running_step = attrs.evolve(rec("s", 1, "running"), wake_at=LATER)
+    _, (found,) = tr.split_discards(ended(CANCELLED), [running_step, rec("t", 2)], ["s"], NOW)
+    assert found.error is not None and found.error.message.endswith(
+        "when run r1 was cancelled; a retry executes it again"
+    )
+    assert (found.status, found.wake_at, found.run_attempt) == ("failed", None, -1)

@@ -328,11 +328,11 @@ class MemoryStore:
         with self._writing():
             row = self._row(run_id, resource_id)
             new = tr.retry(row, now)
-            discarded = tr.records_to_discard(row, self._timeline(run_id), from_step)
-            for step_id in discarded:
-                del self._steps[run_id][step_id]
-            self._release_events(run_id, set(discarded))
-            self._save(new, [], now)
+            steps = self._timeline(run_id)
+            discarded = tr.records_to_discard(row, steps, from_step)
+            deleted, rewritten = tr.split_discards(row, steps, discarded, now)
+            self._discard(run_id, deleted)  # their events go back to the mailbox
+            self._save(new, rewritten, now)
             orphans = [
                 r
                 for r in self._runs.values()
@@ -341,11 +341,6 @@ class MemoryStore:
             for child in sorted(orphans, key=lambda r: r.id):  # id order, as Postgres locks them
                 self._save(tr.cancel(child, now), [], now)
             return new
-
-    def _release_events(self, run_id: str, step_ids: set[str]) -> None:
-        """Events consumed by these (discarded) steps are unconsumed again, in their place."""
-        box = self._mailbox[run_id]
-        self._mailbox[run_id] = [(ev, None if used in step_ids else used) for ev, used in box]
 
 
 class _Waiter:

@@ -14,7 +14,7 @@ import pendulum
 
 from .arguments import add_time, clip, shown
 from .errors import InvalidArgumentError, InvalidStateError
-from .records import TERMINAL, RunStatus, StepRecord
+from .records import TERMINAL, RunError, RunStatus, StepRecord
 from .store import (
     Batch,
     CompleteRun,
@@ -338,8 +338,8 @@ def renewed_deadline(row: RunRow, now: DateTime) -> DateTime | None:
 
 
 def records_to_discard(row: RunRow, steps: Sequence[StepRecord], from_step: str | None) -> list[str]:
-    """The step records a retry deletes, in seq order, so their steps are reached afresh: every record
-    that is not a final success (failed, and the running or waiting ones a cancel or a timeout cut
+    """The step records a retry discards, in seq order, so their steps execute again (deleted, or
+    rewritten: see :func:`split_discards`): every record that is not a final success (failed, and the running or waiting ones a cancel or a timeout cut
     short), except a Child step still waiting for its live child run (the retried run waits for that
     child again instead of starting a second one). With ``from_step``, also that step's record and
     every record with a higher seq (InvalidArgumentError when the step has no record)."""
@@ -361,6 +361,41 @@ def _seq_of(row: RunRow, steps: Sequence[StepRecord], step_id: str) -> int:
     raise InvalidArgumentError(
         f"from_step {shown(step_id)}: run {row.id} (workflow {row.workflow_id!r}) has no record of that "
         f"step; name a step it has reached (recorded: {reached})"
+    )
+
+
+EARLIER_ATTEMPT = -1  # a record a retry re-marks counts as failed before the retried run's attempt 0
+
+
+def split_discards(
+    row: RunRow, steps: Sequence[StepRecord], discarded: Sequence[str], now: DateTime
+) -> tuple[list[str], list[StepRecord]]:
+    """How a retry discards records, so that the replay still follows the recorded order (SPEC §14):
+    a discarded record that no kept record follows is deleted (its step is reached afresh, with a
+    new seq); one that kept records follow — a failure the workflow caught, a step of an All whose
+    other steps completed — is rewritten as a failure of an earlier run attempt instead, which the
+    replay retries at its place, replaying the records after it while the workflow follows them
+    (exactly as after an automatic run retry). Returns (ids to delete, records to write)."""
+    gone = set(discarded)
+    last_kept = max((rec.seq for rec in steps if rec.step_id not in gone), default=None)
+    ordered = sorted((rec for rec in steps if rec.step_id in gone), key=lambda rec: rec.seq)
+    followed = [rec for rec in ordered if last_kept is not None and rec.seq <= last_kept]
+    deleted = [rec.step_id for rec in ordered if rec not in followed]
+    return deleted, [_failed_earlier(row, rec, now) for rec in followed]
+
+
+def _failed_earlier(row: RunRow, rec: StepRecord, now: DateTime) -> StepRecord:
+    """``rec`` as a failure of an earlier run attempt; a step a cancel or timeout cut short (still
+    running or waiting) is described as interrupted."""
+    if rec.status == "failed":
+        return attrs.evolve(rec, run_attempt=EARLIER_ATTEMPT)
+    how = "was cancelled" if row.status == RunStatus.CANCELLED else "failed"
+    message = (
+        f"step {rec.step_id!r} was still {rec.status} when run {row.id} {how}; a retry executes it again"
+    )
+    error = RunError("StepInterrupted", message, None, rec.step_id)
+    return attrs.evolve(
+        rec, status="failed", error=error, completed_at=now, wake_at=None, run_attempt=EARLIER_ATTEMPT
     )
 
 

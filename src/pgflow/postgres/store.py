@@ -511,9 +511,10 @@ class PostgresStore:
             new = tr.retry(row, now)
             steps = [step_from(r) for r in tx.rows("run_steps", run_id=run_id)]
             discarded = tr.records_to_discard(row, steps, from_step)
-            if discarded:
-                tx.conn.execute(self._q["discard_steps"], {"run_id": run_id, "step_ids": discarded})
-            tx.save(row, new, [], now)  # notifies: runs (status) and wake (due now)
+            deleted, rewritten = tr.split_discards(row, steps, discarded, now)
+            if deleted:
+                tx.discard_steps(run_id, deleted, now)  # their events go back to the mailbox
+            tx.save(row, new, rewritten, now)  # notifies: runs (status) and wake (due now)
             if discarded:
                 for child in [run_from(r) for r in tx.rows("lock_children", id=run_id)]:
                     if tr.orphaned_by_retry(child, discarded):

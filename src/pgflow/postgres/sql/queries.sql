@@ -311,16 +311,3 @@ SELECT resource_id FROM {schema}.runs WHERE id = %(id)s
 -- name: child_runs
 -- A run's child runs, oldest first (runs_parent_idx).
 SELECT * FROM {schema}.runs WHERE parent_run_id = %(id)s ORDER BY created_at, id
-
--- ------------------------------------------------------------------------------------------------
--- Re-driving a failed or cancelled run (SPEC §14).
-
--- name: discard_steps
--- Delete the step records a retry discards (transitions.records_to_discard), so those steps are
--- reached afresh, and give the mailbox events they consumed back to the mailbox (unconsumed again,
--- in their place, for the re-executed WaitFor to take).
-WITH released AS (
-    UPDATE {schema}.events SET consumed_by_step = NULL, consumed_at = NULL
-    WHERE run_id = %(run_id)s AND consumed_by_step = ANY(%(step_ids)s::text[])
-)
-DELETE FROM {schema}.steps WHERE run_id = %(run_id)s AND step_id = ANY(%(step_ids)s::text[])
