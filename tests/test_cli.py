@@ -402,9 +402,7 @@ def cli_fixable(ctx: pgflow.Context[Any]) -> Any:
 
 
 def test_retry_re_drives_a_failed_run(db: list[str], pg_dsn: str, pg_schema: str) -> None:
-    """`pgflow retry RUN_ID` makes a failed run pending again (exit 0; text, or the run as JSON), and
-    `--from-step S` executes S and every later step again; a run that has not failed or cancelled,
-    or a step without record, is one error line (exit 1)."""
+    """`pgflow retry [--from-step S]` re-drives failed runs (text, --json); errors are one line."""
     FIXABLE.update(broken=True, calls=[])
     with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[cli_fixable], concurrency=2) as engine:
         runs = [engine.start_workflow(cli_fixable) for _ in range(2)]

@@ -71,9 +71,7 @@ def three_steps(steps: Steps, **options: Any) -> pgflow.Workflow:
 
 
 def test_a_fixed_run_retried_executes_only_the_failed_step(make_harness: Any) -> None:
-    """Failed at step 3 after steps 1-2 completed (its run retry used), then fixed and retried: the run
-    is pending with no error and its retries unused; steps 1-2 are replayed, not executed again; step
-    3 runs again and the run completes, every step in its place."""
+    """Failed at step 3, fixed, retried: pending and clean; steps 1-2 replayed, step 3 runs again."""
     steps = Steps("c")
     h = make_harness(three_steps(steps, retries=1))
     run = h.run_until_complete(h.start_workflow("three-steps").id)
@@ -129,8 +127,7 @@ def test_from_step_executes_that_step_and_every_later_one_again(make_harness: An
 
 
 def test_from_step_gives_a_wait_for_its_event_back(make_harness: Any) -> None:
-    """A WaitFor executed again by from_step takes the event it had consumed once more (the retry gave
-    it back to the mailbox), so the run goes on with the same data."""
+    """A WaitFor re-executed by from_step takes the event it had consumed again, with the same data."""
     steps = Steps("use")
 
     @workflow("approve-then-use")
@@ -152,8 +149,7 @@ def test_from_step_gives_a_wait_for_its_event_back(make_harness: Any) -> None:
 
 
 def test_a_timed_out_run_retried_gets_a_fresh_deadline(make_harness: Any) -> None:
-    """A run failed by its workflow timeout, retried a day later, has the same timeout again from the
-    retry (not its old deadline, which would fail it at once) and can complete."""
+    """A timed-out run retried a day later gets its timeout again from the retry, and can complete."""
 
     @workflow("slow-approval", timeout="1h")
     def wf(ctx: Any) -> Flow:
@@ -172,8 +168,7 @@ def test_a_timed_out_run_retried_gets_a_fresh_deadline(make_harness: Any) -> Non
 
 
 def test_a_failed_step_of_an_all_is_retried_at_its_place(make_harness: Any) -> None:
-    """An All whose first step failed while the second completed: retried, only the failed step
-    executes again, at its place (seq), and the completed one is replayed."""
+    """A failed step of an All runs again at its seq; its completed sibling is replayed."""
     steps = Steps("x")
 
     @workflow("fan-out")
@@ -196,9 +191,7 @@ def test_a_failed_step_of_an_all_is_retried_at_its_place(make_harness: Any) -> N
 def test_a_caught_failure_is_retried_and_the_path_after_it_follows(
     make_harness: Any, primary_fixed: bool
 ) -> None:
-    """A step failure the workflow caught is executed again: when it now succeeds, the fallback
-    recorded after it is dropped (not replayed) and the workflow takes its new path; when it fails
-    again, the fallback is replayed, not executed again."""
+    """A caught failure runs again; its fallback is dropped if it now succeeds, else replayed."""
     steps = Steps("primary", "finish")
 
     @workflow("with-fallback")
@@ -229,9 +222,7 @@ def test_a_caught_failure_is_retried_and_the_path_after_it_follows(
 
 
 def test_a_cancelled_run_retried_sees_the_events_no_step_consumed(make_harness: Any) -> None:
-    """A run cancelled at a Pause with an event waiting in its mailbox, then retried: its completed step
-    is not executed again, it stops at the Pause again, and once resumed its WaitFor takes the event
-    delivered before the cancel."""
+    """A cancelled run, retried, stops at its Pause again, then its WaitFor takes the buffered event."""
     steps = Steps()
 
     @workflow("hold-then-approve")
@@ -257,8 +248,7 @@ def test_a_cancelled_run_retried_sees_the_events_no_step_consumed(make_harness: 
 
 
 def test_a_wait_cut_short_by_a_cancel_starts_afresh(make_harness: Any) -> None:
-    """A WaitFor cancelled half-way through its 1 h timeout and retried 2 h later waits a full hour
-    from the retry (its old deadline has passed: kept, it would have timed out at once)."""
+    """A WaitFor cut short by a cancel waits its full timeout again from the retry."""
 
     @workflow("await-go")
     def wf(ctx: Any) -> Flow:
@@ -322,8 +312,7 @@ def finish_children(h: Harness, run_id: str) -> pgflow.WorkflowRun:
 
 
 def test_a_cancelled_parent_retried_starts_a_new_child(make_harness: Any) -> None:
-    """Cancelling a parent cancelled its child (its Child step failed with it): retried, the parent
-    starts a new child there and completes with its output; the old child stays cancelled."""
+    """A cancelled parent, retried, starts a new child and completes; the old child stays cancelled."""
     h = make_harness(parent_of_awaiter(), awaiter)
     run_id = h.start_workflow("awaiter-parent").id
     h.run_until_idle()
@@ -336,8 +325,7 @@ def test_a_cancelled_parent_retried_starts_a_new_child(make_harness: Any) -> Non
 
 
 def test_a_parent_retried_while_its_child_runs_waits_for_that_child(make_harness: Any) -> None:
-    """A parent that timed out while its child still runs, retried, waits for that same child (no
-    second child) and completes with its output."""
+    """A parent that timed out while its child runs, retried, waits for that same child."""
     h = make_harness(parent_of_awaiter(timeout="30m"), awaiter)
     run_id = h.start_workflow("awaiter-parent").id
     h.advance("30m")
@@ -363,8 +351,7 @@ def test_from_a_child_step_cancels_the_child_and_starts_a_new_one(make_harness: 
 
 
 def test_only_failed_and_cancelled_runs_can_be_retried(make_harness: Any) -> None:
-    """Pending, running, paused (waiting or held) and completed runs raise InvalidStateError naming the
-    run and its state, and are left as they were."""
+    """Pending, running, paused, held and completed runs raise InvalidStateError and stay as they were."""
     seen: dict[str, Any] = {}
 
     def try_retry_while_running() -> str:
@@ -400,8 +387,7 @@ def test_only_failed_and_cancelled_runs_can_be_retried(make_harness: Any) -> Non
 
 
 def test_from_step_without_a_record_is_refused(make_harness: Any) -> None:
-    """from_step naming a step the run never reached is an InvalidArgumentError naming it; the run
-    stays failed."""
+    """from_step naming a step without record is an InvalidArgumentError; the run stays failed."""
     h = make_harness(three_steps(Steps("b")))
     run_id = h.run_until_complete(h.start_workflow("three-steps").id).id
     before = h.get_run(run_id)
@@ -426,8 +412,7 @@ def test_another_tenants_run_is_not_found(make_harness: Any) -> None:
 
 @pytest.mark.postgres
 def test_an_engine_re_drives_a_fixed_run(pg_dsn: str, pg_schema: str) -> None:
-    """On a real Engine: a run failed at step 3 is retried once fixed; its workers replay steps 1-2
-    without executing them and complete the run; a client waiting for it sees it end."""
+    """On a real Engine a fixed run, retried, completes without executing its completed steps again."""
     steps = Steps("c")
     wf = three_steps(steps)
     with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[wf], concurrency=2) as engine:

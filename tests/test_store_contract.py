@@ -1055,8 +1055,7 @@ def step_ids(store: Store, run_id: str) -> list[str]:
 
 
 def test_retry_run_makes_a_failed_run_pending_again(store: Store) -> None:
-    """A failed run is pending and due now, error cleared, retries unused, its workflow timeout counted
-    afresh; its completed records stay and its failed one is deleted; a worker claims it with them."""
+    """A failed run is pending and clean again, keeps its completed records, loses its failed one."""
     store.start_run(new("r1", retries=2, timeout_at=sec(100)))
     c = claim_one(store)
     assert store.commit(c.lease, T0, LEASE, Batch((rec("a", seq=1),), outcome=RetryRun(BOOM, sec(2)))).ok
@@ -1074,8 +1073,7 @@ def test_retry_run_makes_a_failed_run_pending_again(store: Store) -> None:
 
 
 def test_retry_run_of_a_cancelled_run_keeps_its_mailbox(store: Store) -> None:
-    """A run cancelled while waiting: the cut-short wait's record is deleted (the wait starts afresh)
-    and the events no step consumed stay in the mailbox for the retried run."""
+    """A cancelled run loses its cut-short wait's record and keeps its unconsumed events."""
     store.start_run(new("r1"))
     wait_for(store, "r1", "approve")
     store.deliver_event("r1", None, "note", {"n": 1}, sec(1))
@@ -1087,8 +1085,7 @@ def test_retry_run_of_a_cancelled_run_keeps_its_mailbox(store: Store) -> None:
 
 
 def test_retry_run_from_step_releases_the_events_of_discarded_wait_fors(store: Store) -> None:
-    """from_step deletes that record and every later one; the events those WaitFors consumed are
-    unconsumed again, in their place (oldest first); events consumed by kept records stay consumed."""
+    """from_step deletes a suffix and gives its WaitFors' events back, in their place."""
     store.start_run(new("r1"))
     for n in range(3):
         store.deliver_event("r1", None, "go", {"n": n}, T0)
@@ -1107,9 +1104,7 @@ def test_retry_run_from_step_releases_the_events_of_discarded_wait_fors(store: S
 
 
 def test_retry_run_retries_a_failure_that_kept_records_follow_at_its_place(store: Store) -> None:
-    """A failed step that completed records follow (the failed step of an All whose other step
-    completed) is not deleted but re-marked as a failure of an earlier run attempt, at its seq, so
-    the replay retries it there; the failure after the last kept record is deleted."""
+    """A failure kept records follow is re-marked as an earlier attempt's, at its seq."""
     store.start_run(new("r1"))
     steps = (rec("x", "failed", seq=1, error=BOOM), rec("y", seq=2), rec("z", "failed", seq=3, error=BOOM))
     fail_with(store, "r1", steps)
@@ -1123,8 +1118,7 @@ def test_retry_run_retries_a_failure_that_kept_records_follow_at_its_place(store
 
 
 def test_retry_run_refusals_change_nothing(store: Store) -> None:
-    """Only a failed or cancelled run can be retried (InvalidStateError); another resource's run is
-    not found; a from_step without record is an InvalidArgumentError; each leaves the run as it was."""
+    """Wrong states, other tenants and unknown from_steps are refused and change nothing."""
     store.start_run(new("pending", wf="wf2", resource="u1"))  # never claimed here
     store.start_run(new("held"))
     store.change("held", None, "pause", None, T0)
@@ -1155,8 +1149,7 @@ def test_retry_run_refusals_change_nothing(store: Store) -> None:
 
 
 def test_retry_run_of_a_cancelled_parent_discards_its_cancelled_child_step(store: Store) -> None:
-    """Cancelling a parent cancelled its child and failed its Child step: a retry deletes that record
-    (the retried parent starts a new child there) and leaves the old child cancelled."""
+    """A cancelled parent's failed Child step is deleted; the old child stays cancelled."""
     store.start_run(new("p"))
     start_child(store, "p", "k")
     store.change("p", None, "cancel", None, sec(1))
@@ -1175,8 +1168,7 @@ def _parent_failed_while_its_child_runs(store: Store) -> Claimed:
 
 
 def test_retry_run_keeps_a_child_step_waiting_for_its_live_child(store: Store) -> None:
-    """A parent that failed while its child still runs keeps the Child step's waiting record: the
-    retried parent waits for that same child, whose end settles the step (no second child)."""
+    """A Child step waiting for a live child is kept: that child's end settles it."""
     kid = _parent_failed_while_its_child_runs(store)
     store.retry_run("p", None, None, sec(11))
     assert [(s.step_id, s.status) for s in store.get("p", None)[1]] == [("c", "waiting")]
@@ -1186,8 +1178,7 @@ def test_retry_run_keeps_a_child_step_waiting_for_its_live_child(store: Store) -
 
 
 def test_retry_run_from_a_waiting_child_step_cancels_its_live_child(store: Store) -> None:
-    """from_step discarding a Child step still waiting for its child cancels that child (the retried
-    parent starts a new one there), without settling anything in the parent."""
+    """from_step discarding a waiting Child step cancels its live child."""
     kid = _parent_failed_while_its_child_runs(store)
     store.retry_run("p", None, "c", sec(11))
     child = store.get("k", None)[0]
@@ -1197,8 +1188,7 @@ def test_retry_run_from_a_waiting_child_step_cancels_its_live_child(store: Store
 
 
 def test_an_older_child_ending_does_not_settle_a_newer_childs_step(store: Store) -> None:
-    """After a retry started child k2 at the step where k1 once ran, k1 (retried too) ending leaves
-    the step waiting for k2; k2 ending settles it."""
+    """An older child ending leaves a Child step that waits for a newer child alone."""
     store.start_run(new("p"))
     start_child(store, "p", "k1")
     store.change("p", None, "cancel", None, sec(1))
@@ -1231,8 +1221,7 @@ def test_retry_run_wakes_workers_and_run_waiters(pg: PostgresStore) -> None:
 
 @pytest.mark.postgres
 def test_concurrent_retries_revive_a_run_once(pg: PostgresStore) -> None:
-    """Of several concurrent retries of one failed run, exactly one succeeds; the others find it
-    pending (InvalidStateError), under the row lock."""
+    """Of four concurrent retries of one failed run exactly one succeeds."""
     pg.start_run(new("r1"))
     fail_with(pg, "r1", (rec("a", seq=1), rec("c", "failed", seq=2, error=BOOM)))
     barrier = threading.Barrier(4)

@@ -803,15 +803,12 @@ RETRY_HINT = "; only a failed or cancelled run can be retried"
     ],
 )  # fmt: skip
 def test_retry(row: RunRow, expected: dict[str, Any]) -> None:
-    """A failed or cancelled run is pending again and due now, with no error, its retries unused, no
-    current step and its workflow timeout counted afresh from now; lease token, mailbox count and
-    history (created_at, paused_at …) are kept."""
+    """A failed or cancelled run is pending, due now, clean, with its timeout counted from now."""
     assert changes(row, tr.retry(row, NOW)) == expected
 
 
 def test_retry_clears_what_a_new_run_does_not_have() -> None:
-    """Whatever a terminal row still carries (an output, a wait, a lease) is cleared: the retried run
-    is ready now and nothing else."""
+    """Output, wait, lease and hold are cleared; lease token and mailbox count are kept."""
     row = ended(CANCELLED, output={"x": 1}, waiting=WAITS["delay"], wake_at=LATER, lease_owner="w1",
                 lease_expires_at=LATER, held=True, lease_token=7, mailbox_seq=4)  # fmt: skip
     after = tr.retry(row, NOW)
@@ -835,8 +832,7 @@ def test_retry_clears_what_a_new_run_does_not_have() -> None:
     ],
 )  # fmt: skip
 def test_retry_refused(row: RunRow, status: str) -> None:
-    """Any run but a failed or cancelled one cannot be retried: InvalidStateError naming the run, its
-    workflow and state, and the states that allow it."""
+    """Any other run raises InvalidStateError naming run, workflow, state and what allows a retry."""
     with pytest.raises(InvalidStateError) as info:
         tr.retry(row, NOW)
     assert str(info.value) == state_error("retry", status, RETRY_HINT)
@@ -884,8 +880,7 @@ HISTORY = [rec("a", 1), rec("w", 2, kind="wait_for"), rec("b", 3), rec("c", 4, "
     ],
 )  # fmt: skip
 def test_records_to_discard(steps: list[StepRecord], from_step: str | None, discarded: list[str]) -> None:
-    """A retry discards (in seq order) every record that is not a final success, except a Child step
-    still waiting for its live child; from_step also discards that step and every later one."""
+    """A retry discards all but final successes and waiting Child steps, plus from_step's suffix."""
     assert tr.records_to_discard(ended(FAILED), steps, from_step) == discarded
 
 
@@ -897,8 +892,7 @@ def test_records_to_discard(steps: list[StepRecord], from_step: str | None, disc
 def test_records_to_discard_refuses_a_from_step_without_record(
     steps: list[StepRecord], recorded: str
 ) -> None:
-    """from_step naming no recorded step is an InvalidArgumentError naming the argument, the run and
-    the steps it has reached."""
+    """An unknown from_step is an InvalidArgumentError listing the recorded steps."""
     with pytest.raises(InvalidArgumentError) as info:
         tr.records_to_discard(ended(FAILED), steps, "nope")
     assert str(info.value) == (
@@ -917,8 +911,7 @@ def test_records_to_discard_refuses_a_from_step_without_record(
     ],
 )  # fmt: skip
 def test_waits_for_child(step: StepRecord, answer: bool) -> None:
-    """Only a Child step still waiting for that very child run is settled by its end (a retried parent
-    may have started another child at that step since)."""
+    """Only a Child step still waiting for that very child is settled by its end."""
     assert tr.waits_for_child(step, "k") is answer
 
 
@@ -966,15 +959,12 @@ ALL_FAILED = [rec("a", 1), rec("x", 2, "failed"), rec("y", 3)]  # All(x, y): x f
 def test_split_discards(
     steps: list[StepRecord], discarded: list[str], deleted: list[str], rewritten: list[StepRecord]
 ) -> None:
-    """A discarded record no kept record follows is deleted (reached afresh); one that kept records
-    follow is rewritten as a failure of an earlier run attempt, so the replay retries it at its place
-    and the recorded order still holds."""
+    """Discards no kept record follows are deleted; the others become earlier-attempt failures."""
     assert tr.split_discards(ended(FAILED), steps, discarded, NOW) == (deleted, rewritten)
 
 
 def test_a_step_cut_short_by_a_cancel_says_so() -> None:
-    """A running record in the middle of a cancelled run's history is rewritten as interrupted by
-    the cancel (its timers cleared)."""
+    """A running record mid-history of a cancelled run is rewritten as interrupted by the cancel."""
     running_step = attrs.evolve(rec("s", 1, "running"), wake_at=LATER)
     _, (found,) = tr.split_discards(ended(CANCELLED), [running_step, rec("t", 2)], ["s"], NOW)
     assert found.error is not None and found.error.message.endswith(

@@ -398,9 +398,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(run=runs, scope=SCOPES, from_step=st.none() | st.sampled_from(STEP_IDS))
     def retry_run(self, run: str, scope: str, from_step: str | None) -> None:
-        """Retry a run: a failed or cancelled one is revived (records discarded, events given back,
-        orphaned children cancelled) alike; any other state, an unknown from_step, a missing or a
-        foreign run raise alike."""
+        """Retry a run: revived alike, or refused alike (state, from_step, missing or foreign run)."""
         run, resource = self.scoped(run, scope)
         self.both("retry_run", lambda s: s.retry_run(run, resource, from_step, self.now))
 
@@ -556,9 +554,7 @@ def test_heartbeat_reports_a_stale_lease_of_a_run_heartbeated_with_its_current_o
 
 
 def test_cancel_cascades_to_children_in_id_order(machine_env: tuple[ConnectionPool[Any], str]) -> None:
-    """Cancelling a parent cancels its live children in id order, the same in both stores; the
-    parent's waiting Child step is settled by the child it waits for (b01), not by another child of
-    that step cancelled before it (a02)."""
+    """Children are cancelled in id order; the Child step is settled by the child it waits for."""
     m = _bound(machine_env)
     m.both("start_run", lambda s: s.start_run(NewRun("i00", "wf-a", None, None, 0, 1.0, None, None, T0)))
     lease = m.both("claim", lambda s: s.claim("w1", ["wf-a"], T0, LEASE, 1))[1][0].lease
