@@ -471,6 +471,48 @@ def latencies(dsn: str, samples: int, concurrency: int) -> dict[str, Any]:
 # -- (e) recording cost over a long run -------------------------------------------------------------------
 
 
+# -- (g) the public API, as a user calls it ---------------------------------------------------------------
+
+
+def public_api(dsn: str, runs: int, steps: int, samples: int, concurrency: int) -> dict[str, Any]:
+    """Runs started with ``start_workflow`` and each awaited with ``wait_for_run``, one at a time, as a
+    user's code does: throughput of ``runs`` x ``steps``-step runs, then the latency of a 1-step run
+    (start -> ``wait_for_run`` returns it completed) and of an event (``trigger_event`` -> ``wait_for_run``
+    returns the run completed). Everything goes through one Engine's public methods (its one LISTEN
+    connection feeds every ``wait_for_run``)."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    out: dict[str, Any] = {"schema": schema, "runs": runs, "steps": steps}
+    with pgflow.Engine(dsn, schema=schema, workflows=[steps_flow, one_step, wait_flow],
+                       concurrency=concurrency) as engine:  # fmt: skip
+        for _ in range(10):  # warm-up
+            engine.wait_for_run(engine.start_workflow(steps_flow, {"steps": steps}).id, timeout="30s")
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            run = engine.start_workflow(steps_flow, {"steps": steps})
+            done = engine.wait_for_run(run.id, timeout="30s")
+            assert done.status == "completed", done
+        elapsed = time.perf_counter() - t0
+        out.update(seconds=elapsed, runs_per_s=runs / elapsed, steps_per_s=runs * steps / elapsed)
+        started = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            done = engine.wait_for_run(engine.start_workflow(one_step).id, timeout="30s")
+            started.append(time.perf_counter() - t0)
+            assert done.status == "completed", done
+        events = []
+        for _ in range(samples):
+            run = engine.start_workflow(wait_flow)
+            engine.wait_for_run(run.id, until="paused", timeout="30s")
+            t0 = time.perf_counter()
+            engine.trigger_event(run.id, "go")
+            done = engine.wait_for_run(run.id, timeout="30s")
+            events.append(time.perf_counter() - t0)
+            assert done.status == "completed", done
+    out.update(start_p50=pct(started, 50), start_p95=pct(started, 95), event_p50=pct(events, 50),
+               event_p95=pct(events, 95))  # fmt: skip
+    return out
+
+
 def recording_cost(dsn: str, steps: int, window: int) -> dict[str, Any]:
     """One run of ``steps`` Run steps; every store commit is timed. Compares the median commit of
     the ``window`` steps from step 10 with that of the last ``window`` steps, and the same for the
@@ -559,6 +601,18 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         ("(f) writing commits per step (xids)", f"{f['writing_commits_per_step']:.2f}", "", ""),
         ("(f) throughput while traced", f"{f['steps_per_s']:,.0f} steps/s", "", ""),
     ]  # fmt: skip
+    g = r.get("public_api")
+    if g is not None:
+        rows += [
+            (f"(g) public API: {g['runs']} x {g['steps']}-step runs, one at a time",
+             f"{g['runs_per_s']:,.0f} runs/s, {g['steps_per_s']:,.0f} steps/s", "", ""),
+            ("(g) public API steps/s vs raw 1 connection", f"{g['steps_per_s'] / a1:.0%}", ">= 50 %",
+             _ok(g["steps_per_s"] / a1 >= 0.5)),
+            ("(g) start_workflow -> wait_for_run returns", f"p50 {ms(g['start_p50'])}, p95 {ms(g['start_p95'])}",
+             "p50 <= 5 ms", _ok(g["start_p50"] <= 0.005)),
+            ("(g) trigger_event -> wait_for_run returns", f"p50 {ms(g['event_p50'])}, p95 {ms(g['event_p95'])}",
+             "p50 <= 5 ms", _ok(g["event_p50"] <= 0.005)),
+        ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     head = ("figure", "measured", "target", "")
     widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
@@ -588,6 +642,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=200, help="samples for (c) and (d) (200)")
     p.add_argument("--long-steps", type=int, default=5000, help="steps of the long run of (e) (5000)")
     p.add_argument("--window", type=int, default=20, help="steps per median in (e) (20)")
+    p.add_argument("--api-runs", type=int, default=1000, help="runs of workload (g), one at a time (1000)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE ('-': stdout)")
     p.add_argument("--keep", action="store_true", help="keep the benchmark schemas")
     return p.parse_args(argv)
@@ -621,6 +676,11 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             log("(e) recording cost over a long run ...")
             results["recording"] = recording_cost(dsn, args.long_steps, args.window)
             schemas.append(results["recording"]["schema"])
+            log("(g) the public API, one run at a time ...")
+            results["public_api"] = public_api(
+                dsn, args.api_runs, args.steps, args.latency_runs, args.concurrency
+            )
+            schemas.append(results["public_api"]["schema"])
             log("(f) round trips and commits (workload b, traced) ...")
             with tempfile.TemporaryDirectory(prefix="pgflow-trace-") as tdir:
                 results["round_trips"] = throughput(

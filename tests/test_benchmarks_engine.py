@@ -23,11 +23,11 @@ def load() -> ModuleType:
 
 
 def test_engine_benchmark_runs_at_tiny_sizes(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The benchmark measures (a)–(f) against one database, prints its table and drops its schemas."""
+    """The benchmark measures (a)–(g) against one database, prints its table and drops its schemas."""
     bench = load()
     args = bench.parse_args(
         ["--dsn", pg_dsn, "--runs", "4", "--steps", "3", "--concurrency", "2", "--raw-seconds", "0.2",
-         "--latency-runs", "3", "--long-steps", "25", "--window", "5"]
+         "--latency-runs", "3", "--long-steps", "25", "--window", "5", "--api-runs", "3"]
     )  # fmt: skip
     results = bench.run_benchmark(args, log=lambda _msg: None)
     print(bench.report(results, args))
@@ -38,6 +38,9 @@ def test_engine_benchmark_runs_at_tiny_sizes(pg_dsn: str, capsys: pytest.Capture
         assert results[key]["steps_per_s"] > 0
     latency = results["latency"]
     assert all(latency[k] > 0 for k in ("start_p50", "start_p95", "event_p50", "event_p95"))
+    api = results["public_api"]
+    assert api["runs"] == 3 and api["steps_per_s"] > 0
+    assert all(api[k] > 0 for k in ("start_p50", "start_p95", "event_p50", "event_p95"))
     assert results["recording"]["steps"] == 25 and math.isfinite(results["recording"]["ratio"])
     traced = results["round_trips"]
     assert traced["round_trips_per_step"] > 0 and traced["commits_per_step"] > 0

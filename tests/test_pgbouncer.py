@@ -92,14 +92,17 @@ def _hop(client: pgflow.Client, run_id: str) -> float:
 
 
 def _just_after_an_idle_poll(polled: threading.Event) -> None:
-    """Return right after a claim that came at least 0.5 s after the one before: the dispatcher of
-    an idle worker polling (not a busy worker looking for its next run)."""
+    """Return shortly after a claim that came at least 0.5 s after the one before: the dispatcher of
+    an idle worker polling (not a busy worker looking for its next run), now asleep until its next poll."""
     last = None
     for _ in range(20):
         polled.clear()
         assert polled.wait(5), "the worker did not poll"
         now = time.monotonic()
         if last is not None and now - last >= 0.5:
+            # let the dispatcher finish that poll (it asks when work is next due, then sleeps):
+            # an event sent before it asks would be due at once, and claimed without waiting
+            time.sleep(0.2)
             return
         last = now
     raise AssertionError("the worker never settled into its idle poll")

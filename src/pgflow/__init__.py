@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .checking import ReplayDivergence, ReplayReport, check_replay
 from .client import AsyncClient, Client
 from .commands import (
     All,
@@ -69,6 +70,8 @@ __all__ = [
     "Poll",
     "PollResult",
     "Progress",
+    "ReplayDivergence",
+    "ReplayReport",
     "Retry",
     "Run",
     "RunError",
@@ -93,6 +96,7 @@ __all__ = [
     "WorkflowRef",
     "WorkflowRun",
     "WorkflowTimeoutError",
+    "check_replay",
     "parse_duration",
     "ref",
     "workflow",

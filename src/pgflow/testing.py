@@ -7,15 +7,19 @@ differs (synchronous, one thread, time moved by hand).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pendulum
 
+from . import serde
 from .arguments import add_time, shown
 from .backend import check_dsn, check_schema
+from .checking import replay_run, replayed_run
 from .definition import Workflow, check_workflows
-from .durations import check_duration, check_when
+from .durations import check_duration, check_when, parse_when
 from .errors import InvalidArgumentError, WorkflowDefinitionError
 from .execution import StepCaller
 from .memory import MemoryStore
@@ -24,7 +28,7 @@ from .processor import Crash, Faults, RunProcessor, Settings
 from .records import TERMINAL, WorkflowRun
 from .store import Store
 
-__all__ = ["Harness", "SimClock"]
+__all__ = ["Harness", "SimClock", "replay"]
 
 OWNER = "harness"
 
@@ -223,3 +227,40 @@ def _waiting_on(run: WorkflowRun) -> str:
     if w.kind == "wait_for":
         return f"event {w.event!r} at step {w.step_id!r}"
     return f"its {w.kind} step {w.step_id!r}"
+
+
+# replaying exported histories (SPEC §14) ------------------------------------------------------------
+
+
+def replay(workflow: Workflow, history: Any, *, now: Any = None) -> WorkflowRun:
+    """Replay an exported run (``pgflow export RUN_ID``: a dict, a JSON string, or a path to a JSON
+    file) against ``workflow`` and return the run as it would stand: completed, waiting, failed, or
+    running the next step. Nothing executes. Raises ``NonDeterminismError`` when the code no longer
+    replays the history. ``now`` defaults to the run's ``updated_at`` (deterministic)."""
+    if not isinstance(workflow, Workflow):
+        raise InvalidArgumentError(f"workflow must be a Workflow (from @workflow), got {shown(workflow)}")
+    run = _exported_run(history)
+    moment = run.updated_at if now is None else parse_when(now)
+    return replayed_run(run, replay_run(workflow, run, moment), moment)
+
+
+def _exported_run(history: Any) -> WorkflowRun:
+    data = history
+    if isinstance(history, os.PathLike) or (
+        isinstance(history, str) and not history.lstrip().startswith("{")
+    ):
+        try:
+            data = Path(history).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read the history file {shown(history)}: {exc}") from None
+    if isinstance(data, str | bytes):
+        data = serde.loads(data)
+    if not isinstance(data, dict) or not isinstance(data.get("timeline"), list):
+        raise InvalidArgumentError(
+            f"history must be a run exported by `pgflow export` (an object with a timeline list), got {shown(data)}"
+        )
+    fields = {**data, "timeline": {rec["step_id"]: rec for rec in data["timeline"]}}
+    try:
+        return serde.converter.structure(fields, WorkflowRun)
+    except Exception as exc:
+        raise InvalidArgumentError(f"history is not a run exported by `pgflow export`: {exc}") from None
