@@ -218,6 +218,41 @@ def test_a_caught_failure_is_retried_and_the_path_after_it_follows(
     assert steps.calls == {"primary": 2, "fallback": 1, "finish": 2}
 
 
+@pytest.mark.postgres
+def test_from_step_re_drives_a_run_stopped_by_a_code_change(pg_dsn: str, pg_schema: str) -> None:
+    """A run stopped by a NonDeterminismError after a deploy goes on, on the new code, from the step named."""
+    steps = Steps()
+
+    def v1(ctx: Any) -> Flow:
+        yield Run("charge", steps, "charge")
+        yield Run("email", steps, "email")
+        return (yield WaitFor("approve", event="approved"))
+
+    def v2(ctx: Any) -> Flow:
+        yield Run("charge", steps, "charge")
+        yield Run("fraud-check", steps, "fraud-check")  # inserted before the point the run reached
+        yield Run("email", steps, "email")
+        return (yield WaitFor("approve", event="approved"))
+
+    with Harness([workflow("order")(v1)], dsn=pg_dsn, schema=pg_schema, clock=SimClock(T0)) as h:
+        run_id = h.start_workflow("order").id
+        h.run_until_idle()
+    with Harness([workflow("order")(v2)], dsn=pg_dsn, schema=pg_schema, clock=SimClock(T0)) as h:
+        h.trigger_event(run_id, "approved", {"ok": True})
+        h.run_until_idle()
+        stopped = h.get_run(run_id)
+        assert stopped.error.type == "NonDeterminismError" and "'email' (run, seq 2)" in stopped.error.message
+        h.retry_workflow(run_id, from_step="email")
+        done = h.run_until_complete(run_id)
+    assert done.output == {"ok": True} and list(done.timeline) == [
+        "charge",
+        "fraud-check",
+        "email",
+        "approve",
+    ]
+    assert steps.calls == {"charge": 1, "fraud-check": 1, "email": 2}
+
+
 # -- cancelled runs -----------------------------------------------------------------------------------
 
 
