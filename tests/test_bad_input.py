@@ -670,3 +670,22 @@ def test_every_argument_meets_a_headline_value(harness: Any) -> None:
         value = HEADLINE.get(case.word, object())
         assert_named(lambda case=case, value=value: case.call(None, value), case.word, case.error)  # type: ignore[misc]
     assert snapshot() == before
+
+
+def test_the_harness_and_engine_helpers_check_their_arguments() -> None:
+    """Harness.register / crash_before / crash_after / run_until_idle / run_until_complete and
+    Engine.start answer bad input with named errors."""
+    from pgflow.testing import Harness
+
+    with Harness() as h:
+        with pytest.raises(pgflow.WorkflowDefinitionError, match="register"):
+            h.register("not a workflow")  # type: ignore[arg-type]
+        for method in (h.crash_before, h.crash_after):
+            with pytest.raises(pgflow.InvalidArgumentError, match="step_id"):
+                method("bad\x00id")
+        with pytest.raises(pgflow.InvalidArgumentError, match="max_rounds"):
+            h.run_until_idle("many")  # type: ignore[arg-type]
+        with pytest.raises(pgflow.InvalidArgumentError, match="max_steps"):
+            h.run_until_complete("run", max_steps=0)
+    with pytest.raises(pgflow.InvalidArgumentError, match="worker"):
+        pgflow.Engine("postgresql://nowhere/db").start(worker="yes")  # type: ignore[arg-type]

@@ -684,16 +684,21 @@ def test_next_due(store: Store) -> None:
 
 
 def test_heartbeat(store: Store) -> None:
-    """A heartbeat extends live leases in one call and reports the runs whose lease is lost."""
+    """A heartbeat extends live leases in one call and reports the live runs whose lease is lost (a
+    run that ended meanwhile, e.g. cancelled or completed by its worker, lost nothing)."""
     store.start_run(new("r1"))
     store.start_run(new("r2"))
-    a, b = store.claim("w1", [WF], T0, LEASE, 10)
-    assert store.heartbeat([a.lease, b.lease], sec(20), LEASE) == set()
+    store.start_run(new("r3"))
+    a, b, c = store.claim("w1", [WF], T0, LEASE, 10)
+    assert store.heartbeat([a.lease, b.lease, c.lease], sec(20), LEASE) == set()
     assert store.get(a.run.id, None)[0].lease_expires_at == sec(50)
     assert store.claim("w2", [WF], sec(40), LEASE, 10) == []
     store.change(b.run.id, None, "cancel", None, sec(41))
-    assert store.heartbeat([a.lease, b.lease], sec(45), LEASE) == {b.run.id}
-    assert store.heartbeat([a.lease], sec(80), LEASE) == {a.run.id}
+    assert store.heartbeat([a.lease, b.lease], sec(45), LEASE) == set()
+    taken = claim_one(store, sec(60), "w2")  # c's lease expired at 50: another worker takes it
+    assert taken.run.id == c.run.id
+    assert store.heartbeat([a.lease, c.lease], sec(61), LEASE) == {c.run.id}
+    assert store.heartbeat([a.lease], sec(95), LEASE) == {a.run.id}  # its lease ran out at 91
     assert store.heartbeat([], sec(80), LEASE) == set()
 
 

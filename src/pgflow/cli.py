@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, cli_code
+from . import __version__, cli_code, cli_ops
 from .cli_base import (
     PROG,
     STATUSES,
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dashboard_command(add)
     cli_code.add_parsers(add)
-    _add_retry_command(add)
+    cli_ops.add_parsers(add)
     return parser
 
 
@@ -445,32 +445,6 @@ def cmd_dashboard(opts: Options) -> int:
     return 0
 
 
-# --- retry ---------------------------------------------------------------------------------------------
-
-
-def _add_retry_command(add: Callable[..., argparse.ArgumentParser]) -> None:
-    retry = add(
-        "retry",
-        "re-drive a failed or cancelled run: completed steps are replayed, failed ones execute again",
-        "Make a failed or cancelled run pending again (a worker picks it up): its completed steps are "
-        "replayed, not executed again; its failed steps, and the waits a cancel cut short, start afresh, "
-        "and its retries and workflow timeout start over. With --from-step, that step and every step "
-        "after it execute again too.",
-    )
-    retry.add_argument("run_id", metavar="RUN_ID")
-    retry.add_argument(
-        "--from-step",
-        metavar="STEP_ID",
-        help="also execute this step and every later one again (it must have a record in the run)",
-    )
-
-
-def cmd_retry(opts: Options) -> int:
-    args = opts.args
-    done = "Retried" if args.from_step is None else f"Retried from step {args.from_step!r}"
-    return _act(opts, lambda c: c.retry_workflow(args.run_id, from_step=args.from_step), done)
-
-
 # --- entry point ---------------------------------------------------------------------------------------
 
 
@@ -497,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": cmd_worker,
         "dashboard": cmd_dashboard,
         **cli_code.COMMANDS,
-        "retry": cmd_retry,
+        **cli_ops.COMMANDS,
     }
     try:
         return commands[opts.command](opts)

@@ -14,7 +14,7 @@ from .backend import Backend
 from .clock import SystemClock
 from .definition import Workflow, check_workflows
 from .durations import check_duration
-from .errors import WorkflowDefinitionError
+from .errors import InvalidArgumentError, WorkflowDefinitionError
 from .execution import StepCaller
 from .operations import Operations
 from .processor import RunProcessor, Settings
@@ -110,6 +110,8 @@ class Engine(Operations):
 
     def start(self, worker: bool = True) -> Engine:
         """Migrate, register workflows and (unless ``worker=False``) start background workers."""
+        if not isinstance(worker, bool):
+            raise InvalidArgumentError(f"worker must be True or False, got {shown(worker)}")
         store = self._ops_store()
         with self._lock:
             if worker and self._worker is None:

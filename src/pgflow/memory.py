@@ -268,7 +268,8 @@ class MemoryStore:
                 try:
                     tr.check_lease(row, lease, now)
                 except tr.LeaseLost:
-                    lost.add(lease.run_id)
+                    if row.status not in TERMINAL:  # a run that ended meanwhile lost nothing
+                        lost.add(lease.run_id)
                     continue
                 self._runs[row.id] = attrs.evolve(row, lease_expires_at=now + lease_duration)
         return lost

@@ -268,7 +268,9 @@ class Store(Protocol):
 
     def heartbeat(
         self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration
-    ) -> set[str]: ...
+    ) -> set[str]:
+        """Extend the leases still held; the ids of live runs whose lease was lost (not ended ones)."""
+        ...
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None: ...
 

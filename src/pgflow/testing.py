@@ -15,7 +15,7 @@ from typing import Any
 import pendulum
 
 from . import serde
-from .arguments import add_time, shown
+from .arguments import INT64_MAX, add_time, check_id, check_int, shown
 from .backend import check_dsn, check_schema
 from .checking import replay_run, replayed_run
 from .definition import Workflow, check_workflows
@@ -99,6 +99,10 @@ class Harness(Operations):
         return store
 
     def register(self, workflow: Workflow) -> None:
+        if not isinstance(workflow, Workflow):
+            raise WorkflowDefinitionError(
+                f"register() takes a Workflow (from @workflow), got {shown(workflow)}"
+            )
         known = self._workflows.get(workflow.id)
         if known is workflow:
             return
@@ -127,14 +131,15 @@ class Harness(Operations):
 
     def crash_before(self, step_id: str) -> None:
         """The next execution stops before ``step_id``'s outcome is recorded, like a killed process."""
-        self._faults.before.add(step_id)
+        self._faults.before.add(check_id(step_id, "step_id"))
 
     def crash_after(self, step_id: str) -> None:
         """The next execution stops right after ``step_id``'s outcome is recorded."""
-        self._faults.after.add(step_id)
+        self._faults.after.add(check_id(step_id, "step_id"))
 
     def run_until_idle(self, max_rounds: int = 100_000) -> None:
         """Execute all work that is ready at the current simulated time."""
+        check_int(max_rounds, "max_rounds", 1, INT64_MAX)
         for _ in range(max_rounds):
             claimed = self.store.claim(
                 OWNER, list(self._workflows), self.clock.now(), self._processor.settings.lease, 50
@@ -163,6 +168,8 @@ class Harness(Operations):
 
     def run_until_complete(self, run_id: str, max_steps: int = 10_000) -> WorkflowRun:
         """Skip from timer to timer until the run is terminal; raise if it waits on something external."""
+        check_id(run_id, "run_id")
+        check_int(max_steps, "max_steps", 1, INT64_MAX)
         for _ in range(max_steps):
             self.run_until_idle()
             run = self.get_run(run_id)

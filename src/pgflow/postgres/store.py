@@ -416,12 +416,11 @@ class PostgresStore:
     ) -> set[str]:
         if not leases:
             return set()
-        kept = self._query(
+        lost = self._query(
             "heartbeat", "heartbeat", ids=[x.run_id for x in leases], owners=[x.owner for x in leases],
             tokens=[x.token for x in leases], now=pg_time(now), lease_expires_at=pg_time(now + lease_duration),
         )  # fmt: skip
-        alive = {(r["id"], r["owner"], r["token"]) for r in kept}
-        return {x.run_id for x in leases if (x.run_id, x.owner, x.token) not in alive}
+        return {r["id"] for r in lost}
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
         if not workflow_ids:
