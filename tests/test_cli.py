@@ -433,3 +433,49 @@ def test_start_with_wait_prints_the_finished_run(pg_dsn: str, pg_schema: str, db
     _assert_one_error_line(unknown)
     assert "no-such-workflow" in unknown.stderr
     assert cli("start", "cli-doubler", "--input", "{nope", *db).returncode == 2
+
+
+# -- pgflow retry ---------------------------------------------------------------------------------------
+
+FIXABLE: dict[str, Any] = {"broken": True, "calls": []}
+
+
+def _first(x: int) -> int:
+    FIXABLE["calls"].append("first")
+    return x + 1
+
+
+def _second(x: int) -> int:
+    FIXABLE["calls"].append("second")
+    if FIXABLE["broken"]:
+        raise ValueError("not fixed yet")
+    return x * 10
+
+
+@workflow("cli-fixable")
+def cli_fixable(ctx: pgflow.Context[Any]) -> Any:
+    first = yield Run("first", _first, 1)
+    return (yield Run("second", _second, first))
+
+
+def test_retry_re_drives_a_failed_run(db: list[str], pg_dsn: str, pg_schema: str) -> None:
+    """`pgflow retry [--from-step S]` re-drives failed runs (text, --json); errors are one line."""
+    FIXABLE.update(broken=True, calls=[])
+    with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[cli_fixable], concurrency=2) as engine:
+        runs = [engine.start_workflow(cli_fixable) for _ in range(2)]
+        assert all(engine.wait_for_run(r.id, timeout="20s").status == "failed" for r in runs)
+        _assert_one_error_line(cli("retry", runs[0].id, "--from-step", "nope", *db))
+        FIXABLE.update(broken=False, calls=[])
+
+        text = cli("retry", runs[0].id, *db)
+        assert text.returncode == 0, text.stderr
+        assert text.stdout.startswith(f"Retried run {runs[0].id} (cli-fixable): now ")
+        as_json = cli("retry", runs[1].id, "--from-step", "first", "--json", *db)
+        assert as_json.returncode == 0, as_json.stderr
+        shown = json.loads(as_json.stdout)
+        assert shown["id"] == runs[1].id and shown["error"] is None and shown["retry_count"] == 0
+
+        done = [engine.wait_for_run(r.id, timeout="20s") for r in runs]
+        assert [d.output for d in done] == [20, 20]
+        assert sorted(FIXABLE["calls"]) == ["first", "second", "second"]  # run 0 replays "first"
+        _assert_one_error_line(cli("retry", runs[0].id, *db))  # completed: InvalidStateError

@@ -39,6 +39,7 @@ LAYERS = {
         "cli",
         "cli_base",
         "cli_code",
+        "cli_ops",
         "cli_render",
         "demo",
         "backend",

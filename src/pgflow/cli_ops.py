@@ -1,5 +1,5 @@
 """``pgflow start``: start a run of a registered workflow from the command line (SPEC §15), and wait
-for it with ``--wait``."""
+for it with ``--wait``; ``pgflow retry``: re-drive a failed or cancelled run (SPEC §14)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def add_parsers(add: AddParser) -> None:
         "--timeout", type=_duration, default=None, metavar="DURATION",
         help="with --wait: how long to wait, e.g. 30s, 5m (default: 30s); exit 1 when it is still running",
     )  # fmt: skip
+    _add_retry_parser(add)
 
 
 def cmd_start(opts: Options) -> int:
@@ -55,4 +56,36 @@ def cmd_start(opts: Options) -> int:
     return 0 if run.status not in TERMINAL or run.status == RunStatus.COMPLETED else 1
 
 
-COMMANDS: dict[str, Callable[[Options], int]] = {"start": cmd_start}
+# --- pgflow retry --------------------------------------------------------------------------------------
+
+
+def _add_retry_parser(add: AddParser) -> None:
+    retry = add(
+        "retry",
+        "re-drive a failed or cancelled run: completed steps are replayed, failed ones execute again",
+        "Make a failed or cancelled run pending again (a worker picks it up): its completed steps are "
+        "replayed, not executed again; its failed steps, and the waits a cancel cut short, start afresh, "
+        "and its retries and workflow timeout start over. With --from-step, that step and every step "
+        "after it execute again too.",
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.add_argument(
+        "--from-step",
+        metavar="STEP_ID",
+        help="also execute this step and every later one again (it must have a record in the run)",
+    )
+
+
+def cmd_retry(opts: Options) -> int:
+    args = opts.args
+    with _client(opts) as client:
+        run = client.retry_workflow(args.run_id, from_step=args.from_step)
+    if opts.json:
+        print_json(run_to_json(run))
+    else:
+        done = "Retried" if args.from_step is None else f"Retried from step {args.from_step!r}"
+        print(summary(run, done))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Options], int]] = {"start": cmd_start, "retry": cmd_retry}
