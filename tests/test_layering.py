@@ -21,7 +21,7 @@ LAYERS = {
         "history",
         "replay",
     },
-    "port": {"store", "transitions", "run_rules", "memory"},
+    "port": {"store", "transitions", "run_rules", "locked", "memory"},
     "adapters": {"postgres"},
     "runtime": {
         "protocol",
