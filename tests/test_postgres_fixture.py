@@ -25,7 +25,7 @@ def test_pg_schema_is_usable(pg_dsn: str, pg_schema: str) -> None:
 
 def test_pg_schema_is_fresh_and_dropped(pg_dsn: str, pg_schema: str) -> None:
     """Each test gets a new, not-yet-created schema; the previous test's schema was dropped."""
-    assert pg_schema.startswith("t_") and len(pg_schema) == 14
+    assert pg_schema.startswith("pgflow_test_") and len(pg_schema) == 24
     assert pg_schema not in _used
     with psycopg.connect(pg_dsn) as conn:
         existing = conn.execute(

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
@@ -151,14 +152,22 @@ def is_model_class(t: object) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=1024)
+_BY_ALIAS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
 def _dumps_by_alias(cls: type) -> bool:
-    """Whether ``cls.model_dump`` takes ``by_alias`` (pydantic's does; a hand-made look-alike may not)."""
-    try:
-        parameters = inspect.signature(cls.model_dump).parameters  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        return False
-    return "by_alias" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    """Whether ``cls.model_dump`` takes ``by_alias`` (pydantic's does; a hand-made look-alike may
+    not), remembered per class."""
+    found = _BY_ALIAS.get(cls)
+    if found is None:
+        try:
+            parameters = inspect.signature(cls.model_dump).parameters  # type: ignore[attr-defined]
+            found = "by_alias" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        except (TypeError, ValueError):
+            found = False
+        with contextlib.suppress(TypeError):
+            _BY_ALIAS[cls] = found
+    return found
 
 
 def dump_model(value: Any) -> JSON:
