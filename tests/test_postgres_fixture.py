@@ -32,3 +32,8 @@ def test_pg_schema_is_fresh_and_dropped(pg_dsn: str, pg_schema: str) -> None:
             "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", ([pg_schema, *_used],)
         ).fetchall()
     assert existing == []
+
+
+def test_pg_fixtures_are_the_plugins(pg_dsn: str, pg_server_dsn: str, pgflow_dsn: str) -> None:
+    """pgflow's own fixtures wrap the pytest plugin's: one server per session, whichever is asked for."""
+    assert pg_dsn == pg_server_dsn == pgflow_dsn

