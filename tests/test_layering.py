@@ -69,7 +69,8 @@ def _layer(unit: str) -> str:
 def _imports(path: Path) -> set[str]:
     """Top-level pgflow units and third-party roots imported by ``path`` (relative or absolute)."""
     found: set[str] = set()
-    inside_package = _unit(path) in {"postgres", "dashboard"}  # sub-packages: relative imports stay inside
+    # sub-packages: relative imports stay inside
+    inside_package = _unit(path) in {"postgres", "dashboard", "testing"}
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)

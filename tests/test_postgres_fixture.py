@@ -25,10 +25,15 @@ def test_pg_schema_is_usable(pg_dsn: str, pg_schema: str) -> None:
 
 def test_pg_schema_is_fresh_and_dropped(pg_dsn: str, pg_schema: str) -> None:
     """Each test gets a new, not-yet-created schema; the previous test's schema was dropped."""
-    assert pg_schema.startswith("t_") and len(pg_schema) == 14
+    assert pg_schema.startswith("pgflow_test_") and len(pg_schema) == 24
     assert pg_schema not in _used
     with psycopg.connect(pg_dsn) as conn:
         existing = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", ([pg_schema, *_used],)
         ).fetchall()
     assert existing == []
+
+
+def test_pg_fixtures_are_the_plugins(pg_dsn: str, pg_server_dsn: str, pgflow_dsn: str) -> None:
+    """pgflow's own fixtures wrap the pytest plugin's: one server per session, whichever is asked for."""
+    assert pg_dsn == pg_server_dsn == pgflow_dsn

@@ -185,6 +185,61 @@ def test_from_json_optional_and_none() -> None:
         serde.from_json(5, type(None))
 
 
+class LookAlike:
+    """A pydantic-v2 look-alike (duck-typed: no pydantic needed), whose model_dump has no by_alias."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self.name, self.count = name, count
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LookAlike) and (self.name, self.count) == (other.name, other.count)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def model_validate(cls, raw: Any) -> LookAlike:
+        if isinstance(raw, LookAlike):
+            return raw
+        if not isinstance(raw, dict) or not isinstance(raw.get("count"), int):
+            raise ValueError("count: must be an int")
+        return cls(str(raw["name"]), raw["count"])
+
+    def model_dump(self, mode: str = "python") -> dict[str, Any]:
+        return {"name": self.name, "count": self.count}
+
+
+@attrs.frozen
+class HasLookAlike:
+    inner: LookAlike
+    more: list[LookAlike | None]
+
+
+def test_model_look_alikes_round_trip_duck_typed() -> None:
+    """A class with model_dump/model_validate (no pydantic) round-trips alone, in containers and
+    in attrs fields, through its model_dump(mode="json") form."""
+    one = LookAlike("a", 1)
+    assert serde.to_json(one) == {"name": "a", "count": 1}
+    assert serde.round_trip(one, LookAlike) == one
+    assert serde.round_trip({"k": [one]}, dict[str, list[LookAlike]]) == {"k": [one]}
+    value = HasLookAlike(one, [None, LookAlike("b", 2)])
+    assert serde.to_json(value) == {
+        "inner": {"name": "a", "count": 1},
+        "more": [None, {"name": "b", "count": 2}],
+    }
+    assert serde.round_trip(value, HasLookAlike) == value
+
+
+def test_model_look_alike_rejection_is_a_bounded_serialization_error() -> None:
+    """What model_validate rejects becomes a SerializationError naming the model and the path."""
+    with pytest.raises(
+        SerializationError, match=r"invalid LookAlike \(ValueError: count: must be an int\) @ \$\[1\]"
+    ):
+        serde.from_json([{"name": "a", "count": 1}, {"name": "b", "count": "x" * 10_000}], list[LookAlike])
+    with pytest.raises(SerializationError) as caught:
+        serde.from_json({"name": "x" * 10_000}, LookAlike)
+    assert len(str(caught.value)) < 600
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 

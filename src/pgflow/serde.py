@@ -6,11 +6,13 @@ Step results, inputs and event data all pass through :func:`to_json` / :func:`fr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import json
 import math
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, date, datetime
@@ -19,24 +21,29 @@ from enum import Enum
 from typing import Any, TypeAlias
 from uuid import UUID
 
+import attrs
 import cattrs
 import pendulum
 from cattrs.preconf.json import make_converter
-from cattrs.v import transform_error
+from cattrs.v import format_exception, transform_error
 
 from pgflow.arguments import MAX_SHOWN, clip, shown
 from pgflow.errors import SerializationError
 
 __all__ = [
     "JSON",
+    "ModelValidationError",
     "StrictTypeError",
     "annotation_name",
     "configure",
     "converter",
+    "dump_model",
     "dumps",
     "from_json",
+    "is_model_class",
     "loads",
     "make_json_converter",
+    "model_errors",
     "return_annotation",
     "round_trip",
     "to_json",
@@ -128,8 +135,100 @@ def _enum_unstructure_factory(_: type[Enum], conv: cattrs.Converter) -> Callable
     return unstructure_enum
 
 
+# --- pydantic v2 models, duck-typed (pydantic is never imported here) -----------------------------
+
+MAX_MODEL_ERRORS = 5  # errors of one model validation shown in a message
+
+
+def is_model_class(t: object) -> bool:
+    """A pydantic-v2-like model class: ``model_validate`` and ``model_dump``, not an attrs class or
+    dataclass (those are structured field by field)."""
+    return (
+        isinstance(t, type)
+        and callable(getattr(t, "model_validate", None))
+        and callable(getattr(t, "model_dump", None))
+        and not attrs.has(t)
+        and not dataclasses.is_dataclass(t)
+    )
+
+
+_BY_ALIAS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _dumps_by_alias(cls: type) -> bool:
+    """Whether ``cls.model_dump`` takes ``by_alias`` (pydantic's does; a hand-made look-alike may
+    not), remembered per class."""
+    found = _BY_ALIAS.get(cls)
+    if found is None:
+        try:
+            parameters = inspect.signature(cls.model_dump).parameters  # type: ignore[attr-defined]
+            found = "by_alias" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        except (TypeError, ValueError):
+            found = False
+        with contextlib.suppress(TypeError):
+            _BY_ALIAS[cls] = found
+    return found
+
+
+def dump_model(value: Any) -> JSON:
+    """A model's JSON form: ``model_dump(mode="json", by_alias=True)``. By alias, because that is
+    what ``model_validate`` reads back by default (a field ``Field(alias="userName")`` round-trips);
+    a look-alike whose ``model_dump`` has no ``by_alias`` gets ``model_dump(mode="json")``."""
+    if _dumps_by_alias(type(value)):
+        return value.model_dump(mode="json", by_alias=True)
+    return value.model_dump(mode="json")
+
+
+def model_errors(exc: BaseException) -> list[str]:
+    """``['age: Input should be a valid integer', ...]`` from a pydantic ``ValidationError``
+    (its ``errors()``: ``loc`` and ``msg`` only, never the input), else the exception itself."""
+    errors_fn = getattr(exc, "errors", None)
+    fallback = [f"{type(exc).__name__}: {clip(str(exc))}" if str(exc) else type(exc).__name__]
+    if not callable(errors_fn):
+        return fallback
+    try:
+        items = list(errors_fn())
+        lines = []
+        for item in items:
+            loc = ".".join(str(part) for part in item.get("loc", ()))
+            msg = clip(str(item.get("msg", item)))
+            lines.append(f"{loc}: {msg}" if loc else msg)
+    except Exception:
+        return fallback
+    return lines or fallback
+
+
+class ModelValidationError(ValueError):
+    """``model_validate`` rejected a value; the message lists (a bounded number of) its errors."""
+
+    def __init__(self, model: type, errors: list[str]) -> None:
+        self.model = model
+        self.errors = errors
+        shown_errors = errors[:MAX_MODEL_ERRORS]
+        more = len(errors) - len(shown_errors)
+        text = "; ".join(shown_errors) + (f"; ... ({more} more)" if more > 0 else "")
+        super().__init__(clip(text, 2 * MAX_SHOWN))
+
+
+def _model_unstructure_factory(_: type, __: cattrs.Converter) -> Callable[[Any], JSON]:
+    return dump_model
+
+
+def _model_structure_factory(model: type, _: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    validate = model.model_validate  # type: ignore[attr-defined]
+
+    def structure_model(value: Any, __: Any) -> Any:
+        try:
+            return validate(value)
+        except Exception as exc:
+            raise ModelValidationError(model, model_errors(exc)) from exc
+
+    return structure_model
+
+
 def configure(conv: cattrs.Converter) -> None:
-    """Register pgflow's hooks (datetimes, dates, UUIDs, Decimals, enums, None) on ``conv``."""
+    """Register pgflow's hooks (datetimes, dates, UUIDs, Decimals, enums, None, pydantic-like
+    models) on ``conv``."""
     conv.register_unstructure_hook(datetime, _unstructure_datetime)
     conv.register_structure_hook(datetime, _structure_datetime)
     conv.register_structure_hook(pendulum.DateTime, _structure_pendulum)
@@ -144,6 +243,8 @@ def configure(conv: cattrs.Converter) -> None:
     conv.register_unstructure_hook_factory(
         lambda t: isinstance(t, type) and issubclass(t, Enum), _enum_unstructure_factory
     )
+    conv.register_unstructure_hook_factory(is_model_class, _model_unstructure_factory)
+    conv.register_structure_hook_factory(is_model_class, _model_structure_factory)
 
 
 def _set_to_list(items: Iterable[Any]) -> list[Any]:
@@ -269,8 +370,8 @@ def _check(value: object, exact: bool) -> JSON:
 
 
 _SUPPORTED = (
-    "supported: JSON types, attrs classes, dataclasses, datetime/pendulum, date, UUID, Decimal, "
-    "enums and lists/tuples/sets/dicts of these"
+    "supported: JSON types, attrs classes, dataclasses, pydantic models, datetime/pendulum, date, "
+    "UUID, Decimal, enums and lists/tuples/sets/dicts of these"
 )
 
 
@@ -312,6 +413,12 @@ def annotation_name(annotation: object) -> str:
     return repr(annotation).replace("typing.", "")
 
 
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ModelValidationError):
+        return f"invalid {exc.model.__qualname__} ({exc})"
+    return format_exception(exc, type_)
+
+
 def from_json(data: JSON, annotation: object = None) -> Any:
     """Structure JSON ``data`` as ``annotation``; without one (None/Any/object), return it as-is."""
     if annotation in _NO_ANNOTATION:
@@ -319,7 +426,8 @@ def from_json(data: JSON, annotation: object = None) -> Any:
     try:
         return converter.structure(data, annotation)  # type: ignore[arg-type]
     except Exception as exc:
-        details = clip("; ".join(transform_error(exc, path="$")), 2 * MAX_SHOWN)
+        lines = transform_error(exc, path="$", format_exception=_format_exception)
+        details = clip("; ".join(lines), 2 * MAX_SHOWN)
         raise SerializationError(
             f"cannot structure JSON as {annotation_name(annotation)}: {details}"
         ) from exc

@@ -159,7 +159,7 @@ strict_converter: cattrs.Converter = _make_strict_converter()
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:
-    if isinstance(exc, StrictTypeError):
+    if isinstance(exc, StrictTypeError | serde.ModelValidationError):
         return str(exc)
     if isinstance(exc, ForbiddenExtraKeysError):
         names = ", ".join(repr(k) for k in sorted(exc.extra_fields))
@@ -231,28 +231,12 @@ def _class_validator(cl: Any) -> Validator:
     return validate_class
 
 
-def _model_errors(exc: Exception) -> list[str]:
-    errors_fn = getattr(exc, "errors", None)
-    if not callable(errors_fn):
-        return [f"{type(exc).__name__}: {exc}"]
-    try:
-        items = list(errors_fn())
-    except Exception:
-        return [f"{type(exc).__name__}: {exc}"]
-    lines = []
-    for item in items:
-        loc = ".".join(str(part) for part in item.get("loc", ()))
-        msg = item.get("msg", str(item))
-        lines.append(f"{loc}: {msg}" if loc else str(msg))
-    return lines or [str(exc)]
-
-
 def _model_validator(model: Any) -> Validator:
     def validate_model(raw: Any) -> Any:
         try:
             return model.model_validate(raw)
         except Exception as exc:
-            raise _reject(_model_errors(exc)) from exc
+            raise _reject(serde.model_errors(exc)) from exc
 
     return validate_model
 
@@ -298,7 +282,7 @@ def to_stored(schema: object, raw: Any, what: str = "value") -> JSON:
         if kind == "class":
             return serde.to_json(serde.converter.unstructure(value, unstructure_as=schema), root=what)
         if kind == "model":
-            return serde.to_json(value.model_dump(mode="json"), root=what)
+            return serde.to_json(serde.dump_model(value), root=what)
         return serde.to_json(value, root=what)
     except SerializationError as exc:
         raise InvalidInputError(clip(f"invalid {what}: {exc}", MAX_MESSAGE), [str(exc)]) from exc
@@ -315,6 +299,8 @@ def rebuild(schema: object, stored: JSON, what: str = "value") -> Any:
             return serde.converter.structure(stored, schema)  # type: ignore[arg-type]
         return schema.model_validate(stored)  # type: ignore[attr-defined]
     except Exception as exc:
-        raise SerializationError(
-            f"cannot rebuild {what} from its stored JSON: {type(exc).__name__}: {clip(str(exc))}"
-        ) from exc
+        if kind == "model":
+            problem = str(serde.ModelValidationError(schema, serde.model_errors(exc)))  # type: ignore[arg-type]
+        else:
+            problem = f"{type(exc).__name__}: {clip(str(exc))}"
+        raise SerializationError(f"cannot rebuild {what} from its stored JSON: {problem}") from exc

@@ -14,19 +14,19 @@ from typing import Any
 
 import pendulum
 
-from . import serde
-from .arguments import INT64_MAX, add_time, check_id, check_int, shown
-from .backend import check_dsn, check_schema
-from .checking import replay_run, replayed_run
-from .definition import Workflow, check_workflows
-from .durations import check_duration, check_when, parse_when
-from .errors import InvalidArgumentError, WorkflowDefinitionError
-from .execution import StepCaller
-from .memory import MemoryStore
-from .operations import Operations
-from .processor import Crash, Faults, RunProcessor, Settings
-from .records import TERMINAL, WorkflowRun
-from .store import Store
+from .. import serde
+from ..arguments import INT64_MAX, add_time, check_id, check_int, shown
+from ..backend import check_dsn, check_schema
+from ..checking import replay_run, replayed_run
+from ..definition import Workflow, check_workflows
+from ..durations import check_duration, check_when, parse_when
+from ..errors import InvalidArgumentError, WorkflowDefinitionError
+from ..execution import StepCaller
+from ..memory import MemoryStore
+from ..operations import Operations
+from ..processor import Crash, Faults, RunProcessor, Settings
+from ..records import TERMINAL, WorkflowRun
+from ..store import Store
 
 __all__ = ["Harness", "SimClock", "replay"]
 
@@ -91,7 +91,7 @@ class Harness(Operations):
             return MemoryStore()
         from psycopg_pool import ConnectionPool
 
-        from .postgres import PostgresStore
+        from ..postgres import PostgresStore
 
         self._pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
         store: Store = PostgresStore(self._pool, schema)
