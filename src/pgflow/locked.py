@@ -32,6 +32,7 @@ __all__ = [
     "LockRun",
     "Notify",
     "ReadStep",
+    "RunSteps",
     "RunTransaction",
     "UnconsumedNames",
     "UowEffect",
@@ -42,6 +43,7 @@ __all__ = [
     "commit",
     "deliver_event",
     "not_found_message",
+    "retry_run",
     "save",
 ]
 
@@ -64,6 +66,13 @@ class ReadStep:
 
     run_id: str
     step_id: str
+
+
+@attrs.frozen
+class RunSteps:
+    """Every step record of a run, in ``seq`` order → ``list[StepRecord]``."""
+
+    run_id: str
 
 
 @attrs.frozen
@@ -148,7 +157,7 @@ class RunTransaction:
 
 
 UowEffect = (
-    LockRun | ReadStep | UnconsumedNames | LockLiveChildren | WriteRun | WriteSteps | InsertRun
+    LockRun | ReadStep | RunSteps | UnconsumedNames | LockLiveChildren | WriteRun | WriteSteps | InsertRun
     | InsertEvent | ConsumeEvents | DiscardSteps | Notify | RunTransaction
 )  # fmt: skip
 UowGen = Generator[UowEffect, Any, Any]
@@ -195,7 +204,7 @@ def _ended(row: RunRow, now: DateTime) -> UowGen:
         return
     parent: RunRow | None = yield LockRun(row.parent_run_id)
     step: StepRecord | None = yield ReadStep(row.parent_run_id, row.parent_step_id)
-    if parent is not None and step is not None and step.status == "waiting":
+    if parent is not None and step is not None and tr.waits_for_child(step, row.id):
         new_parent, done = tr.child_finished(parent, step, row, now)
         yield from save(parent, new_parent, [done], now)
 
@@ -227,6 +236,26 @@ def change(run_id: str, resource_id: str | None, action: str, data: Any, now: Da
     names: set[str] = yield UnconsumedNames(run_id)
     new, done = tr.apply_change(action, row, step, tr.event_matches(row, names), data, now)
     yield from save(row, new, [done] if done else [], now)
+
+
+def retry_run(run_id: str, resource_id: str | None, from_step: str | None, now: DateTime) -> UowGen:
+    """Re-drive a failed or cancelled run (SPEC §14): pending again, completed records kept, the
+    discarded ones deleted (their events back in the mailbox) or rewritten to be retried at their
+    place, and the live children of discarded Child steps cancelled. Returns the run."""
+    row = yield from lock_scoped(run_id, resource_id)
+    new = tr.retry(row, now)
+    steps: list[StepRecord] = yield RunSteps(run_id)
+    discarded = tr.records_to_discard(row, steps, from_step)
+    deleted, rewritten = tr.split_discards(row, steps, discarded, now)
+    if deleted:
+        yield DiscardSteps(run_id, tuple(deleted))
+    yield from save(row, new, rewritten, now)  # notifies: runs (status) and wake (due now)
+    if discarded:
+        children: list[RunRow] = yield LockLiveChildren(run_id)
+        for child in children:
+            if tr.orphaned_by_retry(child, discarded):
+                yield from save(child, tr.cancel(child, now), [], now)
+    return new
 
 
 # -- the worker's locked commit ---------------------------------------------------------------------------

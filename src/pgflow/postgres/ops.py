@@ -162,6 +162,13 @@ def change(
     yield from as_sql(locked.change(run_id, resource_id, action, data, now), channels)
 
 
+def retry_run(
+    run_id: str, resource_id: str | None, from_step: str | None, now: DateTime, channels: Channels
+) -> SqlGen[RunRow]:
+    row: RunRow = yield from as_sql(locked.retry_run(run_id, resource_id, from_step, now), channels)
+    return row
+
+
 # -- worker side ----------------------------------------------------------------------------------------
 
 

@@ -56,6 +56,8 @@ def _perform(effect: locked.UowEffect) -> SqlGen[Any]:
     if isinstance(effect, locked.ReadStep):
         found = yield Rows("run_step", {"run_id": effect.run_id, "step_id": effect.step_id})
         return step_from(found[0]) if found else None
+    if isinstance(effect, locked.RunSteps):
+        return [step_from(r) for r in (yield Rows("run_steps", {"run_id": effect.run_id}))]
     if isinstance(effect, locked.UnconsumedNames):
         found = yield Rows("unconsumed_names", {"run_id": effect.run_id})
         return {r["name"] for r in found}
