@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from async_bridge import BlockingBridge
 from pgflow.errors import (
     IdempotencyConflictError,
     InvalidArgumentError,
@@ -53,13 +54,26 @@ def sec(n: float) -> pendulum.DateTime:
     return T0 + pendulum.duration(seconds=n)
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("async-postgres", marks=pytest.mark.postgres),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """The store under test: in-memory, or Postgres in a fresh migrated schema."""
+    """The store under test: in-memory, or Postgres in a fresh migrated schema — blocking, or the
+    asyncio store driven through a blocking bridge (the same operations, the other executor)."""
     if request.param == "memory":
         yield MemoryStore()
         return
     dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+    if request.param == "async-postgres":
+        bridge = BlockingBridge(dsn, schema)
+        bridge.migrate()
+        yield bridge  # type: ignore[misc]
+        bridge.shutdown()
+        return
     with ConnectionPool(dsn, min_size=1, max_size=4, open=True) as pool:
         pg = PostgresStore(pool, schema=schema)
         pg.migrate()

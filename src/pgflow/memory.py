@@ -12,17 +12,16 @@ from typing import Any
 import attrs
 import pendulum
 
+from . import locked
 from . import transitions as tr
 from .arguments import shown
-from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError
-from .records import TERMINAL, Event, RunStatus, StepRecord
+from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError, StorageError
+from .records import TERMINAL, Event, StepRecord
 from .static_steps import StepInfo, WorkflowInfo
 from .store import (
     Batch,
     Claimed,
     CommitResult,
-    CompleteRun,
-    FailRun,
     Lease,
     NewRun,
     RunQuery,
@@ -119,17 +118,24 @@ class MemoryStore:
 
     def _insert(self, new: NewRun) -> RunRow:
         row = tr.new_row(new)
+        self._insert_row(row)
+        return row
+
+    def _insert_row(self, row: RunRow) -> bool:
+        """Insert a run; False when its id or idempotency key is taken (as Postgres' ON CONFLICT)."""
+        if row.id in self._runs or (row.idempotency_key is not None and row.idempotency_key in self._keys):
+            return False
         self._runs[row.id] = row
         self._steps[row.id] = {}
         self._mailbox[row.id] = []
-        if new.idempotency_key is not None:
-            self._keys[new.idempotency_key] = row.id
-        return row
+        if row.idempotency_key is not None:
+            self._keys[row.idempotency_key] = row.id
+        return True
 
     def _row(self, run_id: str, resource_id: str | None) -> RunRow:
         row = self._runs.get(run_id)
         if row is None or (resource_id is not None and row.resource_id != resource_id):
-            raise RunNotFoundError(not_found_message(run_id, resource_id))
+            raise RunNotFoundError(locked.not_found_message(run_id, resource_id))
         return row
 
     def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
@@ -157,40 +163,56 @@ class MemoryStore:
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
     ) -> None:
-        with self._writing():
-            row = tr.deliver_event(self._row(run_id, resource_id), event, now)
-            ev = Event(next(self._event_ids), event, data, now)
-            self._mailbox[run_id].append((ev, None))
-            self._runs[run_id] = row
+        self._locked(locked.deliver_event(run_id, resource_id, event, data, now))
 
     def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None:
+        self._locked(locked.change(run_id, resource_id, action, data, now))
+
+    # the locked operations of ``pgflow.locked``, on dictionaries ---------------------------------
+
+    def _locked(self, op: locked.UowGen) -> Any:
+        """Run a locked operation under the store's lock (one write for the waiters)."""
         with self._writing():
-            row = self._row(run_id, resource_id)
-            step = self._steps[run_id].get(row.waiting.step_id) if row.waiting else None
-            names = {ev.name for ev, used in self._mailbox[run_id] if used is None}
-            new, done = tr.apply_change(action, row, step, tr.event_matches(row, names), data, now)
-            self._save(new, [done] if done else [], now)
+            answer: Any = None
+            while True:
+                try:
+                    effect = op.send(answer)
+                except StopIteration as stop:
+                    return stop.value
+                answer = self._perform(effect)
 
-    def _save(self, row: RunRow, steps: Sequence[StepRecord], now: DateTime) -> None:
-        """Write a run and its step records; cascade what a terminal status implies."""
-        before = self._runs[row.id]
-        self._runs[row.id] = row
-        for rec in steps:
-            self._steps[row.id][rec.step_id] = rec
-        if row.status in TERMINAL and before.status not in TERMINAL:
-            self._ended(row, now)
-
-    def _ended(self, row: RunRow, now: DateTime) -> None:
-        if row.status == RunStatus.CANCELLED:
-            live = [r for r in self._runs.values() if r.parent_run_id == row.id and r.status not in TERMINAL]
-            for child in sorted(live, key=lambda r: r.id):  # id order, as Postgres locks them
-                self._save(tr.cancel(child, now), [], now)
-        if row.parent_run_id is not None and row.parent_step_id is not None:
-            parent = self._runs.get(row.parent_run_id)
-            step = self._steps.get(row.parent_run_id, {}).get(row.parent_step_id)
-            if parent is not None and step is not None and tr.waits_for_child(step, row.id):
-                new_parent, done = tr.child_finished(parent, step, row, now)
-                self._save(new_parent, [done], now)
+    def _perform(self, effect: locked.UowEffect) -> Any:
+        if isinstance(effect, locked.LockRun):
+            return self._runs.get(effect.run_id)
+        if isinstance(effect, locked.ReadStep):
+            return self._steps.get(effect.run_id, {}).get(effect.step_id)
+        if isinstance(effect, locked.RunSteps):
+            return self._timeline(effect.run_id)
+        if isinstance(effect, locked.UnconsumedNames):
+            return {ev.name for ev, used in self._mailbox[effect.run_id] if used is None}
+        if isinstance(effect, locked.LockLiveChildren):
+            live = [
+                r
+                for r in self._runs.values()
+                if r.parent_run_id == effect.run_id and r.status not in TERMINAL
+            ]
+            return sorted(live, key=lambda r: r.id)  # id order, as Postgres locks them
+        if isinstance(effect, locked.WriteRun):
+            self._runs[effect.row.id] = effect.row
+        elif isinstance(effect, locked.WriteSteps):
+            self._steps[effect.run_id].update((rec.step_id, rec) for rec in effect.steps)
+        elif isinstance(effect, locked.InsertRun):
+            return self._insert_row(effect.row)
+        elif isinstance(effect, locked.InsertEvent):
+            ev = Event(next(self._event_ids), effect.name, effect.data, effect.now)
+            self._mailbox[effect.run_id].append((ev, None))
+        elif isinstance(effect, locked.ConsumeEvents):
+            self._consume(effect.run_id, effect.consumed)
+        elif isinstance(effect, locked.DiscardSteps):
+            return self._discard(effect.run_id, effect.step_ids)
+        elif isinstance(effect, locked.RunTransaction):
+            raise StorageError("the memory store cannot run Transaction steps (no database)")
+        return None  # Notify: every write wakes every waiter anyway
 
     # worker side ----------------------------------------------------------------------------------
 
@@ -224,23 +246,8 @@ class MemoryStore:
         self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
         transaction: tuple[TransactionFn, StepRecord] | None = None,
     ) -> CommitResult:  # fmt: skip
-        with self._writing():
-            row = self._runs[lease.run_id]
-            try:
-                tr.check_lease(row, lease, now)
-                new = tr.apply_batch(row, batch, now, lease_duration)
-            except tr.LeaseLost:
-                return CommitResult(ok=False)
-            except tr.MailboxChanged:
-                return CommitResult(ok=False, mailbox_changed=True)
-            for child in batch.children:
-                if child.run.id not in self._runs:
-                    self._insert(child.run)
-            new = tr.events_returned(new, self._discard(lease.run_id, batch.discards), now)
-            self._consume(lease.run_id, batch.consumed)
-            self._save(new, tr.batch_writes(row, batch), now)
-            held = new.held and not isinstance(batch.outcome, CompleteRun | FailRun)
-            return CommitResult(ok=True, held=held)
+        result: CommitResult = self._locked(locked.commit(lease, now, lease_duration, batch, transaction))
+        return result
 
     def _discard(self, run_id: str, step_ids: Sequence[str]) -> set[str]:
         """Delete these step records; the events they had taken go back to the mailbox (their names)."""
@@ -326,22 +333,8 @@ class MemoryStore:
     # re-driving a failed or cancelled run (SPEC §14) ---------------------------------------------
 
     def retry_run(self, run_id: str, resource_id: str | None, from_step: str | None, now: DateTime) -> RunRow:
-        with self._writing():
-            row = self._row(run_id, resource_id)
-            new = tr.retry(row, now)
-            steps = self._timeline(run_id)
-            discarded = tr.records_to_discard(row, steps, from_step)
-            deleted, rewritten = tr.split_discards(row, steps, discarded, now)
-            self._discard(run_id, deleted)  # their events go back to the mailbox
-            self._save(new, rewritten, now)
-            orphans = [
-                r
-                for r in self._runs.values()
-                if r.parent_run_id == run_id and tr.orphaned_by_retry(r, discarded)
-            ]
-            for child in sorted(orphans, key=lambda r: r.id):  # id order, as Postgres locks them
-                self._save(tr.cancel(child, now), [], now)
-            return new
+        row: RunRow = self._locked(locked.retry_run(run_id, resource_id, from_step, now))
+        return row
 
 
 class _Waiter:
@@ -405,8 +398,3 @@ def check_idempotent(existing: RunRow, new: NewRun) -> None:
             f"idempotency key {new.idempotency_key!r} is already used by a run of another workflow or "
             f"resource (requested workflow {new.workflow_id!r})"
         )
-
-
-def not_found_message(run_id: str, resource_id: str | None) -> str:
-    scope = f" for resource {resource_id!r}" if resource_id is not None else ""
-    return f"run {run_id!r} not found{scope}"

@@ -1,0 +1,198 @@
+"""``AsyncPostgresStore``: the Store protocol on PostgreSQL for the event loop.
+
+The same operations as :class:`~pgflow.postgres.store.PostgresStore` — the very same generators of
+``ops.py``, in the same modes — run by the asyncio executor of ``sqlgen.py`` on a caller-owned
+``psycopg_pool.AsyncConnectionPool``, with an :class:`~pgflow.postgres.listen_async.AsyncHub` feeding
+every waiter from one LISTEN connection. Every method is the blocking store's as a coroutine
+(``tests/test_async_store.py`` binds the two: same names, same signatures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pendulum
+import psycopg
+import psycopg_pool
+
+from pgflow.records import Event, StepRecord
+from pgflow.static_steps import StepInfo, WorkflowInfo
+from pgflow.store import Batch, Claimed, CommitResult, Lease, NewRun, RunQuery, RunRow
+
+from . import migrate as migrations
+from . import ops
+from .core import StoreSettings, commit_route
+from .listen_async import AsyncHub, AsyncRunWaiter
+from .sqlgen import AsyncExecutor
+
+__all__ = ["AsyncPostgresStore"]
+
+DateTime = pendulum.DateTime
+
+
+class AsyncPostgresStore:
+    """The Store protocol, as coroutines, over a caller-owned ``AsyncConnectionPool``, in ``schema``."""
+
+    supports_transactions = True
+
+    def __init__(
+        self, pool: psycopg_pool.AsyncConnectionPool[Any], schema: str = "pgflow", *,
+        listen_dsn: str | None = None, prepare: bool = True,
+    ) -> None:  # fmt: skip
+        self._pool = pool
+        self._settings = StoreSettings(pool, schema, listen_dsn, prepare)
+        self.schema = schema
+        self._channels = self._settings.channels
+        self._q = self._settings.queries
+        self._x = AsyncExecutor(pool, self._settings.queries)
+        self._hub = AsyncHub(
+            self._listen_connection, self._channels.wake, self._channels.runs, self._probe,
+            self._settings.where(),
+        )  # fmt: skip
+
+    async def _listen_connection(self) -> psycopg.AsyncConnection[object]:
+        conninfo, kwargs = self._settings.listen_target()
+        return await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+
+    async def _probe(self, payload: str) -> None:
+        await self._x.run("listen probe", lambda: ops.notify_runs(self._channels, payload))
+
+    # lifecycle ----------------------------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        schema = self.schema
+        current = await self._x.run("migrate", lambda: migrations.current_version(schema))
+        if current < migrations.latest_version():
+            await self._x.run("migrate", lambda: migrations.apply_missing(schema), mode="user-transaction")
+
+    async def close(self) -> None:
+        await self._hub.close()
+
+    # definitions --------------------------------------------------------------------------------------
+
+    async def register_workflow(
+        self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime, settings: Mapping[str, Any] | None = None
+    ) -> None:  # fmt: skip
+        await self._x.run(
+            "register_workflow", lambda: ops.register_workflow(workflow_id, steps, now, settings)
+        )
+
+    async def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
+        return await self._x.run("workflow_settings", lambda: ops.workflow_settings(workflow_id), read=True)
+
+    async def workflow_steps(self, workflow_id: str) -> tuple[StepInfo, ...] | None:
+        return await self._x.run("workflow_steps", lambda: ops.workflow_steps(workflow_id), read=True)
+
+    # client side --------------------------------------------------------------------------------------
+
+    async def start_run(self, new: NewRun) -> tuple[RunRow, bool]:
+        return await self._x.run("start_run", lambda: ops.start_run(new, self._channels))
+
+    async def get(self, run_id: str, resource_id: str | None) -> tuple[RunRow, list[StepRecord]]:
+        return await self._x.run("get", lambda: ops.get(run_id, resource_id), read=True)
+
+    async def list_runs(self, query: RunQuery) -> tuple[list[RunRow], bool, bool]:
+        return await self._x.run("list_runs", lambda: ops.list_runs(query), read=True)
+
+    async def timelines(self, run_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        return await self._x.run("timelines", lambda: ops.timelines(run_ids), read=True)
+
+    async def deliver_event(
+        self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
+    ) -> None:
+        op = lambda: ops.deliver_event(run_id, resource_id, event, data, now, self._channels)  # noqa: E731
+        await self._x.run("deliver_event", op, mode="transaction")
+
+    async def change(
+        self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime
+    ) -> None:
+        op = lambda: ops.change(run_id, resource_id, action, data, now, self._channels)  # noqa: E731
+        await self._x.run("change", op, mode="transaction")
+
+    async def retry_run(
+        self, run_id: str, resource_id: str | None, from_step: str | None, now: DateTime
+    ) -> RunRow:
+        op = lambda: ops.retry_run(run_id, resource_id, from_step, now, self._channels)  # noqa: E731
+        return await self._x.run("retry_run", op, mode="transaction")
+
+    # worker side --------------------------------------------------------------------------------------
+
+    async def claim(
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
+    ) -> list[Claimed]:
+        if not workflow_ids or limit <= 0:
+            return []
+        return await self._x.run("claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit))
+
+    async def reload(self, lease: Lease) -> Claimed | None:
+        return await self._x.run("reload", lambda: ops.reload(lease), read=True)
+
+    async def commit(
+        self, lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch,
+        transaction: tuple[Any, StepRecord] | None = None,
+    ) -> CommitResult:  # fmt: skip
+        route = commit_route(batch, transaction)
+        if route == "hot":
+            return await self._x.run(
+                "commit", lambda: ops.commit_keep_running(lease, now, lease_duration, batch)
+            )
+        if route == "complete":
+            done = await self._x.run("commit", lambda: ops.commit_complete(lease, now, batch, self._channels))
+            if done is not None:
+                return done
+        op = lambda: ops.commit_locked(lease, now, lease_duration, batch, transaction, self._channels)  # noqa: E731
+        return await self._x.run(
+            "commit", op, mode="transaction" if transaction is None else "user-transaction"
+        )
+
+    async def heartbeat(
+        self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration
+    ) -> set[str]:
+        if not leases:
+            return set()
+        return await self._x.run("heartbeat", lambda: ops.heartbeat(leases, now, lease_duration))
+
+    async def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
+        if not workflow_ids:
+            return None
+        return await self._x.run("next_due", lambda: ops.next_due(workflow_ids), read=True)
+
+    # inspection (the Harness and tests) ------------------------------------------------------------
+
+    async def mailbox(self, run_id: str) -> list[Event]:
+        return await self._x.run("mailbox", lambda: ops.mailbox(run_id), read=True)
+
+    async def consumed_events(self, run_id: str) -> dict[int, str]:
+        return await self._x.run("consumed_events", lambda: ops.consumed_events(run_id), read=True)
+
+    # waiting for changes ------------------------------------------------------------------------------
+
+    async def listen(self) -> None:
+        await self._hub.start()
+
+    async def wait_for_wakeup(self, timeout: float) -> bool:
+        return await self._hub.wait_wake(timeout)
+
+    def watch_run(self, run_id: str) -> contextlib.AbstractAsyncContextManager[AsyncRunWaiter]:
+        """``async with store.watch_run(id) as waiter``: read the run, then ``await waiter.wait(t)``."""
+        return self._hub.watch(run_id)
+
+    @property
+    def notifications(self) -> bool:
+        return self._hub.listening
+
+    # reads for the dashboard --------------------------------------------------------------------------
+
+    async def count_runs(self, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
+        return await self._x.run("count_runs", lambda: ops.count_runs(workflow_id, resource_id), read=True)
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        return await self._x.run("list_workflows", ops.list_workflows, read=True)
+
+    async def run_mailbox(self, run_id: str, resource_id: str | None) -> list[Event]:
+        return await self._x.run("run_mailbox", lambda: ops.run_mailbox(run_id, resource_id), read=True)
+
+    async def child_runs(self, run_id: str, resource_id: str | None) -> list[RunRow]:
+        return await self._x.run("child_runs", lambda: ops.child_runs(run_id, resource_id), read=True)
