@@ -21,10 +21,9 @@ import zlib
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeAlias, TypeVar, TypeVarTuple, overload
 
-import typing_extensions
-
 import attrs
 import pendulum
+import typing_extensions
 
 from .arguments import (
     INT32_MAX,
@@ -245,12 +244,22 @@ class WaitFor(Step[T_co]):
 
     @overload
     def __init__(
-        self: WaitFor[Any | None], step_id: str, event: str, *, timeout: DurationLike | None, schema: None = None
+        self: WaitFor[Any | None],
+        step_id: str,
+        event: str,
+        *,
+        timeout: DurationLike | None,
+        schema: None = None,
     ) -> None: ...
 
     @overload
     def __init__(
-        self: WaitFor[S], step_id: str, event: str, *, timeout: None = None, schema: type[S] | Callable[[Any], S]
+        self: WaitFor[S],
+        step_id: str,
+        event: str,
+        *,
+        timeout: None = None,
+        schema: type[S] | Callable[[Any], S],
     ) -> None: ...
 
     @overload

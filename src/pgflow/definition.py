@@ -233,7 +233,9 @@ def _check_schema(wid: str, input: Any) -> None:
         raise WorkflowDefinitionError(f"workflow {wid!r}: input: {exc}") from None
 
 
-def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any) -> Workflow[Any, Any]:
+def _build(
+    wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any
+) -> Workflow[Any, Any]:
     check_id(wid, "workflow id", WorkflowDefinitionError)
     _check_generator_function(fn, getattr(fn, "__name__", wid))
     check_int(retries, f"workflow {wid!r}: retries", 0, INT32_MAX, WorkflowDefinitionError)
