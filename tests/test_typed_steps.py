@@ -394,3 +394,53 @@ def test_output_of_an_output_that_does_not_fit_is_a_serialization_error() -> Non
 
     with pytest.raises(SerializationError, match="Account"):
         output_of(_completed(liar), liar)
+
+
+# ------------------------------------------------------------------ Child gives the child's type
+
+
+@workflow("account-child")
+def account_child(ctx: pgflow.Context[str]) -> Flow[Account]:
+    return (yield from Run("create", create_account, ctx.input))
+
+
+account_ref = pgflow.ref("account-child", input=str, output=Account)
+
+
+@workflow("account-parent")
+def account_parent(ctx: pgflow.Context[None]) -> Flow[list[Any]]:
+    typed = yield from Child("typed", account_child, "a@b.c")
+    by_ref = yield from Child("by-ref", account_ref, "b@c.d")
+    by_id = yield from Child("by-id", "account-child", "c@d.e")
+    plain = yield Child("plain-yield", account_child, "d@e.f")
+    return [typed, by_ref, by_id, plain, [type(v).__name__ for v in (typed, by_ref, by_id, plain)]]
+
+
+def test_a_child_gives_its_output_structured_as_the_child_workflow_returns_it() -> None:
+    """``Child`` of a ``Workflow`` (its ``Flow[...]`` annotation) or a ref with ``output=`` gives
+    the output structured as that type, as ``output_of`` does; a child by id gives the stored JSON."""
+    h = Harness(workflows=[account_parent, account_child], clock=SimClock(T0))
+    run = h.run_until_complete(h.start_workflow(account_parent).id)
+    assert run.status == "completed"
+    assert run.output[-1] == ["Account", "Account", "dict", "Account"]
+    assert run.output[2] == {"id": 7, "email": "c@d.e"}
+
+
+def test_a_child_output_that_does_not_fit_its_type_fails_the_parent() -> None:
+    """A child that returns something else than its annotation says fails the parent with a
+    ``SerializationError`` (not retried), as a step result that does not fit would."""
+
+    @workflow("lying-child")
+    def lying_child(ctx: Any) -> Flow[Account]:
+        yield from Delay("d", "1s")
+        return "not an account"  # type: ignore[return-value]
+
+    @workflow("trusting-parent", retries=2)
+    def trusting_parent(ctx: pgflow.Context[None]) -> Flow[str]:
+        account = yield from Child("child", lying_child)
+        return account.email
+
+    h = Harness(workflows=[trusting_parent, lying_child], clock=SimClock(T0))
+    run = h.run_until_complete(h.start_workflow(trusting_parent).id)
+    assert run.status == "failed" and run.retry_count == 0
+    assert run.error is not None and run.error.type == "SerializationError"
