@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from tests.test_docs import DOC_FILES, NO_RUN, python_blocks
 
+pytestmark = pytest.mark.slow  # each runs a type checker: a few seconds, more on a cold cache
+
 ROOT = Path(__file__).resolve().parent.parent
 MISTAKES = ROOT / "tests" / "typing_errors" / "mistakes.py"
 PREFIX = re.compile(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])")  # module prefixes: pgflow.commands.PollResult
