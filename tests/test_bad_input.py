@@ -366,6 +366,10 @@ METHODS: dict[str, list[Case]] = {
             ("resource_id", BAD_IDS, InvalidArgumentError),
         ]
     ],
+    "retry_workflow": [
+        method("retry_workflow", ON_RUN, arg, bad, InvalidArgumentError)
+        for arg, bad in [("run_id", BAD_IDS), ("from_step", BAD_IDS), ("resource_id", BAD_IDS)]
+    ],
 }
 
 
@@ -458,6 +462,7 @@ def test_async_client_names_bad_input(pg_client: Any, pg_server_dsn: str) -> Non
                 (aclient.get_runs(statuses=5), "statuses", InvalidArgumentError),
                 (aclient.wait_for_run(run_id, timeout="100000000 weeks"), "timeout", InvalidDurationError),
                 (aclient.wait_for_run(run_id, until=None), "until", InvalidArgumentError),
+                (aclient.retry_workflow(run_id, from_step="step\x00"), "from_step", InvalidArgumentError),
             ]
             for pending, word, error in cases:
                 with pytest.raises(PgflowError) as caught:

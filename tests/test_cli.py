@@ -335,6 +335,7 @@ def test_cancel_then_cancel_again_fails(db: list[str], engine: pgflow.Engine) ->
 
 def test_unknown_run_is_one_error_line(db: list[str]) -> None:
     """Commands on an unknown run exit 1 with one `pgflow: error:` line and no traceback."""
+    assert cli("migrate", *db).returncode == 0
     for args in (("show", "no-such-run"), ("cancel", "no-such-run"), ("trigger", "no-such-run", "go")):
         result = cli(*args, *db)
         _assert_one_error_line(result)
@@ -376,3 +377,105 @@ def test_global_options_before_or_after_the_command(db: list[str], engine: pgflo
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other_schema)))
+
+
+def _schemas(dsn: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+def test_commands_on_a_schema_without_pgflow_tables_create_nothing(
+    db: list[str], pg_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """runs, show, export, check and the actions never create or migrate a schema: on a schema without
+    pgflow tables they exit 1 naming the nearest pgflow schema; pg_namespace is unchanged."""
+    assert cli("migrate", *db).returncode == 0  # the real schema exists
+    typo = ["--dsn", pg_dsn, "--schema", pg_schema + "x"]
+    before = _schemas(pg_dsn)
+    (tmp_path / "nothing.py").write_text("from pgflow import workflow\n\n@workflow\ndef w(ctx):\n    yield\n")
+    for args in (("runs",), ("show", "r1"), ("export", "r1"), ("cancel", "r1"), ("check", "nothing")):
+        result = cli(*args, *typo, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "has no pgflow tables" in result.stderr and repr(pg_schema) in result.stderr, result.stderr
+    assert _schemas(pg_dsn) == before
+
+
+def test_the_embedded_default_is_named_and_never_created_by_a_read(tmp_path: Path) -> None:
+    """With no database configured, a read command says which data directory it would use and exits 1
+    when there is none there, instead of creating a fresh embedded database."""
+    result = cli("runs", cwd=tmp_path)
+    assert result.returncode == 1 and "no pgflow database here" in result.stderr
+    assert str(tmp_path / ".pgflow") in result.stderr and not (tmp_path / ".pgflow").exists()
+
+
+@workflow("cli-doubler")
+def cli_doubler(ctx: pgflow.Context[Any]) -> Any:
+    return {"doubled": (yield Run("double", _double, ctx.input))}
+
+
+def test_start_with_wait_prints_the_finished_run(pg_dsn: str, pg_schema: str, db: list[str]) -> None:
+    """`pgflow start WORKFLOW --input JSON --wait` starts a run of a registered workflow, waits until it
+    ends and prints it (exit 0: completed); --idempotency-key gives the same run again; an unknown
+    workflow is one error line (exit 1); bad --input JSON is a usage error (exit 2)."""
+    with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[cli_doubler]):
+        done = cli("start", "cli-doubler", "--input", "21", "--wait", "--timeout", "20s", "--json",
+                   "--idempotency-key", "k1", *db)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        run = json.loads(done.stdout)
+        assert run["status"] == "completed" and run["output"] == {"doubled": 42}
+        again = cli("start", "cli-doubler", "--input", "5", "--idempotency-key", "k1", "--json", *db)
+        assert again.returncode == 0 and json.loads(again.stdout)["id"] == run["id"]
+        text = cli("start", "cli-doubler", "--input", "1", *db)
+        assert text.returncode == 0 and "started run" in text.stdout and "cli-doubler" in text.stdout
+    unknown = cli("start", "no-such-workflow", *db)
+    _assert_one_error_line(unknown)
+    assert "no-such-workflow" in unknown.stderr
+    assert cli("start", "cli-doubler", "--input", "{nope", *db).returncode == 2
+
+
+# -- pgflow retry ---------------------------------------------------------------------------------------
+
+FIXABLE: dict[str, Any] = {"broken": True, "calls": []}
+
+
+def _first(x: int) -> int:
+    FIXABLE["calls"].append("first")
+    return x + 1
+
+
+def _second(x: int) -> int:
+    FIXABLE["calls"].append("second")
+    if FIXABLE["broken"]:
+        raise ValueError("not fixed yet")
+    return x * 10
+
+
+@workflow("cli-fixable")
+def cli_fixable(ctx: pgflow.Context[Any]) -> Any:
+    first = yield Run("first", _first, 1)
+    return (yield Run("second", _second, first))
+
+
+def test_retry_re_drives_a_failed_run(db: list[str], pg_dsn: str, pg_schema: str) -> None:
+    """`pgflow retry [--from-step S]` re-drives failed runs (text, --json); errors are one line."""
+    FIXABLE.update(broken=True, calls=[])
+    with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[cli_fixable], concurrency=2) as engine:
+        runs = [engine.start_workflow(cli_fixable) for _ in range(2)]
+        assert all(engine.wait_for_run(r.id, timeout="20s").status == "failed" for r in runs)
+        _assert_one_error_line(cli("retry", runs[0].id, "--from-step", "nope", *db))
+        FIXABLE.update(broken=False, calls=[])
+
+        text = cli("retry", runs[0].id, *db)
+        assert text.returncode == 0, text.stderr
+        assert text.stdout.startswith(f"Retried run {runs[0].id} (cli-fixable): now ")
+        as_json = cli("retry", runs[1].id, "--from-step", "first", "--json", *db)
+        assert as_json.returncode == 0, as_json.stderr
+        shown = json.loads(as_json.stdout)
+        assert shown["id"] == runs[1].id and shown["error"] is None and shown["retry_count"] == 0
+
+        done = [engine.wait_for_run(r.id, timeout="20s") for r in runs]
+        assert [d.output for d in done] == [20, 20]
+        assert sorted(FIXABLE["calls"]) == ["first", "second", "second"]  # run 0 replays "first"
+        _assert_one_error_line(cli("retry", runs[0].id, *db))  # completed: InvalidStateError

@@ -244,3 +244,16 @@ POSTGRES_FILES = [p for p in DOC_FILES if _has_postgres_blocks(p)]
 def test_docs_run_on_postgres(path: Path, docs_database: None) -> None:
     """All the file's python blocks run, in order, against a real PostgreSQL."""
     assert run_blocks(path, with_postgres=True) > 0
+
+
+def test_docs_install_the_right_distribution() -> None:
+    """The docs and README never tell users to install `pgflow` (another project's PyPI name): the
+    distribution is pgflow-engine (SPEC §18)."""
+    wrong = re.compile(r"pip install\s+(-U\s+)?['\"]?pgflow(\[|['\"\s]|$)")
+    found = [
+        f"{path.name}:{n}"
+        for path in DOC_FILES
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1)
+        if wrong.search(line)
+    ]
+    assert found == []

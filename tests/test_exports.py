@@ -75,6 +75,7 @@ def test_terminal_statuses() -> None:
 CLIENT_METHODS = (
     "start_workflow", "trigger_event", "pause_workflow", "resume_workflow", "cancel_workflow",
     "fast_forward_workflow", "get_run", "check_progress", "get_runs", "wait_for_run",
+    "retry_workflow",
 )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ LAYERS = {
         "history",
         "replay",
     },
-    "port": {"store", "transitions", "run_rules", "memory"},
+    "port": {"store", "transitions", "run_rules", "locked", "memory"},
     "adapters": {"postgres"},
     "runtime": {
         "protocol",
@@ -39,6 +39,7 @@ LAYERS = {
         "cli",
         "cli_base",
         "cli_code",
+        "cli_ops",
         "cli_render",
         "demo",
         "backend",

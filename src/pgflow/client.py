@@ -148,3 +148,12 @@ class AsyncClient:
 
     async def get_child_runs(self, run_id: str, *, resource_id: str | None = None) -> list[WorkflowRun]:
         return await asyncio.to_thread(self._client.get_child_runs, run_id, resource_id=resource_id)
+
+    # re-driving a failed or cancelled run ---------------------------------------------------------------
+
+    async def retry_workflow(
+        self, run_id: str, *, from_step: str | None = None, resource_id: str | None = None
+    ) -> WorkflowRun:
+        return await asyncio.to_thread(
+            self._client.retry_workflow, run_id, from_step=from_step, resource_id=resource_id
+        )

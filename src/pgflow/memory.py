@@ -188,7 +188,7 @@ class MemoryStore:
         if row.parent_run_id is not None and row.parent_step_id is not None:
             parent = self._runs.get(row.parent_run_id)
             step = self._steps.get(row.parent_run_id, {}).get(row.parent_step_id)
-            if parent is not None and step is not None and step.status == "waiting":
+            if parent is not None and step is not None and tr.waits_for_child(step, row.id):
                 new_parent, done = tr.child_finished(parent, step, row, now)
                 self._save(new_parent, [done], now)
 
@@ -268,7 +268,8 @@ class MemoryStore:
                 try:
                     tr.check_lease(row, lease, now)
                 except tr.LeaseLost:
-                    lost.add(lease.run_id)
+                    if row.status not in TERMINAL:  # a run that ended meanwhile lost nothing
+                        lost.add(lease.run_id)
                     continue
                 self._runs[row.id] = attrs.evolve(row, lease_expires_at=now + lease_duration)
         return lost
@@ -321,6 +322,26 @@ class MemoryStore:
                 if r.parent_run_id == run_id and (resource_id is None or r.resource_id == resource_id)
             ]  # fmt: skip
             return sorted(children, key=lambda r: (r.created_at, r.id))
+
+    # re-driving a failed or cancelled run (SPEC §14) ---------------------------------------------
+
+    def retry_run(self, run_id: str, resource_id: str | None, from_step: str | None, now: DateTime) -> RunRow:
+        with self._writing():
+            row = self._row(run_id, resource_id)
+            new = tr.retry(row, now)
+            steps = self._timeline(run_id)
+            discarded = tr.records_to_discard(row, steps, from_step)
+            deleted, rewritten = tr.split_discards(row, steps, discarded, now)
+            self._discard(run_id, deleted)  # their events go back to the mailbox
+            self._save(new, rewritten, now)
+            orphans = [
+                r
+                for r in self._runs.values()
+                if r.parent_run_id == run_id and tr.orphaned_by_retry(r, discarded)
+            ]
+            for child in sorted(orphans, key=lambda r: r.id):  # id order, as Postgres locks them
+                self._save(tr.cancel(child, now), [], now)
+            return new
 
 
 class _Waiter:

@@ -77,7 +77,7 @@ class Operations:
         return {}
 
     def _ops_started(self, run: RunRow) -> None:
-        """Hook: a run was just created (the engine nudges its local worker)."""
+        """Hook: a run was just created, or retried (the engine nudges its local worker)."""
 
     def _now(self) -> pendulum.DateTime:
         now: pendulum.DateTime = self._ops_clock.now()
@@ -286,6 +286,20 @@ class Operations:
         rows = store.child_runs(check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id"))
         timelines = store.timelines([r.id for r in rows])
         return [to_public(r, timelines[r.id]) for r in rows]
+
+    # re-driving a failed or cancelled run (SPEC §14) ----------------------------------------------
+
+    def retry_workflow(
+        self, run_id: str, *, from_step: str | None = None, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Make a failed or cancelled run pending again: completed steps are replayed, failed ones (and
+        ``from_step`` with every later step) execute again. See docs/client-and-workers.md."""
+        check_id(run_id, "run_id")
+        check_optional_id(from_step, "from_step")
+        check_optional_id(resource_id, "resource_id")
+        row = self._ops_store().retry_run(run_id, resource_id, from_step, self._now())
+        self._ops_started(row)  # ready again, like a new run: nudge the local worker
+        return self.get_run(run_id, resource_id=resource_id)
 
 
 def run_defaults(

@@ -268,7 +268,9 @@ class Store(Protocol):
 
     def heartbeat(
         self, leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.Duration
-    ) -> set[str]: ...
+    ) -> set[str]:
+        """Extend the leases still held; the ids of live runs whose lease was lost (not ended ones)."""
+        ...
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None: ...
 
@@ -288,6 +290,16 @@ class Store(Protocol):
     def child_runs(self, run_id: str, resource_id: str | None) -> list[RunRow]:
         """The run's child runs, oldest first (only those of ``resource_id`` when given);
         ``RunNotFoundError`` as ``get``."""
+        ...
+
+    # re-driving a failed or cancelled run (SPEC §14) ----------------------------------------------
+    def retry_run(self, run_id: str, resource_id: str | None, from_step: str | None, now: DateTime) -> RunRow:
+        """Under the run's lock: make it pending again (``transitions.retry``), discard the step records
+        ``transitions.records_to_discard`` names as ``transitions.split_discards`` says (deleted, their
+        consumed events back in the mailbox; or rewritten as failures of an earlier attempt), cancel
+        the live children their Child steps started, and wake a worker. Returns the
+        run as written; ``RunNotFoundError`` as ``get``, ``InvalidStateError`` unless it is failed or
+        cancelled, ``InvalidArgumentError`` when ``from_step`` has no record (nothing changes then)."""
         ...
 
 

@@ -6,13 +6,15 @@ these, and write back what it returns; the rules of SPEC §3/§4 live here and o
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import attrs
 import pendulum
 
-from .errors import InvalidStateError
-from .records import TERMINAL, RunStatus, StepRecord
+from .arguments import add_time, clip, shown
+from .errors import InvalidArgumentError, InvalidStateError
+from .records import TERMINAL, RunError, RunStatus, StepRecord
 from .store import (
     Batch,
     CompleteRun,
@@ -297,3 +299,107 @@ def event_matches(row: RunRow, names: set[str]) -> bool:
     """Whether a run waiting at a WaitFor would be woken by one of these buffered event names."""
     w = row.waiting
     return w is not None and w.kind == "wait_for" and w.event in names
+
+
+def waits_for_child(step: StepRecord, child_id: str) -> bool:
+    """Whether a parent's Child step still waits for this very child run. A retried parent may have
+    started another child at that step since (SPEC §14): an older child ending must not settle it."""
+    if step.status != "waiting" or not isinstance(step.output, dict):
+        return False
+    return step.output.get("child_run_id") == child_id
+
+
+# re-driving a failed or cancelled run (SPEC §14) ---------------------------------------------------
+
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+def retry(row: RunRow, now: DateTime) -> RunRow:
+    """A failed or cancelled run made pending again, ready now, as fresh as a new run: no error, no
+    retries used, no step shown as current, and its workflow timeout restarted from now."""
+    if row.status not in RETRYABLE:
+        raise _state_error(row, "retry", "; only a failed or cancelled run can be retried")
+    return attrs.evolve(
+        row, status=PENDING, error=None, output=None, completed_at=None, retry_count=0, current_step_id=None,
+        waiting=None, wake_at=None, due_at=now, held=False, lease_owner=None, lease_expires_at=None,
+        timeout_at=renewed_deadline(row, now), updated_at=now,
+    )  # fmt: skip
+
+
+def renewed_deadline(row: RunRow, now: DateTime) -> DateTime | None:
+    """The workflow timeout of a retried run: the span it was given at its start, counted from now
+    (its old deadline has usually passed: kept, the retried run would time out at once)."""
+    if row.timeout_at is None:
+        return None
+    try:
+        return add_time(now, row.timeout_at - row.created_at, "timeout")
+    except ValueError:  # InvalidDurationError: past year 9999, so in practice never
+        return DateTime.max.replace(tzinfo=pendulum.UTC)
+
+
+def records_to_discard(row: RunRow, steps: Sequence[StepRecord], from_step: str | None) -> list[str]:
+    """The step records a retry discards, in seq order, so their steps execute again (deleted, or
+    rewritten: see :func:`split_discards`): every record that is not a final success (failed, and the running or waiting ones a cancel or a timeout cut
+    short), except a Child step still waiting for its live child run (the retried run waits for that
+    child again instead of starting a second one). With ``from_step``, also that step's record and
+    every record with a higher seq (InvalidArgumentError when the step has no record)."""
+    cut = _seq_of(row, steps, from_step) if from_step is not None else None
+    ordered = sorted(steps, key=lambda rec: rec.seq)
+    return [rec.step_id for rec in ordered if (cut is not None and rec.seq >= cut) or not _kept(rec)]
+
+
+def _kept(rec: StepRecord) -> bool:
+    """Whether a retry keeps a record as it is: a completed one, or a Child step waiting for its child."""
+    return rec.status == "completed" or (rec.kind == "child" and rec.status == "waiting")
+
+
+def _seq_of(row: RunRow, steps: Sequence[StepRecord], step_id: str) -> int:
+    for rec in steps:
+        if rec.step_id == step_id:
+            return rec.seq
+    reached = clip(", ".join(repr(rec.step_id) for rec in sorted(steps, key=lambda r: r.seq))) or "none"
+    raise InvalidArgumentError(
+        f"from_step {shown(step_id)}: run {row.id} (workflow {row.workflow_id!r}) has no record of that "
+        f"step; name a step it has reached (recorded: {reached})"
+    )
+
+
+EARLIER_ATTEMPT = -1  # a record a retry re-marks counts as failed before the retried run's attempt 0
+
+
+def split_discards(
+    row: RunRow, steps: Sequence[StepRecord], discarded: Sequence[str], now: DateTime
+) -> tuple[list[str], list[StepRecord]]:
+    """How a retry discards records, so that the replay still follows the recorded order (SPEC §14):
+    a discarded record that no kept record follows is deleted (its step is reached afresh, with a
+    new seq); one that kept records follow — a failure the workflow caught, a step of an All whose
+    other steps completed — is rewritten as a failure of an earlier run attempt instead, which the
+    replay retries at its place, replaying the records after it while the workflow follows them
+    (exactly as after an automatic run retry). Returns (ids to delete, records to write)."""
+    gone = set(discarded)
+    last_kept = max((rec.seq for rec in steps if rec.step_id not in gone), default=None)
+    ordered = sorted((rec for rec in steps if rec.step_id in gone), key=lambda rec: rec.seq)
+    followed = [rec for rec in ordered if last_kept is not None and rec.seq <= last_kept]
+    deleted = [rec.step_id for rec in ordered if rec not in followed]
+    return deleted, [_failed_earlier(row, rec, now) for rec in followed]
+
+
+def _failed_earlier(row: RunRow, rec: StepRecord, now: DateTime) -> StepRecord:
+    """``rec`` as a failure of an earlier run attempt; a step a cancel or timeout cut short (still
+    running or waiting) is described as interrupted."""
+    if rec.status == "failed":
+        return attrs.evolve(rec, run_attempt=EARLIER_ATTEMPT)
+    how = "was cancelled" if row.status == RunStatus.CANCELLED else "failed"
+    message = (
+        f"step {rec.step_id!r} was still {rec.status} when run {row.id} {how}; a retry executes it again"
+    )
+    error = RunError("StepInterrupted", message, None, rec.step_id)
+    return attrs.evolve(
+        rec, status="failed", error=error, completed_at=now, wake_at=None, run_attempt=EARLIER_ATTEMPT
+    )
+
+
+def orphaned_by_retry(child: RunRow, discarded: Collection[str]) -> bool:
+    """Whether a live child run was started by a Child step whose record a retry discards: the
+    retried parent starts a new child there, so this one is cancelled."""
+    return child.parent_step_id in discarded and child.status not in TERMINAL

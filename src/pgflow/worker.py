@@ -45,7 +45,7 @@ class Worker:
         self._saturated = False  # the dispatcher waits for a free slot (see _work)
         self._stopped = threading.Event()  # set once in-flight work is done: heartbeats end
         self._active: dict[str, Lease] = {}
-        self._claiming = 0  # claims in flight: what they return becomes active (see _busy)
+        self._claiming = 0  # slots reserved by claims in flight: what they return becomes active
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._abort = threading.Event()  # a second signal: stop waiting for in-flight steps
@@ -113,13 +113,16 @@ class Worker:
 
     def _free(self) -> int:
         with self._lock:
-            return self.concurrency - len(self._active)
+            return self.concurrency - len(self._active) - self._claiming
 
     def _claim(self, limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` runs, never more than the free slots: a run claimed beyond them would
+        wait, leased and heartbeated, until a worker thread found nothing else to claim."""
         with self._lock:
+            limit = min(limit, self.concurrency - len(self._active) - self._claiming)
             if limit <= 0 or self.stopping.is_set() or not self.workflows:
                 return []
-            self._claiming += 1
+            self._claiming += limit
         claimed: list[Claimed] = []
         try:
             claimed = self.store.claim(
@@ -127,7 +130,7 @@ class Worker:
             )
         finally:
             with self._lock:
-                self._claiming -= 1
+                self._claiming -= limit
                 for item in claimed:
                     self._active[item.run.id] = item.lease
         return claimed
@@ -150,7 +153,7 @@ class Worker:
             self._submit(item)
         if free <= 0 or len(claimed) == free:
             with self._lock:
-                self._saturated = len(self._active) >= self.concurrency
+                self._saturated = len(self._active) + self._claiming >= self.concurrency
             if self._saturated:
                 # full: busy workers claim their next runs themselves; one that finds nothing
                 # sets _wake. (Asking for next_due here would spin: ready runs are always due.)

@@ -396,6 +396,12 @@ class StoreMachine(RuleBasedStateMachine):
         )  # fmt: skip
         self.both(f"list_runs({query})", lambda s: s.list_runs(query))
 
+    @rule(run=runs, scope=SCOPES, from_step=st.none() | st.sampled_from(STEP_IDS))
+    def retry_run(self, run: str, scope: str, from_step: str | None) -> None:
+        """Retry a run: revived alike, or refused alike (state, from_step, missing or foreign run)."""
+        run, resource = self.scoped(run, scope)
+        self.both("retry_run", lambda s: s.retry_run(run, resource, from_step, self.now))
+
     # worker side -----------------------------------------------------------------------------------
 
     @rule(
@@ -548,16 +554,15 @@ def test_heartbeat_reports_a_stale_lease_of_a_run_heartbeated_with_its_current_o
 
 
 def test_cancel_cascades_to_children_in_id_order(machine_env: tuple[ConnectionPool[Any], str]) -> None:
-    """Cancelling a parent cancels its live children in id order, so the first child to settle the
-    parent's waiting Child step (and be named in its error) is the same in both stores."""
+    """Children are cancelled in id order; the Child step is settled by the child it waits for."""
     m = _bound(machine_env)
     m.both("start_run", lambda s: s.start_run(NewRun("i00", "wf-a", None, None, 0, 1.0, None, None, T0)))
     lease = m.both("claim", lambda s: s.claim("w1", ["wf-a"], T0, LEASE, 1))[1][0].lease
     for child_id in ("b01", "a02"):  # created in this order, cancelled in id order
         child = StartChild(NewRun(child_id, "wf-a", None, None, 0, 1.0, None, None, T0, "i00", "s1"))
-        waiting = StepRecord("s1", "child", "waiting", started_at=T0)
-        batch = Batch((waiting,), outcome=KeepRunning(), children=(child,))
+        waiting = StepRecord("s1", "child", "waiting", {"child_run_id": child_id}, started_at=T0)
+        batch = Batch((waiting,) if child_id == "b01" else (), outcome=KeepRunning(), children=(child,))
         m.both("commit", lambda s, batch=batch: s.commit(lease, T0, LEASE, batch))
     m.both("cancel", lambda s: s.change("i00", None, "cancel", None, T0))
     _, (_, steps) = m.both("get", lambda s: s.get("i00", None))
-    assert steps[0].error is not None and "child run a02 " in steps[0].error.message
+    assert steps[0].error is not None and "child run b01 " in steps[0].error.message

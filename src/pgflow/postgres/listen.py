@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 from psycopg import sql
 
-__all__ = ["FALLBACK_POLL", "Hub", "RunWaiter", "channel"]
+__all__ = ["FALLBACK_POLL", "Hub", "RunWaiter", "channel", "warn_unavailable"]
 
 log = logging.getLogger("pgflow.listen")
 Connect = Callable[[], psycopg.Connection[object]]
@@ -43,6 +43,20 @@ def channel(kind: str, schema: str) -> str:
     if len(name.encode()) <= 63:
         return name
     return f"pgflow_{kind}_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
+
+
+def warn_unavailable(where: str) -> None:
+    """Say once per process and database that LISTEN cannot work there (both hubs use it)."""
+    with _warned_lock:
+        first = where not in _warned
+        _warned.add(where)
+    if first:
+        log.warning(
+            "pgflow: LISTEN/NOTIFY does not reach %s (a transaction-pooling PgBouncer does not "
+            "forward notifications): workers and wait_for_run poll every %g s instead. Pass "
+            "listen_dsn= a direct connection string to PostgreSQL for instant wake-ups.",
+            where, FALLBACK_POLL,
+        )  # fmt: skip
 
 
 class RunWaiter:
@@ -178,16 +192,7 @@ class Hub:
     def _give_up(self) -> None:
         self.unavailable = True
         self._ready.set()
-        with _warned_lock:
-            first = self._where not in _warned
-            _warned.add(self._where)
-        if first:
-            log.warning(
-                "pgflow: LISTEN/NOTIFY does not reach %s (a transaction-pooling PgBouncer does not "
-                "forward notifications): workers and wait_for_run poll every %g s instead. Pass "
-                "listen_dsn= a direct connection string to PostgreSQL for instant wake-ups.",
-                self._where, FALLBACK_POLL,
-            )  # fmt: skip
+        warn_unavailable(self._where)
 
     def _dispatch(self, channel_name: str, payload: str) -> None:
         if channel_name == self._wake_channel:

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import re
+from collections.abc import Generator
 from importlib import resources
 from typing import Any
 
@@ -19,7 +20,12 @@ import pendulum
 import psycopg
 from psycopg import sql
 
-__all__ = ["Migration", "applied_version", "latest_version", "load_migrations", "lock_key", "migrate"]
+from .sqlgen import Raw
+
+__all__ = [
+    "Migration", "applied_version", "apply_missing", "current_version", "latest_version", "load_migrations",
+    "lock_key", "migrate",
+]  # fmt: skip
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -97,3 +103,41 @@ def _apply(conn: psycopg.Connection[Any], ident: sql.Identifier, migration: Migr
         ),
         (migration.version, migration.name, pendulum.now("UTC")),
     )
+
+
+# -- the same, as SQL effects for the stores' executors (blocking or asyncio) -------------------------
+
+
+def current_version(schema: str) -> Generator[Raw, Any, int]:
+    """The schema's applied version (0 when it has no ``schema_version`` table yet)."""
+    table = sql.SQL("{}.schema_version").format(sql.Identifier(schema))
+    found = yield Raw(sql.SQL("SELECT to_regclass({}) AS t").format(sql.Literal(table.as_string(None))))
+    if not found or found[0]["t"] is None:
+        return 0
+    rows = yield Raw(sql.SQL("SELECT coalesce(max(version), 0) AS v FROM {}").format(table))
+    return int(rows[0]["v"]) if rows else 0
+
+
+def apply_missing(schema: str) -> Generator[Raw, Any, list[int]]:
+    """Inside one transaction (the executor's): take the schema's advisory lock, create the schema
+    and ``schema_version``, re-read the version and apply the missing files in order."""
+    ident = sql.Identifier(schema)
+    yield Raw(sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(lock_key(schema))))
+    yield Raw(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+    yield Raw(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {}.schema_version"
+        " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"
+    ).format(ident))  # fmt: skip
+    current = yield from current_version(schema)
+    applied = []
+    for migration in load_migrations():
+        if migration.version > current:
+            yield Raw(sql.SQL(migration.text).format(schema=ident))
+            yield Raw(
+                sql.SQL(
+                    "INSERT INTO {}.schema_version (version, name, applied_at) VALUES (%s, %s, %s)"
+                ).format(ident),
+                (migration.version, migration.name, pendulum.now("UTC")),
+            )
+            applied.append(migration.version)
+    return applied

@@ -3,8 +3,12 @@
 Connections that sat idle are checked before a caller gets them (a PostgreSQL restart or failover
 leaves every pooled connection broken: none is handed out), and a pool whose connections were lost
 retries connecting every quarter second rather than backing off to 8 s and more, so work resumes
-within a second or two of the server accepting connections again. ``prepare=False`` turns off
-server-side prepared statements, for transaction-pooling PgBouncer.
+within a second or two of the server accepting connections again. One failed check drains the pool
+(what broke one connection broke the others): psycopg_pool waits 1, 2, 4, 8… s between failed
+checks within one ``getconn``, so a caller meeting the k broken connections of an idle pool one by
+one would wait 2^(k-1) - 1 s, or time out after 30 s (the chaos test, ``tests/test_chaos.py``,
+saw it). ``prepare=False`` turns off server-side prepared statements, for transaction-pooling
+PgBouncer.
 """
 
 from __future__ import annotations
@@ -43,12 +47,14 @@ class _QuickReconnect(AttemptWithBackoff):
 
 
 class _LastUse:
-    """When each connection went back to the pool, so only connections idle for a while are checked."""
+    """When each connection went back to the pool, so only connections idle for a while are checked;
+    a failed check drains the pool (see the module doc)."""
 
     def __init__(self) -> None:
         self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
+        self.pool: weakref.ReferenceType[ConnectionPool] | None = None
 
     def reset(self, conn: psycopg.Connection[Any]) -> None:
         self._returned[conn] = time.monotonic()
@@ -56,7 +62,14 @@ class _LastUse:
     def check(self, conn: psycopg.Connection[Any]) -> None:
         returned = self._returned.get(conn)
         if returned is None or time.monotonic() - returned > IDLE_BEFORE_CHECK:
-            ConnectionPool.check_connection(conn)
+            try:
+                ConnectionPool.check_connection(conn)
+            except Exception:
+                pool = self.pool() if self.pool is not None else None
+                drain = getattr(pool, "drain", None)  # psycopg_pool >= 3.3
+                if drain is not None:
+                    drain()  # idle connections closed and replaced; those in use closed when returned
+                raise
 
 
 class _Pool(ConnectionPool):
@@ -67,7 +80,9 @@ class _Pool(ConnectionPool):
 def make_pool(dsn: str, *, max_size: int, name: str, prepare: bool = True) -> ConnectionPool:
     """An open pool of autocommit connections to ``dsn``, checked and quick to heal (see module doc)."""
     last_use = _LastUse()
-    return _Pool(
+    pool = _Pool(
         dsn, min_size=1, max_size=max_size, kwargs=connection_kwargs(prepare), open=True, name=name,
         check=last_use.check, reset=last_use.reset,
     )  # fmt: skip
+    last_use.pool = weakref.ref(pool)
+    return pool

@@ -416,12 +416,11 @@ class PostgresStore:
     ) -> set[str]:
         if not leases:
             return set()
-        kept = self._query(
+        lost = self._query(
             "heartbeat", "heartbeat", ids=[x.run_id for x in leases], owners=[x.owner for x in leases],
             tokens=[x.token for x in leases], now=pg_time(now), lease_expires_at=pg_time(now + lease_duration),
         )  # fmt: skip
-        alive = {(r["id"], r["owner"], r["token"]) for r in kept}
-        return {x.run_id for x in leases if (x.run_id, x.owner, x.token) not in alive}
+        return {r["id"] for r in lost}
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
         if not workflow_ids:
@@ -500,6 +499,28 @@ class PostgresStore:
             return rows
 
         return self._run(op, run, autocommit=True, read=True)
+
+    # re-driving a failed or cancelled run (SPEC §14) --------------------------------------------------
+
+    def retry_run(self, run_id: str, resource_id: str | None, from_step: str | None, now: DateTime) -> RunRow:
+        """One short locked transaction, as ``change``: the pure rules decide, this writes."""
+
+        def body(tx: Tx) -> RunRow:
+            row = tx.lock_scoped(run_id, resource_id)
+            new = tr.retry(row, now)
+            steps = [step_from(r) for r in tx.rows("run_steps", run_id=run_id)]
+            discarded = tr.records_to_discard(row, steps, from_step)
+            deleted, rewritten = tr.split_discards(row, steps, discarded, now)
+            if deleted:
+                tx.discard_steps(run_id, deleted, now)  # their events go back to the mailbox
+            tx.save(row, new, rewritten, now)  # notifies: runs (status) and wake (due now)
+            if discarded:
+                for child in [run_from(r) for r in tx.rows("lock_children", id=run_id)]:
+                    if tr.orphaned_by_retry(child, discarded):
+                        tx.save(child, tr.cancel(child, now), [], now)
+            return new
+
+        return self._transaction("retry_run", body)
 
 
 @contextlib.contextmanager

@@ -147,7 +147,7 @@ class Tx:
         if row.parent_run_id is not None and row.parent_step_id is not None:
             parent = self.lock(row.parent_run_id)
             step = self.step(row.parent_run_id, row.parent_step_id)
-            if parent is not None and step is not None and step.status == "waiting":
+            if parent is not None and step is not None and tr.waits_for_child(step, row.id):
                 new_parent, done = tr.child_finished(parent, step, row, now)
                 self.save(parent, new_parent, [done], now)
 

@@ -248,13 +248,21 @@ FROM claimed AS c JOIN picked AS p ON p.id = c.id
 ORDER BY p.rank, p.due, p.created_at, p.id
 
 -- name: heartbeat
--- Extend every lease still held (token and owner match, not ended, not expired); returns each
--- extended lease (id, owner, token), so a stale lease of a run is told apart from its current one.
-UPDATE {schema}.runs AS r SET lease_expires_at = %(lease_expires_at)s
-FROM unnest(%(ids)s::text[], %(owners)s::text[], %(tokens)s::bigint[]) AS l(id, owner, token)
-WHERE r.id = l.id AND r.lease_owner = l.owner AND r.lease_token = l.token
-  AND r.status NOT IN ('completed', 'failed', 'cancelled') AND r.lease_expires_at > %(now)s
-RETURNING r.id, r.lease_owner AS owner, r.lease_token AS token
+-- Extend every lease still held (token and owner match, not ended, not expired); returns the ids
+-- of the runs whose lease was lost while they are still live (taken over, or expired): a run that
+-- ended meanwhile (its worker completed it) is not reported.
+WITH leases AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(owners)s::text[], %(tokens)s::bigint[]) AS l(id, owner, token)
+), kept AS (
+    UPDATE {schema}.runs AS r SET lease_expires_at = %(lease_expires_at)s
+    FROM leases AS l
+    WHERE r.id = l.id AND r.lease_owner = l.owner AND r.lease_token = l.token
+      AND r.status NOT IN ('completed', 'failed', 'cancelled') AND r.lease_expires_at > %(now)s
+    RETURNING r.id, r.lease_owner AS owner, r.lease_token AS token
+)
+SELECT l.id FROM leases AS l JOIN {schema}.runs AS r ON r.id = l.id
+WHERE r.status NOT IN ('completed', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT FROM kept AS k WHERE k.id = l.id AND k.owner = l.owner AND k.token = l.token)
 
 -- name: next_due
 -- When a run of these workflows next becomes claimable: earliest due time of an unleased run,
