@@ -14,8 +14,8 @@ SPEC_NAMES = {
     "Run", "WaitFor", "WaitUntil", "Delay", "Sleep", "Pause", "Poll", "Transaction", "All", "Child",
     "Retry", "PollResult", "Engine", "Client", "AsyncClient", "WorkflowRun", "StepRecord", "Waiting",
     "RunError", "Progress", "RunPage", "RunStatus", "TERMINAL", "parse_duration",
-    # from the later sections (§14 so far)
-    "check_replay", "ReplayReport", "ReplayDivergence",
+    # from the later sections (§14, §17 so far)
+    "check_replay", "ReplayReport", "ReplayDivergence", "Flow", "output_of",
 }  # fmt: skip
 ERROR_NAMES = {
     "PgflowError", "WorkflowDefinitionError", "UnknownWorkflowError", "InvalidInputError",

@@ -8,6 +8,7 @@ from .commands import (
     All,
     Child,
     Delay,
+    Flow,
     Pause,
     Poll,
     PollResult,
@@ -18,7 +19,7 @@ from .commands import (
     WaitFor,
     WaitUntil,
 )
-from .definition import Context, Workflow, WorkflowRef, ref, workflow
+from .definition import Context, Workflow, WorkflowRef, output_of, ref, workflow
 from .durations import parse_duration
 from .engine import Engine
 from .errors import (
@@ -59,6 +60,7 @@ __all__ = [
     "Delay",
     "DuplicateStepError",
     "Engine",
+    "Flow",
     "IdempotencyConflictError",
     "InvalidArgumentError",
     "InvalidDurationError",
@@ -97,6 +99,7 @@ __all__ = [
     "WorkflowRun",
     "WorkflowTimeoutError",
     "check_replay",
+    "output_of",
     "parse_duration",
     "ref",
     "workflow",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, overload
 
 from .arguments import check_clock
 from .backend import Backend
 from .clock import SystemClock
+from .definition import I, Workflow, WorkflowRef
+from .durations import DurationLike
 from .operations import Operations
 from .records import TERMINAL, Event, Progress, RunPage, WorkflowRun
 from .static_steps import WorkflowInfo
@@ -51,6 +54,19 @@ class AsyncClient:
         self._client = Client(
             dsn, pool=pool, schema=schema, clock=clock, prepare=prepare, listen_dsn=listen_dsn
         )
+
+    @overload
+    async def start_workflow(
+        self, workflow: Workflow[I, Any] | WorkflowRef[I, Any], input: I | Mapping[str, Any] = ..., *,
+        resource_id: str | None = None, idempotency_key: str | None = None,
+        timeout: DurationLike | None = None, retries: int | None = None,
+    ) -> WorkflowRun: ...  # fmt: skip
+
+    @overload
+    async def start_workflow(
+        self, workflow: str, input: Any = None, *, resource_id: str | None = None,
+        idempotency_key: str | None = None, timeout: DurationLike | None = None, retries: int | None = None,
+    ) -> WorkflowRun: ...  # fmt: skip
 
     async def start_workflow(
         self, workflow: Any, input: Any = None, *, resource_id: str | None = None,

@@ -6,17 +6,24 @@ built (step ids, event names, functions, durations, times), so a mistake raises 
 that error escapes the generator, and the interpreter (``replay.py``) fails the run at once, not
 retried, with a ``WorkflowDefinitionError``. Durations and times keep the value as written; the
 interpreter parses them again when it records the step.
+
+Commands are typed by what they give back (SPEC §17): ``Run[T]``, ``WaitFor[T]``, ... are iterable, so
+``x = yield from Run("id", fn, *args)`` gives ``x`` the type of ``fn``'s result.
 """
+
+# pyright: reportUnnecessaryIsInstance=false
+# (arguments are checked at run time too: callers need not be type-checked)
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeAlias, TypeVar, TypeVarTuple, overload
 
 import attrs
 import pendulum
+import typing_extensions
 
 from .arguments import (
     INT32_MAX,
@@ -27,7 +34,7 @@ from .arguments import (
     check_optional_id,
     shown,
 )
-from .durations import DurationLike, check_duration, check_optional_duration, check_when
+from .durations import DurationLike, WhenLike, check_duration, check_optional_duration, check_when
 from .errors import InvalidArgumentError
 
 __all__ = [
@@ -35,17 +42,68 @@ __all__ = [
     "Child",
     "Command",
     "Delay",
+    "Flow",
     "Pause",
     "Poll",
     "PollResult",
     "Retry",
     "Run",
     "Sleep",
+    "Step",
     "StepCommand",
     "Transaction",
     "WaitFor",
     "WaitUntil",
+    "WorkflowLike",
+    "Yieldable",
 ]
+
+T = TypeVar("T")
+# What a command gives back; a bare ``Run`` (in an annotation) is ``Run[Any]``.
+T_co = typing_extensions.TypeVar("T_co", covariant=True, default=Any)
+S = TypeVar("S")
+I = typing_extensions.TypeVar("I", default=Any)  # noqa: E741 - a workflow's input type
+O = typing_extensions.TypeVar("O", default=Any)  # noqa: E741 - a workflow's output type
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+D = TypeVar("D")
+E = TypeVar("E")
+R = typing_extensions.TypeVar("R", default=Any)  # the type of each result of All
+Ts = TypeVarTuple("Ts")
+
+
+class Yieldable(Generic[T_co]):
+    """What a workflow yields: a step command or ``All``, typed by the value it gives back.
+
+    Iterating one yields the command itself once and returns the value sent back, so
+    ``x = yield from cmd`` is ``x = yield cmd`` at run time (the interpreter receives the command,
+    and sends or throws into the workflow through the ``yield from``), while type checkers give
+    ``x`` the type ``T_co``.
+    """
+
+    __slots__ = ()
+
+    def __iter__(self) -> Generator[Self, Any, T_co]:
+        value: T_co = yield self
+        return value
+
+    if TYPE_CHECKING:  # made by attrs for the commands with their own __init__ (pyright cannot see it)
+
+        def __attrs_init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+class Step(Yieldable[T_co]):
+    """A step command (everything but ``All``), typed by the value it gives back."""
+
+    __slots__ = ()
+
+
+class WorkflowLike(Generic[I, O]):
+    """What ``Child`` and ``start_workflow`` accept besides an id: a ``Workflow`` or a ``WorkflowRef``
+    (both defined in ``definition.py``, a layer above), typed by input ``I`` and output ``O``."""
+
+    __slots__ = ()
 
 
 # Retry's converters: each checks one argument and names it (attrs passes the value alone).
@@ -111,16 +169,17 @@ class Retry:
 
 
 @attrs.frozen
-class PollResult:
-    """What a ``Poll`` step yields back."""
+class PollResult(Generic[T_co]):
+    """What a ``Poll`` step yields back: ``data`` is what ``fn`` returned, ``None`` on a timeout."""
 
     timed_out: bool
-    data: Any = None
+    data: T_co | None = None
 
 
 @attrs.frozen(init=False)
-class Run:
-    """Run ``fn(*args)`` (sync or ``async def``) as a recorded step."""
+class Run(Step[T_co]):
+    """Run ``fn(*args)`` (sync or ``async def``) as a recorded step; gives back what ``fn`` returns
+    (awaited, for an ``async def``). Type checkers check ``args`` against ``fn``'s parameters."""
 
     step_id: str
     fn: Callable[..., Any]
@@ -128,11 +187,31 @@ class Run:
     retry: Retry | None
     timeout: Any
 
+    @overload
+    def __init__(
+        self,
+        step_id: str,
+        fn: Callable[[*Ts], Awaitable[T_co]],
+        *args: *Ts,
+        retry: Retry | None = None,
+        timeout: DurationLike | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        step_id: str,
+        fn: Callable[[*Ts], T_co],
+        *args: *Ts,
+        retry: Retry | None = None,
+        timeout: DurationLike | None = None,
+    ) -> None: ...
+
     def __init__(
         self,
         step_id: str,
         fn: Callable[..., Any],
-        *args: Any,
+        *args: object,
         retry: Retry | None = None,
         timeout: Any = None,
     ) -> None:
@@ -148,14 +227,53 @@ class Run:
         check_optional_duration(self.timeout, "timeout")
 
 
-@attrs.frozen
-class WaitFor:
-    """Wait for an event named ``event`` (from the run's mailbox); yields its data or ``None``."""
+@attrs.frozen(init=False)
+class WaitFor(Step[T_co]):
+    """Wait for an event named ``event`` (from the run's mailbox); yields its data (structured by
+    ``schema``), or ``None`` when ``timeout`` passes first."""
 
     step_id: str
     event: str
     timeout: Any = attrs.field(default=None, kw_only=True)
     schema: Any = attrs.field(default=None, kw_only=True)
+
+    @overload
+    def __init__(
+        self: WaitFor[Any], step_id: str, event: str, *, timeout: None = None, schema: None = None
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: WaitFor[Any | None],
+        step_id: str,
+        event: str,
+        *,
+        timeout: DurationLike | None,
+        schema: None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: WaitFor[S],
+        step_id: str,
+        event: str,
+        *,
+        timeout: None = None,
+        schema: type[S] | Callable[[Any], S],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: WaitFor[S | None],
+        step_id: str,
+        event: str,
+        *,
+        timeout: DurationLike | None,
+        schema: type[S] | Callable[[Any], S],
+    ) -> None: ...
+
+    def __init__(self, step_id: str, event: str, *, timeout: Any = None, schema: Any = None) -> None:
+        self.__attrs_init__(step_id, event, timeout=timeout, schema=schema)
 
     def __attrs_post_init__(self) -> None:
         _check_step_id(self.step_id)
@@ -164,11 +282,11 @@ class WaitFor:
 
 
 @attrs.frozen
-class WaitUntil:
+class WaitUntil(Step[None]):
     """Suspend until ``when`` (aware datetime, pendulum DateTime or ISO-8601 string)."""
 
     step_id: str
-    when: Any
+    when: WhenLike
 
     def __attrs_post_init__(self) -> None:
         _check_step_id(self.step_id)
@@ -176,11 +294,11 @@ class WaitUntil:
 
 
 @attrs.frozen
-class Delay:
+class Delay(Step[None]):
     """Suspend for ``duration`` (see ``parse_duration``)."""
 
     step_id: str
-    duration: Any
+    duration: DurationLike
 
     def __attrs_post_init__(self) -> None:
         _check_step_id(self.step_id)
@@ -191,7 +309,7 @@ Sleep = Delay
 
 
 @attrs.frozen
-class Pause:
+class Pause(Step[None]):
     """Suspend until ``resume_workflow`` or ``fast_forward_workflow``."""
 
     step_id: str
@@ -200,14 +318,40 @@ class Pause:
         _check_step_id(self.step_id)
 
 
-@attrs.frozen
-class Poll:
-    """Call ``fn()`` now and every ``interval`` until it returns something other than None/False."""
+@attrs.frozen(init=False)
+class Poll(Step[PollResult[T_co]]):
+    """Call ``fn()`` now and every ``interval`` until it returns something other than None/False;
+    gives back a ``PollResult[T]``, ``T`` being what ``fn`` returns (without ``None``)."""
 
     step_id: str
     fn: Callable[[], Any]
     interval: Any = attrs.field(default="30s", kw_only=True)
     timeout: Any = attrs.field(default=None, kw_only=True)
+
+    @overload
+    def __init__(
+        self,
+        step_id: str,
+        fn: Callable[[], Awaitable[T_co | None]],
+        *,
+        interval: DurationLike = "30s",
+        timeout: DurationLike | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        step_id: str,
+        fn: Callable[[], T_co | None],
+        *,
+        interval: DurationLike = "30s",
+        timeout: DurationLike | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self, step_id: str, fn: Callable[[], Any], *, interval: Any = "30s", timeout: Any = None
+    ) -> None:
+        self.__attrs_init__(step_id, fn, interval=interval, timeout=timeout)
 
     def __attrs_post_init__(self) -> None:
         _check_step_id(self.step_id)
@@ -217,14 +361,21 @@ class Poll:
 
 
 @attrs.frozen(init=False)
-class Transaction:
-    """Run ``fn(conn, *args)`` inside the transaction that records the step (exactly once)."""
+class Transaction(Step[T_co]):
+    """Run ``fn(conn, *args)`` inside the transaction that records the step (exactly once); gives
+    back what ``fn`` returns. ``conn`` is a psycopg connection (typed ``Any`` here)."""
 
     step_id: str
     fn: Callable[..., Any]
     args: tuple[Any, ...]
 
-    def __init__(self, step_id: str, fn: Callable[..., Any], *args: Any) -> None:
+    @overload
+    def __init__(self, step_id: str, fn: Callable[[Any, *Ts], Awaitable[T_co]], *args: *Ts) -> None: ...
+
+    @overload
+    def __init__(self, step_id: str, fn: Callable[[Any, *Ts], T_co], *args: *Ts) -> None: ...
+
+    def __init__(self, step_id: str, fn: Callable[..., Any], *args: object) -> None:
         self.__attrs_init__(step_id, fn, args)
 
     def __attrs_post_init__(self) -> None:
@@ -232,14 +383,33 @@ class Transaction:
         check_callable(self.fn, "fn")
 
 
-@attrs.frozen
-class Child:
-    """Start ``workflow`` as a child run and wait for its output."""
+@attrs.frozen(init=False)
+class Child(Step[T_co]):
+    """Start ``workflow`` as a child run and wait for its output (typed by the workflow's output
+    type; ``Any`` for a workflow given by id). ``input`` is checked against its input type."""
 
     step_id: str
     workflow: Any
     input: Any = None
     resource_id: str | None = attrs.field(default=None, kw_only=True)
+
+    @overload
+    def __init__(
+        self: Child[O],
+        step_id: str,
+        workflow: WorkflowLike[I, O],
+        input: I | Mapping[str, Any] = ...,
+        *,
+        resource_id: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Child[Any], step_id: str, workflow: str, input: Any = None, *, resource_id: str | None = None
+    ) -> None: ...
+
+    def __init__(self, step_id: str, workflow: Any, input: Any = None, *, resource_id: Any = None) -> None:
+        self.__attrs_init__(step_id, workflow, input, resource_id=resource_id)
 
     def __attrs_post_init__(self) -> None:
         _check_step_id(self.step_id)
@@ -247,16 +417,41 @@ class Child:
         check_optional_id(self.resource_id, "resource_id")
 
 
-StepCommand = Run | WaitFor | WaitUntil | Delay | Pause | Poll | Transaction | Child
+StepCommand: TypeAlias = (
+    Run[Any] | WaitFor[Any] | WaitUntil | Delay | Pause | Poll[Any] | Transaction[Any] | Child[Any]
+)
 
 
 @attrs.frozen(init=False)
-class All:
-    """Run several commands concurrently; yields their results in argument order."""
+class All(Yieldable[list[R]]):
+    """Run several commands concurrently; yields the list of their results, in argument order.
+
+    Typed as ``list[A | B | ...]`` of the commands' result types (a list at run time, as the
+    interpreter gives it back): ``list[T]`` when they all give ``T``."""
 
     commands: tuple[StepCommand, ...]
 
-    def __init__(self, *commands: StepCommand) -> None:
+    @overload
+    def __init__(self: All[A], c1: Step[A], /) -> None: ...
+
+    @overload
+    def __init__(self: All[A | B], c1: Step[A], c2: Step[B], /) -> None: ...
+
+    @overload
+    def __init__(self: All[A | B | C], c1: Step[A], c2: Step[B], c3: Step[C], /) -> None: ...
+
+    @overload
+    def __init__(self: All[A | B | C | D], c1: Step[A], c2: Step[B], c3: Step[C], c4: Step[D], /) -> None: ...
+
+    @overload
+    def __init__(
+        self: All[A | B | C | D | E], c1: Step[A], c2: Step[B], c3: Step[C], c4: Step[D], c5: Step[E], /
+    ) -> None: ...
+
+    @overload
+    def __init__(self: All[A], *commands: Step[A]) -> None: ...
+
+    def __init__(self, *commands: Any) -> None:
         self.__attrs_init__(tuple(commands))
 
     def __attrs_post_init__(self) -> None:
@@ -270,7 +465,11 @@ class All:
                 )
 
 
-Command = StepCommand | All
+Command: TypeAlias = StepCommand | All[Any]
+
+Flow: TypeAlias = Generator[Command, Any, T]
+"""The type of a workflow generator (or of a helper used with ``yield from``) returning ``T``:
+``def onboard(ctx: Context[Signup]) -> Flow[dict[str, str]]``."""
 
 KIND_OF: dict[type, str] = {
     Run: "run",

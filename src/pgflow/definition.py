@@ -1,30 +1,55 @@
-"""Defining workflows: ``@workflow``, ``ref()``/``WorkflowRef``, ``Workflow`` and ``Context``."""
+"""Defining workflows: ``@workflow``, ``ref()``/``WorkflowRef``, ``Workflow`` and ``Context``;
+``output_of``, a run's output typed by its workflow."""
+
+# pyright: reportUnnecessaryIsInstance=false
+# (arguments are checked at run time too: callers need not be type-checked)
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import logging
+import typing
 from collections.abc import Callable, Generator, Iterable, MutableMapping
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeAlias, cast, overload
 
 import attrs
 import pendulum
+from typing_extensions import TypeVar
 
-from . import validation
+from . import serde, validation
 from .arguments import INT32_MAX, check_int, id_problem, shown
 from .arguments import check_id as check_id  # the older home of check_id; kept for its importers
-from .durations import check_duration, check_optional_duration
-from .errors import InvalidArgumentError, PgflowError, WorkflowDefinitionError
+from .commands import WorkflowLike
+from .durations import DurationLike, check_duration, check_optional_duration
+from .errors import InvalidArgumentError, InvalidStateError, PgflowError, WorkflowDefinitionError
 from .logs import log_extra
+from .records import RunStatus, WorkflowRun
 from .static_steps import StepInfo, discover_steps
 
-__all__ = ["Context", "Workflow", "WorkflowRef", "check_workflows", "ref", "workflow"]
+__all__ = [
+    "Context",
+    "Workflow",
+    "WorkflowFn",
+    "WorkflowRef",
+    "check_workflows",
+    "output_of",
+    "output_type",
+    "ref",
+    "workflow",
+]
 
-T = TypeVar("T")
-WorkflowFn = Callable[["Context[Any]"], Generator[Any, Any, Any]]
+T = TypeVar("T", default=Any)  # ctx.input's type; a bare ``Context`` is ``Context[Any]``
+I = TypeVar("I", default=Any)  # noqa: E741 - what start_workflow takes as input (besides a mapping)
+O = TypeVar("O", default=Any)  # noqa: E741 - what the workflow returns
+I2 = TypeVar("I2")
+O2 = TypeVar("O2")
+
+WorkflowFn: TypeAlias = Callable[["Context[I]"], Generator[Any, Any, O]]
+"""A workflow function: a generator function of its Context, returning its output."""
 
 
-class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _StepLogger(logging.LoggerAdapter[logging.Logger]):
     """Adds run/workflow/step ids to records; silent while the run is replaying."""
 
     def __init__(self, ctx: Context[Any]) -> None:
@@ -93,7 +118,7 @@ class Context(Generic[T]):
         return self._step_id()
 
     @property
-    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         return _StepLogger(self)
 
     @classmethod
@@ -141,18 +166,22 @@ def _check_generator_function(fn: object, name: str) -> None:
 
 
 @attrs.frozen(eq=False)
-class Workflow:
-    """A registered workflow definition (what ``@workflow`` returns)."""
+class Workflow(WorkflowLike[I, O]):
+    """A registered workflow definition (what ``@workflow`` returns): ``Workflow[I, O]`` takes input
+    ``I`` (or a mapping of its fields) and returns ``O``. ``output``: the output type given to
+    ``ref(..., output=)`` when the workflow implements that ref, else None (``output_of`` then reads
+    the function's return annotation)."""
 
     id: str
-    fn: WorkflowFn
+    fn: WorkflowFn[I, O]
     input: Any = None
     retries: int = 0
     timeout: pendulum.Duration | None = None
     retry_backoff: pendulum.Duration = attrs.field(factory=lambda: pendulum.duration(seconds=1))
     steps: tuple[StepInfo, ...] = ()
+    output: Any = attrs.field(default=None, kw_only=True)
 
-    def __call__(self, ctx: Context[Any]) -> Generator[Any, Any, Any]:
+    def __call__(self, ctx: Context[I]) -> Generator[Any, Any, O]:
         return self.fn(ctx)
 
     @property
@@ -175,20 +204,23 @@ class Workflow:
 
 
 @attrs.frozen(eq=False)
-class WorkflowRef:
-    """A workflow's id and input schema without its code, for services that only start runs."""
+class WorkflowRef(WorkflowLike[I, O]):
+    """A workflow's id and input schema without its code, for services that only start runs;
+    ``WorkflowRef[I, O]`` like ``Workflow[I, O]``. ``output``: the output type given to ``ref``."""
 
     id: str
     input: Any = None
+    output: Any = attrs.field(default=None, kw_only=True)
 
     def validate_input(self, raw: Any) -> Any:
         return validation.to_stored(self.input, raw, f"input of workflow {self.id!r}")
 
     def implement(
-        self, retries: int = 0, timeout: Any = None, retry_backoff: Any = "1s"
-    ) -> Callable[[WorkflowFn], Workflow]:
-        def decorate(fn: WorkflowFn) -> Workflow:
-            return _build(self.id, fn, self.input, retries, timeout, retry_backoff)
+        self, retries: int = 0, timeout: DurationLike | None = None, retry_backoff: DurationLike = "1s"
+    ) -> Callable[[WorkflowFn[I, O]], Workflow[I, O]]:
+        def decorate(fn: WorkflowFn[I, O]) -> Workflow[I, O]:
+            wf: Workflow[I, O] = _build(self.id, fn, self.input, retries, timeout, retry_backoff)
+            return attrs.evolve(wf, output=self.output)
 
         return decorate
 
@@ -201,7 +233,9 @@ def _check_schema(wid: str, input: Any) -> None:
         raise WorkflowDefinitionError(f"workflow {wid!r}: input: {exc}") from None
 
 
-def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any) -> Workflow:
+def _build(
+    wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any
+) -> Workflow[Any, Any]:
     check_id(wid, "workflow id", WorkflowDefinitionError)
     _check_generator_function(fn, getattr(fn, "__name__", wid))
     check_int(retries, f"workflow {wid!r}: retries", 0, INT32_MAX, WorkflowDefinitionError)
@@ -214,25 +248,65 @@ def _build(wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_back
     return Workflow(wid, fn, input, retries, parsed_timeout, backoff, discover_steps(fn))
 
 
+class WorkflowDecorator(Protocol[I2]):
+    """What ``@workflow("id", input=Model)`` returns: it takes a workflow function whose context has
+    input ``I`` and gives a ``Workflow[I, O]``, ``O`` being the function's return type."""
+
+    def __call__(self, fn: WorkflowFn[I2, O2], /) -> Workflow[I2, O2]: ...
+
+
+class InferringDecorator(Protocol):
+    """What ``@workflow("id")`` (no ``input=`` class) returns: ``I`` comes from the function's
+    ``Context[I]`` annotation, ``O`` from its return type."""
+
+    def __call__(self, fn: WorkflowFn[I2, O2], /) -> Workflow[I2, O2]: ...
+
+
 @overload
-def workflow(id: WorkflowFn, /) -> Workflow: ...
+def workflow(id: WorkflowFn[I2, O2], /) -> Workflow[I2, O2]: ...
 
 
 @overload
 def workflow(
     id: str | None = None,
     *,
-    input: Any = None,
+    input: type[I2],
     retries: int = 0,
-    timeout: Any = None,
-    retry_backoff: Any = "1s",
-) -> Callable[[WorkflowFn], Workflow]: ...
+    timeout: DurationLike | None = None,
+    retry_backoff: DurationLike = "1s",
+) -> WorkflowDecorator[I2]: ...
+
+
+@overload
+def workflow(
+    id: str | None = None,
+    *,
+    input: Callable[[Any], Any],
+    retries: int = 0,
+    timeout: DurationLike | None = None,
+    retry_backoff: DurationLike = "1s",
+) -> WorkflowDecorator[Any]: ...
+
+
+@overload
+def workflow(
+    id: str | None = None,
+    *,
+    input: None = None,
+    retries: int = 0,
+    timeout: DurationLike | None = None,
+    retry_backoff: DurationLike = "1s",
+) -> InferringDecorator: ...
 
 
 def workflow(
     id: Any = None, *, input: Any = None, retries: int = 0, timeout: Any = None, retry_backoff: Any = "1s"
 ) -> Any:
-    """Decorator: ``@workflow``, ``@workflow("id")`` or ``@workflow("id", input=Model, retries=3)``."""
+    """Decorator: ``@workflow``, ``@workflow("id")`` or ``@workflow("id", input=Model, retries=3)``.
+
+    Typed: ``input=`` a class makes a ``Workflow[Model, O]``; without it ``I`` is the type of the
+    function's ``Context[I]``; a validator function (``input=f``) gives ``Workflow[Any, O]``. ``O``
+    is the generator's return type (``-> pgflow.Flow[O]``)."""
     if callable(id) and not isinstance(id, str):  # bare @workflow
         return _build(getattr(id, "__name__", ""), id, input, retries, timeout, retry_backoff)
 
@@ -244,11 +318,24 @@ def workflow(
     return decorate
 
 
-def ref(id: str, *, input: Any = None) -> WorkflowRef:
-    """A reference to a workflow by id (and its input schema), for clients without handler code."""
+@overload
+def ref(id: str, *, input: type[I2], output: type[O] | None = None) -> WorkflowRef[I2, O]: ...
+
+
+@overload
+def ref(
+    id: str, *, input: Callable[[Any], Any] | None = None, output: type[O] | None = None
+) -> WorkflowRef[Any, O]: ...
+
+
+def ref(id: str, *, input: Any = None, output: Any = None) -> WorkflowRef[Any, Any]:
+    """A reference to a workflow by id (and its input schema), for clients without handler code.
+
+    ``output``: the type the workflow returns, used by ``output_of`` (structured with the engine's
+    converter) and by type checkers (``WorkflowRef[I, O]``); not validated against the workflow."""
     check_id(id, "workflow id", WorkflowDefinitionError)
     _check_schema(id, input)
-    return WorkflowRef(id, input)
+    return WorkflowRef(id, input, output=output)
 
 
 def check_workflows(workflows: object, name: str = "workflows") -> tuple[Workflow, ...]:
@@ -258,10 +345,51 @@ def check_workflows(workflows: object, name: str = "workflows") -> tuple[Workflo
             f"{name} must be an iterable of Workflow (from @workflow), got {type(workflows).__name__}: "
             f"{shown(workflows)}"
         )
-    found = tuple(workflows)
+    found: tuple[object, ...] = tuple(cast("Iterable[object]", workflows))
     for wf in found:
         if not isinstance(wf, Workflow):
             raise InvalidArgumentError(
                 f"{name} must hold Workflow objects (from @workflow), got {type(wf).__name__}: {shown(wf)}"
             )
-    return found
+    return cast("tuple[Workflow, ...]", found)
+
+
+def output_type(workflow: Workflow[Any, Any] | WorkflowRef[Any, Any]) -> Any:
+    """The type a workflow returns, as far as it is known at run time: ``ref(..., output=)``, else
+    the third argument of the function's ``Generator``/``Flow`` return annotation; None when
+    unknown (no annotation, ``Any``, an unresolvable name)."""
+    if workflow.output is not None:
+        return workflow.output
+    if not isinstance(workflow, Workflow):
+        return None
+    hint = serde.return_annotation(workflow.fn)
+    if typing.get_origin(hint) is not collections.abc.Generator:
+        return None
+    args = typing.get_args(hint)
+    return args[2] if len(args) == 3 else None
+
+
+def output_of(run: WorkflowRun, workflow: Workflow[Any, O] | WorkflowRef[Any, O]) -> O:
+    """The output of ``run``, a completed run of ``workflow``, typed as the workflow's output ``O``.
+
+    At run time the stored output (JSON) is structured as the workflow's output type (see
+    :func:`output_type`) with the engine's converter, as a step result is with its function's return
+    annotation: an attrs class or a dataclass comes back as an instance; without a known type the
+    stored value is returned as it is. A run of another workflow is an ``InvalidArgumentError``; a
+    run that has not completed (no output) an ``InvalidStateError``; an output that does not fit
+    the type a ``SerializationError``."""
+    if not isinstance(run, WorkflowRun):
+        raise InvalidArgumentError(f"run must be a WorkflowRun, got {type(run).__name__}: {shown(run)}")
+    if not isinstance(workflow, Workflow | WorkflowRef):
+        raise InvalidArgumentError(
+            f"workflow must be a Workflow or a WorkflowRef, got {type(workflow).__name__}: {shown(workflow)}"
+        )
+    if run.workflow_id != workflow.id:
+        raise InvalidArgumentError(
+            f"run {run.id} is a run of workflow {run.workflow_id!r}, not of {workflow.id!r}"
+        )
+    if run.status != RunStatus.COMPLETED:
+        why = f" ({run.error.type}: {run.error.message})" if run.error is not None else ""
+        raise InvalidStateError(f"run {run.id} is {run.status.value}, not completed: it has no output{why}")
+    output: O = serde.from_json(run.output, output_type(workflow))
+    return output

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, overload
 
 import attrs
 import pendulum
@@ -26,8 +26,8 @@ from .arguments import (
     check_statuses,
     shown,
 )
-from .definition import Workflow, WorkflowRef
-from .durations import check_duration, check_optional_duration, parse_duration
+from .definition import I, Workflow, WorkflowRef
+from .durations import DurationLike, check_duration, check_optional_duration, parse_duration
 from .errors import InvalidArgumentError, SerializationError, UnknownWorkflowError
 from .records import TERMINAL, Event, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
 from .serde import to_json
@@ -103,11 +103,26 @@ class Operations:
             )
         return WorkflowRef(wid)
 
+    @overload
+    def start_workflow(
+        self, workflow: Workflow[I, Any] | WorkflowRef[I, Any], input: I | Mapping[str, Any] = ..., *,
+        resource_id: str | None = None, idempotency_key: str | None = None,
+        timeout: DurationLike | None = None, retries: int | None = None,
+    ) -> WorkflowRun: ...  # fmt: skip
+
+    @overload
+    def start_workflow(
+        self, workflow: str, input: Any = None, *, resource_id: str | None = None,
+        idempotency_key: str | None = None, timeout: DurationLike | None = None, retries: int | None = None,
+    ) -> WorkflowRun: ...  # fmt: skip
+
     def start_workflow(
         self, workflow: Any, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
     ) -> WorkflowRun:  # fmt: skip
-        """Start a run; returns it ``pending``. See SPEC §4."""
+        """Start a run; returns it ``pending``. See SPEC §4. Typed: ``input`` must be the workflow's
+        input type ``I`` (or a mapping of its fields) for a ``Workflow[I, O]`` / ``WorkflowRef[I, O]``;
+        anything for a workflow id."""
         self._check_target(workflow)
         resource_id = check_optional_id(resource_id, "resource_id")
         idempotency_key = check_optional_id(idempotency_key, "idempotency_key")

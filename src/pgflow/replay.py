@@ -36,7 +36,7 @@ from .commands import (
     WaitFor,
     WaitUntil,
 )
-from .definition import Context, Workflow
+from .definition import Context, Workflow, WorkflowRef, output_type
 from .durations import parse_duration, parse_when
 from .errors import (
     ChildFailedError,
@@ -458,6 +458,9 @@ class Replayer:
             return _Value(serde.from_json(rec.output, _return_annotation(cmd.fn)))
         if isinstance(cmd, Poll):
             return _Value(PollResult(rec.timed_out, rec.output))
+        if isinstance(cmd, Child) and isinstance(cmd.workflow, Workflow | WorkflowRef):
+            # structured as the child's output type, as output_of does (a workflow id: as stored)
+            return _Value(serde.from_json(rec.output, output_type(cmd.workflow)))
         if isinstance(cmd, WaitFor) and cmd.schema is not None and not rec.timed_out:
             return _Value(rebuild(cmd.schema, rec.output, f"data of event {cmd.event!r}"))
         return _Value(rec.output)

@@ -1,4 +1,5 @@
-"""Typed usage of the public API, checked by ``mypy --strict`` in CI (never executed).
+"""Typed usage of the public API, checked by ``mypy --strict`` and pyright strict in CI (never
+executed). Plain ``yield`` (the value is ``Any``); ``steps.py`` pins the typed ``yield from``.
 
 If a public signature changes in a way that breaks user code written against SPEC, this file stops
 type-checking.
@@ -25,7 +26,7 @@ def create_account(email: str) -> dict[str, Any]:
 
 
 @pgflow.workflow("onboard-user", input=Signup, retries=3, timeout="2 days")
-def onboard_user(ctx: pgflow.Context[Signup]) -> Any:
+def onboard_user(ctx: pgflow.Context[Signup]) -> pgflow.Flow[dict[str, Any]]:
     user = yield pgflow.Run(
         "create-account", create_account, ctx.input.email, retry=pgflow.Retry(max_attempts=2)
     )
@@ -36,7 +37,7 @@ def onboard_user(ctx: pgflow.Context[Signup]) -> Any:
 
 
 @pgflow.workflow
-def bare(ctx: pgflow.Context[Any]) -> Any:
+def bare(ctx: pgflow.Context[Any]) -> pgflow.Flow[None]:
     yield pgflow.Pause("hold")
 
 
@@ -44,7 +45,7 @@ signup_ref: pgflow.WorkflowRef = pgflow.ref("signup", input=Signup)
 
 
 @signup_ref.implement(retries=1)
-def signup(ctx: pgflow.Context[Signup]) -> Any:
+def signup(ctx: pgflow.Context[Signup]) -> pgflow.Flow[None]:
     yield pgflow.WaitUntil("later", "2030-01-01T00:00:00Z")
 
 
