@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.test_docs import DOC_FILES, NO_RUN, python_blocks
+
+from test_docs import DOC_FILES, NO_RUN, python_blocks
 
 pytestmark = pytest.mark.slow  # each runs a type checker: a few seconds, more on a cold cache
 
