@@ -1,17 +1,20 @@
-"""The client methods of SPEC §4, written once; ``Client``, ``Engine`` and ``Harness`` mix them in.
+"""The client methods of SPEC §4, written once for the blocking and the asyncio hosts.
 
-Every method checks all its arguments before it touches the store (SPEC §13), so bad input is a
-named ``InvalidArgumentError`` / ``InvalidDurationError`` / ``InvalidInputError`` and stores nothing.
-A host provides ``_ops_store()`` (migrating lazily), ``_ops_clock`` and ``_ops_workflows()``; waiting
-for a run uses the store's ``watch_run`` (one LISTEN connection per store feeds every waiter).
+Each method is a generator in :class:`OperationSteps` that checks all its arguments before it touches
+the store (SPEC §13: bad input is a named ``InvalidArgumentError`` / ``InvalidDurationError`` /
+``InvalidInputError`` and stores nothing), then yields the store calls it needs — each a function of
+the store — and receives their answers. :class:`Operations` (``Client``, ``Engine``, ``Harness``)
+performs them with blocking calls; ``AsyncOperations`` (``async_operations.py``: ``AsyncClient``,
+``AsyncEngine``, ``AsyncHarness``) awaits them. Only ``wait_for_run`` is written twice (a loop over
+a waiter, blocking or awaited), around the same pure checks.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any, overload
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any, TypeVar, overload
 
 import attrs
 import pendulum
@@ -34,7 +37,26 @@ from .serde import to_json
 from .static_steps import StepInfo, WorkflowInfo
 from .store import NewRun, RunQuery, RunRow, Store
 
-__all__ = ["Operations", "run_defaults", "to_public"]
+__all__ = ["OpGen", "OperationSteps", "Operations", "StoreCall", "drive", "run_defaults", "to_public"]
+
+T = TypeVar("T")
+StoreCall = Callable[[Any], Any]  # one call on the store: its answer (awaitable on an asyncio store)
+OpGen = Generator[StoreCall, Any, T]
+
+
+def drive(gen: OpGen[T], store_of: Callable[[], Any]) -> T:
+    """Run an operation with blocking store calls; the store is asked for at the first call, so
+    bad arguments are reported before a database is opened."""
+    answer: Any = None
+    store: Any = None
+    while True:
+        try:
+            call = gen.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if store is None:
+            store = store_of()
+        answer = call(store)
 
 
 def to_public(row: RunRow, steps: Iterable[StepRecord]) -> WorkflowRun:
@@ -67,11 +89,11 @@ def _json_data(data: Any, name: str, run_id: str) -> Any:
         raise InvalidArgumentError(f"{name} for run {run_id} is not serialisable: {exc}") from None
 
 
-class Operations:
-    _ops_clock: Any
+class OperationSteps:
+    """The client methods as generators of store calls (see the module doc). A host provides
+    ``_ops_clock`` and may override ``_ops_workflows()`` and ``_ops_started()``."""
 
-    def _ops_store(self) -> Store:
-        raise NotImplementedError
+    _ops_clock: Any
 
     def _ops_workflows(self) -> Mapping[str, Workflow]:
         return {}
@@ -90,18 +112,186 @@ class Operations:
         if not isinstance(workflow, Workflow | WorkflowRef):
             check_id(workflow, "workflow")
 
-    def _target(self, workflow: Any, store: Store) -> Workflow | WorkflowRef:
+    def _target_steps(self, workflow: Any) -> OpGen[Workflow | WorkflowRef]:
+        """The workflow a call names: a definition or ref as given, a local definition by id, else a
+        ref to one some engine registered (``UnknownWorkflowError`` when none did)."""
         if isinstance(workflow, Workflow | WorkflowRef):
             return workflow
         wid = check_id(workflow, "workflow")
         local = self._ops_workflows().get(wid)
         if local is not None:
             return local
-        if store.workflow_steps(wid) is None:
+        if (yield lambda store: store.workflow_steps(wid)) is None:
             raise UnknownWorkflowError(
                 f"unknown workflow {wid!r}: no engine has registered it in this database"
             )
         return WorkflowRef(wid)
+
+    def _start_workflow_steps(
+        self, workflow: Any, input: Any, resource_id: str | None, idempotency_key: str | None,
+        timeout: Any, retries: int | None,
+    ) -> OpGen[WorkflowRun]:  # fmt: skip
+        self._check_target(workflow)
+        resource_id = check_optional_id(resource_id, "resource_id")
+        idempotency_key = check_optional_id(idempotency_key, "idempotency_key")
+        retries = None if retries is None else check_int(retries, "retries", 0, INT32_MAX)
+        timeout = check_optional_duration(timeout, "timeout")
+        target = yield from self._target_steps(workflow)
+        stored_input = target.validate_input(input)
+        max_retries, span, backoff = yield from run_defaults(target, retries, timeout)
+        now = self._now()
+        timeout_at = add_time(now, span, "timeout") if span is not None else None
+        new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
+                     idempotency_key, timeout_at, now)  # fmt: skip
+        row, created = yield lambda store: store.start_run(new)
+        if created:
+            self._ops_started(row)
+            return to_public(row, [])
+        _, steps = yield lambda store: store.get(row.id, None)
+        return to_public(row, steps)
+
+    # acting on runs ------------------------------------------------------------------------------------
+
+    def _trigger_event_steps(
+        self, run_id: str, event: str, data: Any, resource_id: str | None
+    ) -> OpGen[WorkflowRun]:
+        check_id(run_id, "run_id")
+        check_id(event, "event")
+        check_optional_id(resource_id, "resource_id")
+        payload = _json_data({} if data is None else data, "data", run_id)
+        now = self._now()
+        yield lambda store: store.deliver_event(run_id, resource_id, event, payload, now)
+        return (yield from self._get_run_steps(run_id, resource_id))
+
+    def _change_steps(
+        self, run_id: str, action: str, resource_id: str | None, data: Any = None
+    ) -> OpGen[WorkflowRun]:
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        if data is not None:
+            data = _json_data(data, "data", run_id)
+        now = self._now()
+        yield lambda store: store.change(run_id, resource_id, action, data, now)
+        return (yield from self._get_run_steps(run_id, resource_id))
+
+    def _retry_workflow_steps(
+        self, run_id: str, from_step: str | None, resource_id: str | None
+    ) -> OpGen[WorkflowRun]:
+        check_id(run_id, "run_id")
+        check_optional_id(from_step, "from_step")
+        check_optional_id(resource_id, "resource_id")
+        now = self._now()
+        row = yield lambda store: store.retry_run(run_id, resource_id, from_step, now)
+        self._ops_started(row)  # ready again, like a new run: nudge the local worker
+        return (yield from self._get_run_steps(run_id, resource_id))
+
+    # reading ----------------------------------------------------------------------------------------
+
+    def _get_run_steps(self, run_id: str, resource_id: str | None) -> OpGen[WorkflowRun]:
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        row, steps = yield lambda store: store.get(run_id, resource_id)
+        return to_public(row, steps)
+
+    def _check_progress_steps(self, run_id: str, resource_id: str | None) -> OpGen[Progress]:
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        row, steps = yield lambda store: store.get(run_id, resource_id)
+        local = self._ops_workflows().get(row.workflow_id)
+        if local is not None:
+            static: tuple[StepInfo, ...] = local.steps
+        else:
+            static = (yield lambda store: store.workflow_steps(row.workflow_id)) or ()
+        total = len(static)
+        done = len({s.step_id for s in steps if s.status == "completed" and s.kind != "patch"})
+        if row.status == RunStatus.COMPLETED:
+            pct = 100.0
+        else:
+            pct = round(min(done / total * 100, 100.0), 2) if total else 0.0
+        run = to_public(row, steps)
+        return Progress(
+            **_run_fields(run), completion_percentage=pct, completed_steps=done, total_steps=total
+        )
+
+    def _get_runs_steps(
+        self, resource_id: str | None, workflow_id: str | None, statuses: Any, limit: int,
+        starting_after: str | None, ending_before: str | None,
+    ) -> OpGen[RunPage]:  # fmt: skip
+        query = RunQuery(
+            check_optional_id(resource_id, "resource_id"), check_optional_id(workflow_id, "workflow_id"),
+            None if statuses is None else check_statuses(statuses, "statuses"), _limit(limit),
+            check_optional_id(starting_after, "starting_after"), check_optional_id(ending_before, "ending_before"),
+        )  # fmt: skip
+        if starting_after is not None and ending_before is not None:
+            raise InvalidArgumentError("pass starting_after or ending_before, not both")
+        rows, has_more, has_prev = yield lambda store: store.list_runs(query)
+        timelines = yield lambda store: store.timelines([r.id for r in rows])
+        items = [to_public(r, timelines[r.id]) for r in rows]
+        return RunPage(
+            items, rows[-1].id if rows and has_more else None, rows[0].id if rows and has_prev else None,
+            has_more, has_prev,
+        )  # fmt: skip
+
+    def _wait_arguments(
+        self, run_id: object, until: object, timeout: object, resource_id: object
+    ) -> tuple[set[str], pendulum.Duration]:
+        """``wait_for_run``'s arguments, checked: the statuses wanted and the timeout (which must
+        not reach past year 9999 from now)."""
+        check_id(run_id, "run_id")
+        check_optional_id(resource_id, "resource_id")
+        wanted = set(check_statuses(until, "until"))
+        if not wanted:
+            raise InvalidArgumentError(f"until must name at least one run status, got {shown(until)}")
+        span = check_duration(timeout, "timeout")
+        add_time(self._now(), span, "timeout")
+        return wanted, span
+
+    # reads for the dashboard: counts, registered workflows, mailbox, child runs ---------------------
+
+    def _count_runs_steps(self, workflow_id: str | None, resource_id: str | None) -> OpGen[dict[str, int]]:
+        wid = check_optional_id(workflow_id, "workflow_id")
+        rid = check_optional_id(resource_id, "resource_id")
+        found = yield lambda store: store.count_runs(wid, rid)
+        return {status.value: found.get(status.value, 0) for status in RunStatus}
+
+    def _list_workflows_steps(self) -> OpGen[list[WorkflowInfo]]:
+        found: list[WorkflowInfo] = yield lambda store: store.list_workflows()
+        return found
+
+    def _get_mailbox_steps(self, run_id: str, resource_id: str | None) -> OpGen[list[Event]]:
+        rid, scope = check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id")
+        found: list[Event] = yield lambda store: store.run_mailbox(rid, scope)
+        return found
+
+    def _get_child_runs_steps(self, run_id: str, resource_id: str | None) -> OpGen[list[WorkflowRun]]:
+        rid, scope = check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id")
+        rows = yield lambda store: store.child_runs(rid, scope)
+        timelines = yield lambda store: store.timelines([r.id for r in rows])
+        return [to_public(r, timelines[r.id]) for r in rows]
+
+
+def still_waiting(run: WorkflowRun, wanted: set[str], left: float) -> bool:
+    """Whether ``wait_for_run`` waits on: False when the run reached a wanted status; TimeoutError
+    when it has not and no time is ``left``."""
+    if run.status.value in wanted:
+        return False
+    if left <= 0:
+        raise TimeoutError(f"run {run.id} is still {run.status} after waiting for {sorted(wanted)}")
+    return True
+
+
+class Operations(OperationSteps):
+    """The client methods with blocking store calls. A host provides ``_ops_store()`` (migrating
+    lazily); waiting for a run uses the store's ``watch_run`` (one LISTEN connection per store)."""
+
+    def _ops_store(self) -> Store:
+        raise NotImplementedError
+
+    def _do(self, gen: OpGen[T]) -> T:
+        return drive(gen, self._ops_store)
+
+    def _target(self, workflow: Any, store: Store) -> Workflow | WorkflowRef:
+        return drive(self._target_steps(workflow), lambda: store)
 
     @overload
     def start_workflow(
@@ -123,109 +313,55 @@ class Operations:
         """Start a run; returns it ``pending``. See SPEC §4. Typed: ``input`` must be the workflow's
         input type ``I`` (or a mapping of its fields) for a ``Workflow[I, O]`` / ``WorkflowRef[I, O]``;
         anything for a workflow id."""
-        self._check_target(workflow)
-        resource_id = check_optional_id(resource_id, "resource_id")
-        idempotency_key = check_optional_id(idempotency_key, "idempotency_key")
-        retries = None if retries is None else check_int(retries, "retries", 0, INT32_MAX)
-        timeout = check_optional_duration(timeout, "timeout")
-        store = self._ops_store()
-        target = self._target(workflow, store)
-        stored_input = target.validate_input(input)
-        max_retries, span, backoff = run_defaults(target, store, retries, timeout)
-        now = self._now()
-        timeout_at = add_time(now, span, "timeout") if span is not None else None
-        new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
-                     idempotency_key, timeout_at, now)  # fmt: skip
-        row, created = store.start_run(new)
-        if created:
-            self._ops_started(row)
-        return to_public(row, [] if created else store.get(row.id, None)[1])
-
-    # acting on runs ------------------------------------------------------------------------------------
+        return self._do(
+            self._start_workflow_steps(workflow, input, resource_id, idempotency_key, timeout, retries)
+        )
 
     def trigger_event(
         self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None
     ) -> WorkflowRun:
         """Deliver ``event`` to the run's mailbox (kept until a WaitFor consumes it)."""
-        check_id(run_id, "run_id")
-        check_id(event, "event")
-        check_optional_id(resource_id, "resource_id")
-        payload = _json_data({} if data is None else data, "data", run_id)
-        self._ops_store().deliver_event(run_id, resource_id, event, payload, self._now())
-        return self.get_run(run_id, resource_id=resource_id)
-
-    def _change(self, run_id: str, action: str, resource_id: str | None, data: Any = None) -> WorkflowRun:
-        check_id(run_id, "run_id")
-        check_optional_id(resource_id, "resource_id")
-        if data is not None:
-            data = _json_data(data, "data", run_id)
-        self._ops_store().change(run_id, resource_id, action, data, self._now())
-        return self.get_run(run_id, resource_id=resource_id)
+        return self._do(self._trigger_event_steps(run_id, event, data, resource_id))
 
     def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Hold the run: nothing further executes until ``resume_workflow``."""
-        return self._change(run_id, "pause", resource_id)
+        return self._do(self._change_steps(run_id, "pause", resource_id))
 
     def resume_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Release a held run and/or complete its current ``Pause`` step."""
-        return self._change(run_id, "resume", resource_id)
+        return self._do(self._change_steps(run_id, "resume", resource_id))
 
     def cancel_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Cancel the run (and its child runs)."""
-        return self._change(run_id, "cancel", resource_id)
+        return self._do(self._change_steps(run_id, "cancel", resource_id))
 
     def fast_forward_workflow(
         self, run_id: str, data: Any = None, *, resource_id: str | None = None
     ) -> WorkflowRun:
         """Skip the current wait (delivering ``data`` to a WaitFor or Poll) and release a hold."""
-        return self._change(run_id, "fast_forward", resource_id, data)
+        return self._do(self._change_steps(run_id, "fast_forward", resource_id, data))
 
-    # reading ----------------------------------------------------------------------------------------
+    def retry_workflow(
+        self, run_id: str, *, from_step: str | None = None, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Make a failed or cancelled run pending again: completed steps are replayed, failed ones (and
+        ``from_step`` with every later step) execute again. See docs/client-and-workers.md."""
+        return self._do(self._retry_workflow_steps(run_id, from_step, resource_id))
 
     def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
-        check_id(run_id, "run_id")
-        check_optional_id(resource_id, "resource_id")
-        row, steps = self._ops_store().get(run_id, resource_id)
-        return to_public(row, steps)
+        return self._do(self._get_run_steps(run_id, resource_id))
 
     def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
-        check_id(run_id, "run_id")
-        check_optional_id(resource_id, "resource_id")
-        store = self._ops_store()
-        row, steps = store.get(run_id, resource_id)
-        local = self._ops_workflows().get(row.workflow_id)
-        static: tuple[StepInfo, ...] = local.steps if local else (store.workflow_steps(row.workflow_id) or ())
-        total = len(static)
-        done = len({s.step_id for s in steps if s.status == "completed" and s.kind != "patch"})
-        if row.status == RunStatus.COMPLETED:
-            pct = 100.0
-        else:
-            pct = round(min(done / total * 100, 100.0), 2) if total else 0.0
-        run = to_public(row, steps)
-        return Progress(
-            **_run_fields(run), completion_percentage=pct, completed_steps=done, total_steps=total
-        )
+        return self._do(self._check_progress_steps(run_id, resource_id))
 
     def get_runs(
         self, *, resource_id: str | None = None, workflow_id: str | None = None, statuses: Any = None,
         limit: int = 20, starting_after: str | None = None, ending_before: str | None = None,
     ) -> RunPage:  # fmt: skip
         """A page of runs, newest first; cursors are run ids (SPEC §8)."""
-        query = RunQuery(
-            check_optional_id(resource_id, "resource_id"), check_optional_id(workflow_id, "workflow_id"),
-            None if statuses is None else check_statuses(statuses, "statuses"), _limit(limit),
-            check_optional_id(starting_after, "starting_after"), check_optional_id(ending_before, "ending_before"),
-        )  # fmt: skip
-        if starting_after is not None and ending_before is not None:
-            raise InvalidArgumentError("pass starting_after or ending_before, not both")
-        store = self._ops_store()
-        rows, has_more, has_prev = store.list_runs(query)
-        timelines = store.timelines([r.id for r in rows])
-        items = [to_public(r, timelines[r.id]) for r in rows]
-        return RunPage(
-            items, rows[-1].id if rows and has_more else None, rows[0].id if rows and has_prev else None,
-            has_more, has_prev,
-        )  # fmt: skip
+        return self._do(
+            self._get_runs_steps(resource_id, workflow_id, statuses, limit, starting_after, ending_before)
+        )
 
     def wait_for_run(
         self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
@@ -236,78 +372,39 @@ class Operations:
         with self._ops_store().watch_run(run_id) as waiter:  # before the first read: no change missed
             while True:
                 run = self.get_run(run_id, resource_id=resource_id)
-                if run.status.value in wanted:
-                    return run
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}"
-                    )
+                if not still_waiting(run, wanted, left):
+                    return run
                 waiter.wait(left)
-
-    def _wait_arguments(
-        self, run_id: object, until: object, timeout: object, resource_id: object
-    ) -> tuple[set[str], pendulum.Duration]:
-        """``wait_for_run``'s arguments, checked: the statuses wanted and the timeout (which must
-        not reach past year 9999 from now)."""
-        check_id(run_id, "run_id")
-        check_optional_id(resource_id, "resource_id")
-        wanted = set(check_statuses(until, "until"))
-        if not wanted:
-            raise InvalidArgumentError(f"until must name at least one run status, got {shown(until)}")
-        span = check_duration(timeout, "timeout")
-        add_time(self._now(), span, "timeout")
-        return wanted, span
-
-    # reads for the dashboard: counts, registered workflows, mailbox, child runs ---------------------
 
     def count_runs(self, *, workflow_id: str | None = None, resource_id: str | None = None) -> dict[str, int]:
         """How many runs have each status: every status is a key (``"pending"`` … ``"cancelled"``),
         zero included. Filters combine with AND, as in ``get_runs``."""
-        found = self._ops_store().count_runs(
-            check_optional_id(workflow_id, "workflow_id"), check_optional_id(resource_id, "resource_id")
-        )
-        return {status.value: found.get(status.value, 0) for status in RunStatus}
+        return self._do(self._count_runs_steps(workflow_id, resource_id))
 
     def list_workflows(self) -> list[WorkflowInfo]:
         """Every workflow registered in the schema (by any engine), by id."""
-        return self._ops_store().list_workflows()
+        return self._do(self._list_workflows_steps())
 
     def get_mailbox(self, run_id: str, *, resource_id: str | None = None) -> list[Event]:
         """The run's unconsumed events (delivered, not yet taken by a ``WaitFor``), oldest first."""
-        return self._ops_store().run_mailbox(
-            check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id")
-        )
+        return self._do(self._get_mailbox_steps(run_id, resource_id))
 
     def get_child_runs(self, run_id: str, *, resource_id: str | None = None) -> list[WorkflowRun]:
         """The runs started by the run's ``Child`` steps, oldest first. With ``resource_id``, the
         run must belong to it and only children of that resource are listed."""
-        store = self._ops_store()
-        rows = store.child_runs(check_id(run_id, "run_id"), check_optional_id(resource_id, "resource_id"))
-        timelines = store.timelines([r.id for r in rows])
-        return [to_public(r, timelines[r.id]) for r in rows]
-
-    # re-driving a failed or cancelled run (SPEC §14) ----------------------------------------------
-
-    def retry_workflow(
-        self, run_id: str, *, from_step: str | None = None, resource_id: str | None = None
-    ) -> WorkflowRun:
-        """Make a failed or cancelled run pending again: completed steps are replayed, failed ones (and
-        ``from_step`` with every later step) execute again. See docs/client-and-workers.md."""
-        check_id(run_id, "run_id")
-        check_optional_id(from_step, "from_step")
-        check_optional_id(resource_id, "resource_id")
-        row = self._ops_store().retry_run(run_id, resource_id, from_step, self._now())
-        self._ops_started(row)  # ready again, like a new run: nudge the local worker
-        return self.get_run(run_id, resource_id=resource_id)
+        return self._do(self._get_child_runs_steps(run_id, resource_id))
 
 
 def run_defaults(
-    target: Workflow | WorkflowRef, store: Store, retries: int | None, timeout: Any
-) -> tuple[int, pendulum.Duration | None, float]:
+    target: Workflow | WorkflowRef, retries: int | None, timeout: Any
+) -> OpGen[tuple[int, pendulum.Duration | None, float]]:
     """Retries, timeout and backoff for a new run: the call's overrides, else the definition's
     (from the registered settings when only an id or a ref is at hand)."""
-    defaults = target.settings if isinstance(target, Workflow) else (store.workflow_settings(target.id) or {})
+    if isinstance(target, Workflow):
+        defaults = target.settings
+    else:
+        defaults = (yield lambda store: store.workflow_settings(target.id)) or {}
     max_retries = retries if retries is not None else int(defaults.get("retries") or 0)
     raw_timeout = timeout if timeout is not None else defaults.get("timeout")
     span = parse_duration(raw_timeout) if raw_timeout is not None else None

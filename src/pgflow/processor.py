@@ -16,6 +16,7 @@ import pendulum
 from . import protocol
 from .definition import Workflow, WorkflowRef
 from .execution import StepCaller
+from .operations import drive as drive_operation
 from .operations import run_defaults
 from .protocol import (
     Call,
@@ -124,5 +125,5 @@ class RunProcessor:
     def _plan_child(self, workflow: Any) -> ChildPlan:
         target = self.resolve(workflow) if self.resolve else workflow
         definition = self.workflows.get(target.id, target)
-        retries, span, backoff = run_defaults(definition, self.store, None, None)
+        retries, span, backoff = drive_operation(run_defaults(definition, None, None), lambda: self.store)
         return ChildPlan(target, retries, span, backoff)
