@@ -31,7 +31,11 @@ LAYERS = {
         "threads",
         "worker",
         "operations",
+        "async_operations",
+        "async_processor",
+        "async_worker",
         "engine",
+        "async_engine",
         "client",
     },
     "edges": {
@@ -50,7 +54,7 @@ LAYERS = {
 }
 ORDER = list(LAYERS)
 # Documented sideways arrows: Engine/Client ask backend.py for their store (configuration).
-ALLOWED = {("engine", "backend"), ("client", "backend")}
+ALLOWED = {("engine", "backend"), ("client", "backend"), ("async_engine", "backend")}
 PSYCOPG_OK = {"postgres", "backend", "testing", "cli", "cli_base", "demo"}
 
 

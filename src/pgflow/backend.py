@@ -48,15 +48,17 @@ def check_dsn(dsn: object) -> str | None:
     return dsn
 
 
-def check_pool(pool: object) -> Any:
-    """``pool`` as a ``psycopg_pool.ConnectionPool`` (or None), else InvalidArgumentError."""
+def check_pool(pool: object, *, asynchronous: bool = False) -> Any:
+    """``pool`` as a ``psycopg_pool.ConnectionPool`` (an ``AsyncConnectionPool`` for the asyncio
+    classes), or None, else InvalidArgumentError."""
     if pool is None:
         return None
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-    if not isinstance(pool, ConnectionPool):
+    wanted: type = AsyncConnectionPool if asynchronous else ConnectionPool
+    if not isinstance(pool, wanted):
         raise InvalidArgumentError(
-            f"pool must be a psycopg_pool.ConnectionPool, got {type(pool).__name__}: {shown(pool)}"
+            f"pool must be a psycopg_pool.{wanted.__name__}, got {type(pool).__name__}: {shown(pool)}"
         )
     return pool
 
@@ -81,6 +83,19 @@ def embedded_dsn() -> str:
             server = get_server(data_dir / "pgdata", cleanup_mode="stop")
             _embedded_servers[data_dir] = server
     return str(server.get_uri())
+
+
+async def check_reachable_async(dsn: str) -> None:
+    """:func:`check_reachable` on the event loop."""
+    import psycopg
+
+    from .errors import StorageError
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+    await conn.close()
 
 
 def check_reachable(dsn: str) -> None:
@@ -111,17 +126,17 @@ def resolve_dsn(dsn: str | None) -> str:
     return os.environ.get("PGFLOW_DATABASE_URL") or os.environ.get("DATABASE_URL") or embedded_dsn()
 
 
-class Backend:
-    """One lazily opened, migrated PostgresStore over a pool (ours, or the caller's)."""
+class _Settings:
+    """A backend's checked connection settings (``Backend`` and ``AsyncBackend``)."""
 
     def __init__(
         self, dsn: str | None, pool: Any, schema: str, max_size: int, *, prepare: bool = True,
-        listen_dsn: str | None = None,
+        listen_dsn: str | None = None, asynchronous: bool = False,
     ) -> None:  # fmt: skip
         if dsn is not None and pool is not None:
             raise ConfigurationError("pass either dsn= or pool=, not both")
         check_dsn(dsn)
-        check_pool(pool)
+        check_pool(pool, asynchronous=asynchronous)
         self.schema = check_schema(schema)
         if not isinstance(prepare, bool):
             raise InvalidArgumentError(f"prepare must be True or False, got {shown(prepare)}")
@@ -132,6 +147,20 @@ class Backend:
         self._owns_pool = pool is None
         self._max_size = max_size
         self._store: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+
+class Backend(_Settings):
+    """One lazily opened, migrated PostgresStore over a pool (ours, or the caller's)."""
+
+    def __init__(
+        self, dsn: str | None, pool: Any, schema: str, max_size: int, *, prepare: bool = True,
+        listen_dsn: str | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(dsn, pool, schema, max_size, prepare=prepare, listen_dsn=listen_dsn)
         self._lock = threading.Lock()
 
     @property
@@ -159,10 +188,6 @@ class Backend:
                 self._store = store
             return self._store
 
-    @property
-    def is_open(self) -> bool:
-        return self._store is not None
-
     def close(self) -> None:
         with self._lock:
             if self._store is not None:
@@ -171,3 +196,58 @@ class Backend:
                 self._pool.close()
                 self._pool = None
             self._store = None
+
+
+class AsyncBackend(_Settings):
+    """``Backend`` for the event loop: one lazily opened, migrated AsyncPostgresStore over an
+    ``AsyncConnectionPool`` (ours, or the caller's)."""
+
+    def __init__(
+        self, dsn: str | None, pool: Any, schema: str, max_size: int, *, prepare: bool = True,
+        listen_dsn: str | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(
+            dsn, pool, schema, max_size, prepare=prepare, listen_dsn=listen_dsn, asynchronous=True
+        )
+        self._lock: Any = None  # an asyncio.Lock, made on the loop that first opens the store
+
+    async def store(self) -> Any:
+        import asyncio
+
+        if self._store is not None:
+            return self._store
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._store is None:
+                from .postgres.async_store import AsyncPostgresStore
+
+                if self._pool is None:
+                    from .postgres.pools import make_async_pool
+
+                    dsn = await asyncio.to_thread(resolve_dsn, self._dsn)  # may start the embedded server
+                    await check_reachable_async(dsn)
+                    self._pool = await make_async_pool(
+                        dsn, max_size=self._max_size, name=f"pgflow-{self.schema}", prepare=self._prepare
+                    )
+                store = AsyncPostgresStore(
+                    self._pool, self.schema, listen_dsn=self._listen_dsn, prepare=self._prepare
+                )
+                await store.migrate()
+                self._store = store
+            return self._store
+
+    def dsn(self) -> str | None:
+        """The DSN of the pool, once open (for a blocking companion store)."""
+        if self._pool is None:
+            return None
+        conninfo = self._pool.conninfo
+        return str(conninfo() if callable(conninfo) else conninfo)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+        if self._owns_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        self._store = None

@@ -18,10 +18,10 @@ import weakref
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
-__all__ = ["connection_kwargs", "make_pool"]
+__all__ = ["connection_kwargs", "make_async_pool", "make_pool"]
 
 IDLE_BEFORE_CHECK = 0.1  # seconds: a connection idle longer is checked before use (hot path: never)
 
@@ -85,4 +85,48 @@ def make_pool(dsn: str, *, max_size: int, name: str, prepare: bool = True) -> Co
         check=last_use.check, reset=last_use.reset,
     )  # fmt: skip
     last_use.pool = weakref.ref(pool)
+    return pool
+
+
+# -- the same for the event loop (AsyncClient, AsyncEngine) -------------------------------------------
+
+
+class _AsyncLastUse:
+    """:class:`_LastUse` for an ``AsyncConnectionPool``."""
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.pool: weakref.ReferenceType[AsyncConnectionPool] | None = None
+
+    async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._returned[conn] = time.monotonic()
+
+    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > IDLE_BEFORE_CHECK:
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+            except Exception:
+                pool = self.pool() if self.pool is not None else None
+                if pool is not None:
+                    await pool.drain()
+                raise
+
+
+class _AsyncPool(AsyncConnectionPool):
+    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        await super()._add_connection(attempt or _QuickReconnect(timeout=self.reconnect_timeout), growing)
+
+
+async def make_async_pool(dsn: str, *, max_size: int, name: str, prepare: bool = True) -> AsyncConnectionPool:
+    """:func:`make_pool` for the event loop: open, checked, quick to heal."""
+    last_use = _AsyncLastUse()
+    pool = _AsyncPool(
+        dsn, min_size=1, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, name=name,
+        check=last_use.check, reset=last_use.reset,
+    )  # fmt: skip
+    last_use.pool = weakref.ref(pool)
+    await pool.open(wait=True)
     return pool
