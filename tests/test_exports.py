@@ -15,7 +15,7 @@ SPEC_NAMES = {
     "Retry", "PollResult", "Engine", "Client", "AsyncClient", "WorkflowRun", "StepRecord", "Waiting",
     "RunError", "Progress", "RunPage", "RunStatus", "TERMINAL", "parse_duration",
     # from the later sections (§14, §17 so far)
-    "check_replay", "ReplayReport", "ReplayDivergence", "Flow", "output_of",
+    "check_replay", "ReplayReport", "ReplayDivergence", "Flow", "output_of", "AsyncEngine",
 }  # fmt: skip
 ERROR_NAMES = {
     "PgflowError", "WorkflowDefinitionError", "UnknownWorkflowError", "InvalidInputError",

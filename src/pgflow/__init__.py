@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .async_engine import AsyncEngine
 from .checking import ReplayDivergence, ReplayReport, check_replay
 from .client import AsyncClient, Client
 from .commands import (
@@ -52,6 +53,7 @@ __all__ = [
     "TERMINAL",
     "All",
     "AsyncClient",
+    "AsyncEngine",
     "Child",
     "ChildFailedError",
     "Client",

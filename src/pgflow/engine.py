@@ -128,7 +128,7 @@ class Engine(Operations):
     def run_worker(self, *, shutdown_timeout: Any = "30s") -> None:
         """Run workers in the foreground until SIGINT/SIGTERM, then stop gracefully: in-flight steps
         get up to ``shutdown_timeout`` to finish; a second signal stops at once."""
-        seconds = _stop_seconds(shutdown_timeout, "shutdown_timeout")
+        seconds = stop_seconds(shutdown_timeout, "shutdown_timeout")
         self.start(worker=True)
         stop_asked = threading.Event()
         signals: list[int] = []
@@ -163,7 +163,7 @@ class Engine(Operations):
     def stop(self, timeout: Any = "30s") -> None:
         """Finish in-flight steps (for at most ``timeout``, a duration), release their runs, close the
         pool. A step still running then is abandoned and its run left to its lease."""
-        seconds = _stop_seconds(timeout, "timeout")
+        seconds = stop_seconds(timeout, "timeout")
         with self._lock:
             worker, self._worker = self._worker, None
             self._stopping_worker = worker
@@ -183,7 +183,7 @@ class Engine(Operations):
         self.stop()
 
 
-def _stop_seconds(value: Any, name: str) -> float:
+def stop_seconds(value: Any, name: str) -> float:
     """A stop timeout in seconds: a duration (``"30s"``, ``timedelta``, a number), zero allowed."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
         return 0.0

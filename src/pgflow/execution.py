@@ -31,7 +31,7 @@ class StepCaller:
             return self._loop
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str) -> Any:
-        if _is_async(fn):
+        if is_async(fn):
             return self._call_async(fn, args, timeout, what)
         if timeout is None:
             result = fn(*args)
@@ -66,7 +66,7 @@ class StepCaller:
                 self._loop = None
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def is_async(fn: Callable[..., Any]) -> bool:
     """``async def`` (or an object whose ``__call__`` is). A plain function or bound method is
     decided by its own flags alone: the ``__call__`` of its type is never a coroutine function."""
     if inspect.iscoroutinefunction(fn):

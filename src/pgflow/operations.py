@@ -115,17 +115,25 @@ class OperationSteps:
     def _target_steps(self, workflow: Any) -> OpGen[Workflow | WorkflowRef]:
         """The workflow a call names: a definition or ref as given, a local definition by id, else a
         ref to one some engine registered (``UnknownWorkflowError`` when none did)."""
+        target, _ = yield from self._target_and_settings(workflow)
+        return target
+
+    def _target_and_settings(
+        self, workflow: Any
+    ) -> OpGen[tuple[Workflow | WorkflowRef, dict[str, Any] | None]]:
+        """``_target_steps``, with the registered settings when it had to read them (one query)."""
         if isinstance(workflow, Workflow | WorkflowRef):
-            return workflow
+            return workflow, None
         wid = check_id(workflow, "workflow")
         local = self._ops_workflows().get(wid)
         if local is not None:
-            return local
-        if (yield lambda store: store.workflow_steps(wid)) is None:
+            return local, None
+        settings = yield lambda store: store.workflow_settings(wid)
+        if settings is None:
             raise UnknownWorkflowError(
                 f"unknown workflow {wid!r}: no engine has registered it in this database"
             )
-        return WorkflowRef(wid)
+        return WorkflowRef(wid), settings
 
     def _start_workflow_steps(
         self, workflow: Any, input: Any, resource_id: str | None, idempotency_key: str | None,
@@ -136,9 +144,9 @@ class OperationSteps:
         idempotency_key = check_optional_id(idempotency_key, "idempotency_key")
         retries = None if retries is None else check_int(retries, "retries", 0, INT32_MAX)
         timeout = check_optional_duration(timeout, "timeout")
-        target = yield from self._target_steps(workflow)
+        target, settings = yield from self._target_and_settings(workflow)
         stored_input = target.validate_input(input)
-        max_retries, span, backoff = yield from run_defaults(target, retries, timeout)
+        max_retries, span, backoff = yield from run_defaults(target, retries, timeout, settings)
         now = self._now()
         timeout_at = add_time(now, span, "timeout") if span is not None else None
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
@@ -397,12 +405,14 @@ class Operations(OperationSteps):
 
 
 def run_defaults(
-    target: Workflow | WorkflowRef, retries: int | None, timeout: Any
+    target: Workflow | WorkflowRef, retries: int | None, timeout: Any, settings: dict[str, Any] | None = None
 ) -> OpGen[tuple[int, pendulum.Duration | None, float]]:
     """Retries, timeout and backoff for a new run: the call's overrides, else the definition's
-    (from the registered settings when only an id or a ref is at hand)."""
+    (the registered ``settings``, read unless given, when only an id or a ref is at hand)."""
     if isinstance(target, Workflow):
         defaults = target.settings
+    elif settings is not None:
+        defaults = settings
     else:
         defaults = (yield lambda store: store.workflow_settings(target.id)) or {}
     max_retries = retries if retries is not None else int(defaults.get("retries") or 0)

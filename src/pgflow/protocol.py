@@ -26,6 +26,7 @@ from .arguments import add_time
 from .commands import Child, Poll, Run, Transaction
 from .definition import Workflow
 from .errors import PgflowError, SerializationError, StorageError
+from .execution import is_async
 from .logs import run_extra
 from .records import RunError, StepRecord
 from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend
@@ -484,6 +485,15 @@ def _start_child(cmd: Child, rec: StepRecord, pending: _Pending, run: RunRow, en
 
 
 def _then_crash(fn: Callable[..., Any], step_id: str) -> Callable[..., Any]:
+    """``fn``, then a crash (still inside the step's transaction); ``async def`` stays async."""
+    if is_async(fn):
+
+        async def run_then_crash_async(conn: Any, *args: Any) -> Any:
+            await fn(conn, *args)
+            raise Crash(f"crash_before({step_id!r})")
+
+        return run_then_crash_async
+
     def run_then_crash(conn: Any, *args: Any) -> Any:
         fn(conn, *args)
         raise Crash(f"crash_before({step_id!r})")

@@ -62,6 +62,21 @@ class DaemonPool:
                 raise RuntimeError("the pool is shut down")
             self._queue.put((fn, args))
 
+    def call(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """``fn(*args)`` on a free thread; its outcome lands in the returned future."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self.submit(run)
+        return future
+
     def shutdown(self) -> None:
         """Accept nothing more; calls already queued still run, then the threads end."""
         with self._lock:

@@ -28,12 +28,17 @@ FALLBACK_POLL = 1.0  # seconds: bound on latency when a notification is lost
 DISPATCH_RETRY = 0.5  # seconds between claims while the database fails
 
 
+def worker_owner() -> str:
+    """A worker's lease owner: host, process and a random suffix (several workers per process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class Worker:
     def __init__(
         self, store: Any, workflows: Mapping[str, Workflow], processor: RunProcessor, settings: Settings,
         concurrency: int, clock: Any,
     ) -> None:  # fmt: skip
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = worker_owner()
         self.store = store
         self.workflows = workflows
         self.processor = processor
