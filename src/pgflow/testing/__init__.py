@@ -23,12 +23,12 @@ from ..durations import check_duration, check_when, parse_when
 from ..errors import InvalidArgumentError, WorkflowDefinitionError
 from ..execution import StepCaller
 from ..memory import MemoryStore
-from ..operations import Operations
+from ..operations import Operations, OperationSteps, OpGen, StoreCall
 from ..processor import Crash, Faults, RunProcessor, Settings
 from ..records import TERMINAL, WorkflowRun
-from ..store import Store
+from ..store import Claimed, Store
 
-__all__ = ["Harness", "SimClock", "replay"]
+__all__ = ["AsyncHarness", "Harness", "SimClock", "replay"]
 
 OWNER = "harness"
 
@@ -54,9 +54,139 @@ class SimClock:
         return self._now
 
 
-class Harness(Operations):
+class HarnessSteps(OperationSteps):
+    """What ``Harness`` and ``AsyncHarness`` share: definitions, fault injection and the simulated-time
+    loops, written once as generators of store calls (the processing of a claimed run is one too),
+    which the blocking harness performs and the asyncio one awaits."""
+
+    clock: SimClock
+    _workflows: dict[str, Workflow]
+    _faults: Faults
+    _settings: Settings
+
+    def _setup(self, workflows: Iterable[Workflow], dsn: str | None, schema: str, clock: SimClock | None,
+               lease: Any, min_poll_interval: Any) -> tuple[Workflow, ...]:  # fmt: skip
+        found = check_workflows(workflows)
+        check_dsn(dsn)
+        check_schema(schema)
+        self._settings = Settings(
+            check_duration(lease, "lease"), check_duration(min_poll_interval, "min_poll_interval")
+        )
+        self.clock = _check_sim_clock(clock) if clock is not None else SimClock()
+        self._ops_clock = self.clock
+        self._workflows = {}
+        self._faults = Faults()
+        return found
+
+    def _add_workflow(self, workflow: Workflow) -> bool:
+        """Add a definition; False when this very one is known already."""
+        if not isinstance(workflow, Workflow):
+            raise WorkflowDefinitionError(
+                f"register() takes a Workflow (from @workflow), got {shown(workflow)}"
+            )
+        known = self._workflows.get(workflow.id)
+        if known is workflow:
+            return False
+        if known is not None:
+            raise WorkflowDefinitionError(f"another workflow is already registered with id {workflow.id!r}")
+        self._workflows[workflow.id] = workflow
+        return True
+
+    @property
+    def workflows(self) -> Mapping[str, Workflow]:
+        return dict(self._workflows)
+
+    def _ops_workflows(self) -> Mapping[str, Workflow]:
+        return self._workflows
+
+    def _process_one(self, item: Claimed) -> Any:
+        """Process a claimed run until it yields (blocking, or a coroutine); a Crash leaves it leased."""
+        raise NotImplementedError
+
+    # fault injection -----------------------------------------------------------------------------
+
+    def crash_before(self, step_id: str) -> None:
+        """The next execution stops before ``step_id``'s outcome is recorded, like a killed process."""
+        self._faults.before.add(check_id(step_id, "step_id"))
+
+    def crash_after(self, step_id: str) -> None:
+        """The next execution stops right after ``step_id``'s outcome is recorded."""
+        self._faults.after.add(check_id(step_id, "step_id"))
+
+    # the simulated-time loops --------------------------------------------------------------------
+
+    def _run_until_idle_steps(self, max_rounds: int) -> OpGen[None]:
+        check_int(max_rounds, "max_rounds", 1, INT64_MAX)
+        ids, lease = list(self._workflows), self._settings.lease
+        for _ in range(max_rounds):
+            claimed = yield self._claim_call(ids, lease)
+            if not claimed:
+                return
+            for item in claimed:
+                yield self._process_call(item)
+        raise RuntimeError(f"run_until_idle: work still ready after {max_rounds} rounds (a busy loop?)")
+
+    def _claim_call(self, ids: list[str], lease: pendulum.Duration) -> StoreCall:
+        now = self.clock.now()
+        return lambda store: store.claim(OWNER, ids, now, lease, 50)
+
+    def _process_call(self, item: Claimed) -> StoreCall:
+        return lambda _store: self._process_one(item)
+
+    def _next_due_steps(self) -> OpGen[pendulum.DateTime | None]:
+        ids = list(self._workflows)
+        due: pendulum.DateTime | None = yield lambda store: store.next_due(ids)
+        return due
+
+    def _advance_steps(self, duration: Any) -> OpGen[None]:
+        target = add_time(self.clock.now(), check_duration(duration, "duration"), "duration")
+        yield from self._run_until_idle_steps(100_000)
+        while (due := (yield from self._next_due_steps())) is not None and due <= target:
+            if due > self.clock.now():
+                self.clock.set(due)
+            yield from self._run_until_idle_steps(100_000)
+        self.clock.set(target)
+        yield from self._run_until_idle_steps(100_000)
+
+    def _run_until_complete_steps(self, run_id: str, max_steps: int) -> OpGen[WorkflowRun]:
+        check_id(run_id, "run_id")
+        check_int(max_steps, "max_steps", 1, INT64_MAX)
+        for _ in range(max_steps):
+            yield from self._run_until_idle_steps(100_000)
+            run = yield from self._get_run_steps(run_id, None)
+            if run.status in TERMINAL:
+                return run
+            due = yield from self._next_due_steps()
+            if due is None:
+                raise RuntimeError(
+                    f"run {run_id} is {run.status} and nothing is scheduled: it waits for "
+                    f"{_waiting_on(run)}; send it with trigger_event/resume_workflow/fast_forward_workflow"
+                )
+            if due > self.clock.now():
+                self.clock.set(due)
+        raise RuntimeError(f"run {run_id} did not finish within {max_steps} timer hops")
+
+    def _wait_steps(
+        self, run_id: str, until: Any, timeout: Any, resource_id: str | None
+    ) -> OpGen[WorkflowRun]:
+        wanted, span = self._wait_arguments(run_id, until, timeout, resource_id)
+        deadline = self.clock.now() + span
+        while True:
+            yield from self._run_until_idle_steps(100_000)
+            run = yield from self._get_run_steps(run_id, resource_id)
+            if run.status.value in wanted:
+                return run
+            due = yield from self._next_due_steps()
+            if due is None or due > deadline:
+                self.clock.set(max(deadline, self.clock.now()))
+                raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
+            if due > self.clock.now():
+                self.clock.set(due)
+
+
+class Harness(HarnessSteps, Operations):
     """Every client method, plus ``run_until_idle``, ``advance``, ``run_until_complete`` and
-    fault injection (``crash_before`` / ``crash_after``)."""
+    fault injection (``crash_before`` / ``crash_after``). Blocking; see ``AsyncHarness``."""
 
     def __init__(
         self,
@@ -68,22 +198,13 @@ class Harness(Operations):
         lease: Any = "30s",
         min_poll_interval: Any = "1s",
     ) -> None:
-        workflows = check_workflows(workflows)
-        check_dsn(dsn)
-        check_schema(schema)
-        settings = Settings(
-            check_duration(lease, "lease"), check_duration(min_poll_interval, "min_poll_interval")
-        )
-        self.clock = _check_sim_clock(clock) if clock is not None else SimClock()
-        self._ops_clock = self.clock
-        self._workflows: dict[str, Workflow] = {}
+        found = self._setup(workflows, dsn, schema, clock, lease, min_poll_interval)
         self._pool: Any = None
         self.store: Store = self._open_store(dsn, schema)
-        self._faults = Faults()
         self._caller = StepCaller()
-        self._processor = RunProcessor(self.store, self._workflows, self.clock, settings, self._caller, self._faults,
-                                       resolve=self._resolve)  # fmt: skip
-        for wf in workflows:
+        self._processor = RunProcessor(self.store, self._workflows, self.clock, self._settings, self._caller,
+                                       self._faults, resolve=self._resolve)  # fmt: skip
+        for wf in found:
             self.register(wf)
 
     def _open_store(self, dsn: str | None, schema: str) -> Store:
@@ -99,109 +220,40 @@ class Harness(Operations):
         return store
 
     def register(self, workflow: Workflow) -> None:
-        if not isinstance(workflow, Workflow):
-            raise WorkflowDefinitionError(
-                f"register() takes a Workflow (from @workflow), got {shown(workflow)}"
-            )
-        known = self._workflows.get(workflow.id)
-        if known is workflow:
-            return
-        if known is not None:
-            raise WorkflowDefinitionError(f"another workflow is already registered with id {workflow.id!r}")
-        self._workflows[workflow.id] = workflow
-        self.store.register_workflow(workflow.id, workflow.steps, self.clock.now(), workflow.settings)
-
-    @property
-    def workflows(self) -> Mapping[str, Workflow]:
-        return dict(self._workflows)
+        if self._add_workflow(workflow):
+            self.store.register_workflow(workflow.id, workflow.steps, self.clock.now(), workflow.settings)
 
     def _resolve(self, target: Any) -> Any:
         if isinstance(target, str):
             return self._target(target, self.store)
         return target
 
-    # Operations hooks
     def _ops_store(self) -> Store:
         return self.store
 
-    def _ops_workflows(self) -> Mapping[str, Workflow]:
-        return self._workflows
+    def _process_one(self, item: Claimed) -> None:
+        with contextlib.suppress(Crash):  # after a Crash the run stays leased, as after a real crash
+            self._processor.process(item)
 
     # driving ---------------------------------------------------------------------------------
 
-    def crash_before(self, step_id: str) -> None:
-        """The next execution stops before ``step_id``'s outcome is recorded, like a killed process."""
-        self._faults.before.add(check_id(step_id, "step_id"))
-
-    def crash_after(self, step_id: str) -> None:
-        """The next execution stops right after ``step_id``'s outcome is recorded."""
-        self._faults.after.add(check_id(step_id, "step_id"))
-
     def run_until_idle(self, max_rounds: int = 100_000) -> None:
         """Execute all work that is ready at the current simulated time."""
-        check_int(max_rounds, "max_rounds", 1, INT64_MAX)
-        for _ in range(max_rounds):
-            claimed = self.store.claim(
-                OWNER, list(self._workflows), self.clock.now(), self._processor.settings.lease, 50
-            )
-            if not claimed:
-                return
-            for item in claimed:
-                # After a Crash the run stays leased until its lease expires, as after a real crash.
-                with contextlib.suppress(Crash):
-                    self._processor.process(item)
-        raise RuntimeError(f"run_until_idle: work still ready after {max_rounds} rounds (a busy loop?)")
-
-    def _next_due(self) -> pendulum.DateTime | None:
-        return self.store.next_due(list(self._workflows))
+        self._do(self._run_until_idle_steps(max_rounds))
 
     def advance(self, duration: Any) -> None:
         """Move the clock by ``duration``, firing each due timer at its own time."""
-        target = add_time(self.clock.now(), check_duration(duration, "duration"), "duration")
-        self.run_until_idle()
-        while (due := self._next_due()) is not None and due <= target:
-            if due > self.clock.now():
-                self.clock.set(due)
-            self.run_until_idle()
-        self.clock.set(target)
-        self.run_until_idle()
+        self._do(self._advance_steps(duration))
 
     def run_until_complete(self, run_id: str, max_steps: int = 10_000) -> WorkflowRun:
         """Skip from timer to timer until the run is terminal; raise if it waits on something external."""
-        check_id(run_id, "run_id")
-        check_int(max_steps, "max_steps", 1, INT64_MAX)
-        for _ in range(max_steps):
-            self.run_until_idle()
-            run = self.get_run(run_id)
-            if run.status in TERMINAL:
-                return run
-            due = self._next_due()
-            if due is None:
-                raise RuntimeError(
-                    f"run {run_id} is {run.status} and nothing is scheduled: it waits for "
-                    f"{_waiting_on(run)}; send it with trigger_event/resume_workflow/fast_forward_workflow"
-                )
-            if due > self.clock.now():
-                self.clock.set(due)
-        raise RuntimeError(f"run {run_id} did not finish within {max_steps} timer hops")
+        return self._do(self._run_until_complete_steps(run_id, max_steps))
 
     def wait_for_run(
         self, run_id: str, *, until: Any = TERMINAL, timeout: Any = "30s", resource_id: str | None = None
     ) -> WorkflowRun:
         """Like the client's, in simulated time: runs work and timers up to ``timeout`` from now."""
-        wanted, span = self._wait_arguments(run_id, until, timeout, resource_id)
-        deadline = self.clock.now() + span
-        while True:
-            self.run_until_idle()
-            run = self.get_run(run_id, resource_id=resource_id)
-            if run.status.value in wanted:
-                return run
-            due = self._next_due()
-            if due is None or due > deadline:
-                self.clock.set(max(deadline, self.clock.now()))
-                raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
-            if due > self.clock.now():
-                self.clock.set(due)
+        return self._do(self._wait_steps(run_id, until, timeout, resource_id))
 
     def close(self) -> None:
         self._caller.close()
@@ -271,3 +323,6 @@ def _exported_run(history: Any) -> WorkflowRun:
         return serde.converter.structure(fields, WorkflowRun)
     except Exception as exc:
         raise InvalidArgumentError(f"history is not a run exported by `pgflow export`: {exc}") from None
+
+
+from .async_harness import AsyncHarness  # noqa: E402 - it builds on HarnessSteps above
