@@ -49,7 +49,7 @@ def test_the_claim_uses_indexes_on_a_populated_schema(pg_dsn: str, pg_schema: st
         _populate(conn, pg_schema, 10_000)
         params = {
             "workflow_ids": ["wf"], "now": NOW, "limit": 10, "owner": "w1",
-            "lease_expires_at": NOW.add(seconds=30),
+            "lease_expires_at": NOW.add(seconds=30), "runs_channel": "pgflow_runs_plan",
         }  # fmt: skip
         plan = "\n".join(
             row[0] for row in conn.execute(b"EXPLAIN " + Queries(pg_schema)["claim"], params).fetchall()

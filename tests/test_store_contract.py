@@ -873,6 +873,10 @@ def test_watch_run_sees_status_changes(pg: PostgresStore) -> None:
         pg.change("r1", None, "cancel", None, sec(1))
         assert waiter.wait(5) is True and twin.wait(5) is True
         assert waiter.wait(0.05) is False  # one change, one wake-up
+    pg.start_run(new("r3"))
+    with pg.watch_run("r3") as waiter:
+        claim_one(pg, sec(2))  # pending -> running is a status change too (wait_for_run until running)
+        assert waiter.wait(5) is True
     assert _listen_connections(pg) == 1
 
 

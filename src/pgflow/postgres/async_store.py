@@ -124,7 +124,9 @@ class AsyncPostgresStore:
     ) -> list[Claimed]:
         if not workflow_ids or limit <= 0:
             return []
-        return await self._x.run("claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit))
+        return await self._x.run(
+            "claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit, self._channels)
+        )
 
     async def reload(self, lease: Lease) -> Claimed | None:
         return await self._x.run("reload", lambda: ops.reload(lease), read=True)

@@ -173,15 +173,16 @@ def retry_run(
 
 
 def claim(
-    owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
-) -> SqlGen[list[Claimed]]:
+    owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
+    channels: Channels,
+) -> SqlGen[list[Claimed]]:  # fmt: skip
     """One statement: lease the claimable runs and load their step records and mailboxes (see the
     ``claim`` query). A run a client changed while the statement ran (an event delivered, a wait
     fast-forwarded) has its steps and mailbox read again, after the lease committed: the snapshot's
     copy may lack what its ``mailbox_seq`` already counts."""
     params = {
         "workflow_ids": list(workflow_ids), "now": pg_time(now), "limit": limit, "owner": owner,
-        "lease_expires_at": pg_time(now + lease),
+        "lease_expires_at": pg_time(now + lease), "runs_channel": channels.runs,
     }  # fmt: skip
     found = yield Rows("claim", params)
     stale = [r["id"] for r in found if not r["snapshot_current"]]

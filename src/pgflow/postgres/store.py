@@ -120,7 +120,7 @@ class PostgresStore:
     ) -> list[Claimed]:
         if not workflow_ids or limit <= 0:
             return []
-        return self._x.run("claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit))
+        return self._x.run("claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit, self._channels))
 
     def reload(self, lease: Lease) -> Claimed | None:
         return self._x.run("reload", lambda: ops.reload(lease), read=True)

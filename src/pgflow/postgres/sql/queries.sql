@@ -203,12 +203,13 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- lease; earliest due first, read in runs_claim_idx order, so a backlog is not sorted on every
 -- claim). Each is leased as transitions.claim does (running and no longer waiting, or paused as it
 -- was when held; a new lease token; no longer due) and returned with its step records and
--- unconsumed mailbox as json arrays.
+-- unconsumed mailbox as json arrays. A run whose status changed (pending to running) is announced
+-- on the runs channel, for wait_for_run(until=["running"]).
 -- Those arrays come from the statement's snapshot, but a row changed by a commit between that
 -- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
 WITH expired AS (
-    SELECT id, 0 AS rank, lease_expires_at AS due, created_at, xmin AS locked_xmin
+    SELECT id, 0 AS rank, lease_expires_at AS due, created_at, xmin AS locked_xmin, status AS old_status
     FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
       AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
@@ -216,7 +217,8 @@ WITH expired AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), ready AS (
-    SELECT id, 1 AS rank, due_at AS due, created_at, xmin AS locked_xmin FROM {schema}.runs
+    SELECT id, 1 AS rank, due_at AS due, created_at, xmin AS locked_xmin, status AS old_status
+    FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
       AND lease_owner IS NULL AND due_at <= %(now)s
     ORDER BY due_at, created_at, id
@@ -243,7 +245,8 @@ SELECT c.*,
     (SELECT json_agg(s ORDER BY s.seq, s.pos) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
     (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
      WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
-    p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current
+    p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current,
+    CASE WHEN c.status <> p.old_status THEN pg_notify(%(runs_channel)s, c.id) END AS announced
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
 ORDER BY p.rank, p.due, p.created_at, p.id
 
