@@ -372,10 +372,19 @@ def _commit(
 
 def _flush(env: Env, lease: Lease, pending: _Pending, run: RunRow) -> Gen:
     """Write what is pending and keep running; stop when the lease is lost, or when the run was
-    paused meanwhile (then give it back)."""
+    paused meanwhile (then give it back). Called right before step code runs, so it also stops when
+    the commit took so long (a database outage) that the lease it extended, from the time taken
+    before the commit, may already be running out: another worker could claim the run meanwhile,
+    and a step must never run in two places at once (SPEC §3)."""
+    asked_at = env.clock.now()
     result = yield from _commit(env, lease, pending.batch(KeepRunning()), run)
     pending.clear()
     if not result.ok:
+        raise _LeaseLost(run.id)
+    if env.clock.now() - asked_at >= env.lease / 2:
+        log.warning("run %s: recording a step took %.1f s, half its lease; leaving the run to a new lease "
+                    "rather than risk running its step twice", run.id,
+                    (env.clock.now() - asked_at).total_seconds(), extra=run_extra(run))  # fmt: skip
         raise _LeaseLost(run.id)
     if result.held:
         yield from _commit(env, lease, Batch(outcome=ReleaseRun()), run)
