@@ -9,9 +9,10 @@ where to suspend, what the run ends with — and the records the interpreter set
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from decimal import Decimal
 from typing import Any
 
@@ -556,20 +557,23 @@ def test_a_callable_object_that_cannot_be_hashed_gets_its_result_rebuilt() -> No
     assert seen == [Money(Decimal("1.50"), "EUR")]
 
 
-def late_bound() -> CoreLateValue:  # type: ignore[name-defined]  # noqa: F821 - defined by the test
-    raise AssertionError("never executed: its result is recorded")
-
-
+@pytest.mark.parametrize("wrap", [lambda fn: fn, functools.partial], ids=["function", "partial"])
 def test_a_return_annotation_that_resolves_later_is_used_once_it_does(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Callable[[], Any]], Callable[[], Any]]
 ) -> None:
     """A return annotation that cannot be resolved yet (the class is defined later, e.g. a circular
-    import) gives the plain JSON value; once it resolves, later replays rebuild the class."""
+    import) gives the plain JSON value; once it resolves, later replays rebuild the class (also
+    through a ``functools.partial``)."""
     seen: list[Any] = []
+
+    def late_bound() -> CoreLateValue:  # type: ignore[name-defined]  # noqa: F821 - the test defines it
+        raise AssertionError("never executed: its result is recorded")
+
+    fn = wrap(late_bound)
 
     @workflow("core-late-annotation")
     def wf(ctx: Any) -> Flow:
-        seen.append((yield Run("v", late_bound)))
+        seen.append((yield Run("v", fn)))
 
     rec = step("v", output={"amount": "2", "currency": "USD"})
     decide(wf, rec)
