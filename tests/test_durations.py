@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgflow.errors
+from pgflow.arguments import MAX_SPAN
 from pgflow.durations import check_duration, parse_duration, parse_when, to_seconds
 from pgflow.errors import InvalidArgumentError, InvalidDurationError
 
@@ -283,7 +284,21 @@ def test_a_date_alone_is_its_midnight_in_utc() -> None:
 # -- check_duration ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["100000000 weeks", timedelta.max])
+def test_check_duration_shows_the_value_as_given() -> None:
+    """The message names the argument once and shows the value unchanged, even a value that looks
+    like an error message itself."""
+    with pytest.raises(InvalidDurationError) as info:
+        check_duration("Invalid duration: 5m", "timeout")
+    assert str(info.value).startswith("Invalid duration for timeout: 'Invalid duration: 5m' (")
+
+
+def test_check_duration_accepts_the_span_from_the_first_time_to_the_last() -> None:
+    """The longest span some time can still be moved by (from year 1 to year 9999) is accepted."""
+    assert check_duration(MAX_SPAN, "timeout") == MAX_SPAN
+    assert datetime.min + check_duration(MAX_SPAN, "timeout") == datetime.max
+
+
+@pytest.mark.parametrize("value", ["100000000 weeks", timedelta.max, MAX_SPAN + timedelta(microseconds=1)])
 def test_check_duration_refuses_a_span_past_every_time(value: Any) -> None:
     """A span that cannot be added to any time is refused with a message naming the argument and
     showing the value."""

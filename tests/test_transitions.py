@@ -467,15 +467,16 @@ def test_claim(row: RunRow, expected: dict[str, Any]) -> None:
 
 
 def test_claim_order_takes_over_expired_leases_first_then_the_earliest_due() -> None:
-    """Workers claim runs whose lease expired first (oldest expiry first), then the earliest due,
-    then the oldest created, then by id; a run created first but due later waits its turn."""
+    """Workers claim runs whose lease expired first (oldest expiry first, whenever they were
+    created), then the earliest due, then the oldest created, then by id; a run created first but
+    due later waits its turn."""
     rows = {
         "due-late-created-first": pending(id="due-late-created-first", created_at=T0, due_at=at(90)),
         "due-early-created-last": pending(id="due-early-created-last", created_at=at(60), due_at=at(10)),
         "due-early-b": pending(id="due-early-b", created_at=at(5), due_at=at(10)),
         "due-early-a": pending(id="due-early-a", created_at=at(5), due_at=at(10)),
         "lease-expired-late": expired(id="lease-expired-late", lease_expires_at=at(80)),
-        "lease-expired-early": expired(id="lease-expired-early", lease_expires_at=at(20)),
+        "lease-expired-early": expired(id="lease-expired-early", created_at=at(30), lease_expires_at=at(20)),
     }
     order = sorted(rows.values(), key=lambda r: tr.claim_order(r, NOW))
     assert [r.id for r in order] == [
