@@ -170,6 +170,13 @@ def test_a_step_reached_for_the_first_time(cmd: Any, writes: tuple[StepRecord, .
     assert decision == Decision(action, writes)
 
 
+def test_the_waits_of_an_all_are_numbered_in_argument_order() -> None:
+    """SPEC §14: steps of an All reached together get consecutive seqs in argument order."""
+    group = All(Delay("d", "1h"), WaitFor("w", "go"), Pause("p"))
+    writes = decide(after_one_step(group), A_DONE).writes
+    assert [(rec.step_id, rec.seq) for rec in writes] == [("d", 2), ("w", 3), ("p", 4)]
+
+
 def test_a_poll_reached_for_the_first_time_is_called_at_once_with_its_deadline() -> None:
     """A Poll is called when first reached: its running record carries the deadline (now + timeout)."""
     action = decide(after_one_step(POLL), A_DONE, attempt=2).action
@@ -502,6 +509,30 @@ def test_a_decided_replayer_keeps_its_decision() -> None:
     first = r.decide(NOW)
     assert first == Decision(Complete("done"))
     assert r.decide(NOW.add(hours=1)) == Decision(Complete("done")) and calls == ["ran"]
+
+
+def test_cleanup_code_after_the_outcome_is_not_replaying(caplog: pytest.LogCaptureFixture) -> None:
+    """When a run fails at once at a new step, its ``finally`` blocks (run when the generator is
+    discarded) are new code: ``ctx.is_replaying`` is false there and ``ctx.logger`` logs."""
+    seen: list[bool] = []
+
+    @workflow("core-cleanup-logs")
+    def wf(ctx: pgflow.Context[Any]) -> Flow:
+        try:
+            yield Run("a", noop)
+            yield Poll("q", noop, interval="100ms")  # below min_poll_interval: fails the run at once
+        finally:
+            seen.append(ctx.is_replaying)
+            ctx.logger.warning("cleaning up")
+
+    r = replayer(wf, A_DONE)
+    assert isinstance(r.decide(NOW).action, Fail)
+    with caplog.at_level(logging.WARNING, logger="pgflow.workflow.core-cleanup-logs"):
+        r.close()
+    assert seen == [False]
+    assert [
+        rec.getMessage() for rec in caplog.records if rec.name == "pgflow.workflow.core-cleanup-logs"
+    ] == ["cleaning up"]
 
 
 def test_cleanup_code_raising_when_the_generator_is_discarded_is_logged(
