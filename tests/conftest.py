@@ -23,6 +23,10 @@ settings.register_profile(
     derandomize=False,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# mutation runs (`--hypothesis-profile=mutmut` in pyproject's [tool.mutmut]): no deadline, so a loaded
+# machine never fails a property (a false kill), and the same examples for every mutant, so a mutant is
+# killed by what it changes, not by the luck of the draw
+settings.register_profile("mutmut", max_examples=50, deadline=None, derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 

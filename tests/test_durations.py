@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pgflow.errors
-from pgflow.durations import parse_duration, parse_when, to_seconds
+from pgflow.arguments import MAX_SPAN
+from pgflow.durations import check_duration, parse_duration, parse_when, to_seconds
 from pgflow.errors import InvalidArgumentError, InvalidDurationError
 
 # -- parse_duration: accepted values ------------------------------------------------------------------
@@ -256,9 +257,54 @@ def test_parse_when_rejects(value: Any) -> None:
 
 
 def test_parse_when_out_of_range() -> None:
-    """An aware datetime that has no UTC representation is an InvalidArgumentError, not a crash."""
-    with pytest.raises(InvalidArgumentError, match="Invalid time"):
-        parse_when(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))))
+    """An aware datetime that has no UTC representation is an InvalidArgumentError showing the
+    value, not a crash."""
+    value = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+    with pytest.raises(InvalidArgumentError) as info:
+        parse_when(value)
+    assert str(info.value) == f"Invalid time: {value!r} (out of range in UTC)"
+
+
+@pytest.mark.parametrize("value", ["tomorrow", "2024-13-01"])
+def test_parse_when_says_why_a_string_does_not_parse(value: str) -> None:
+    """An unparseable time string is rejected with the value and the parser's own explanation."""
+    with pytest.raises(ValueError) as parser:
+        pendulum.parse(value, tz="UTC", exact=True)
+    with pytest.raises(InvalidArgumentError) as info:
+        parse_when(value)
+    assert str(info.value) == f"Invalid time: {value!r} ({parser.value})"
+
+
+def test_a_date_alone_is_its_midnight_in_utc() -> None:
+    """An ISO date without a time means that day's midnight, as a UTC DateTime."""
+    result = parse_when(" 2024-05-01 ")
+    assert result == pendulum.datetime(2024, 5, 1, tz="UTC") and result.timezone_name == "UTC"
+
+
+# -- check_duration ---------------------------------------------------------------------------------------
+
+
+def test_check_duration_shows_the_value_as_given() -> None:
+    """The message names the argument once and shows the value unchanged, even a value that looks
+    like an error message itself."""
+    with pytest.raises(InvalidDurationError) as info:
+        check_duration("Invalid duration: 5m", "timeout")
+    assert str(info.value).startswith("Invalid duration for timeout: 'Invalid duration: 5m' (")
+
+
+def test_check_duration_accepts_the_span_from_the_first_time_to_the_last() -> None:
+    """The longest span some time can still be moved by (from year 1 to year 9999) is accepted."""
+    assert check_duration(MAX_SPAN, "timeout") == MAX_SPAN
+    assert datetime.min + check_duration(MAX_SPAN, "timeout") == datetime.max
+
+
+@pytest.mark.parametrize("value", ["100000000 weeks", timedelta.max, MAX_SPAN + timedelta(microseconds=1)])
+def test_check_duration_refuses_a_span_past_every_time(value: Any) -> None:
+    """A span that cannot be added to any time is refused with a message naming the argument and
+    showing the value."""
+    with pytest.raises(InvalidDurationError) as info:
+        check_duration(value, "timeout")
+    assert str(info.value) == f"Invalid duration for timeout: {value!r} reaches past year 9999 from any time"
 
 
 @given(st.datetimes(datetime(1800, 1, 1), datetime(2300, 1, 1), timezones=st.timezones()))

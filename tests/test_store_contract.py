@@ -160,6 +160,46 @@ def test_get_scoped_by_resource(store: Store) -> None:
             store.get(run_id, resource)
 
 
+def test_not_found_names_the_run_and_the_resource_asked_for(store: Store) -> None:
+    """RunNotFoundError names the run id and, when the caller gave one, the resource it asked for
+    (the same message for a missing run and another tenant's run)."""
+    store.start_run(new("r1", resource="u1"))
+    for run_id, resource, message in [
+        ("nope", None, "run 'nope' not found"),
+        ("nope", "u2", "run 'nope' not found for resource 'u2'"),
+        ("r1", "u2", "run 'r1' not found for resource 'u2'"),
+    ]:
+        with pytest.raises(RunNotFoundError) as info:
+            store.get(run_id, resource)
+        assert str(info.value) == message
+        with pytest.raises(RunNotFoundError) as info:
+            store.change(run_id, resource, "cancel", None, sec(1))
+        assert str(info.value) == message
+
+
+def test_idempotency_conflict_names_the_key_and_the_workflow(store: Store) -> None:
+    """The conflict error names the reused key and the workflow the caller asked for."""
+    store.start_run(new("r1", key="order-7"))
+    with pytest.raises(IdempotencyConflictError) as info:
+        store.start_run(new("r2", key="order-7", wf="billing"))
+    assert "'order-7'" in str(info.value) and "'billing'" in str(info.value)
+
+
+def test_workflow_settings_round_trip(store: Store) -> None:
+    """A workflow's run settings read back as registered (a copy); registered without settings → {};
+    never registered → None."""
+    settings = {"retries": 3, "timeout": 60.0, "retry_backoff": 2.0}
+    store.register_workflow("wf", (StepInfo("a", "run"),), T0, settings)
+    found = store.workflow_settings("wf")
+    assert found == settings
+    assert found is not None
+    found["retries"] = 99
+    assert store.workflow_settings("wf") == settings
+    store.register_workflow("bare", (), T0)
+    assert store.workflow_settings("bare") == {}
+    assert store.workflow_settings("missing") is None
+
+
 def test_register_workflow_round_trip(store: Store) -> None:
     """Registered step lists read back equal; re-registering replaces; unknown ids give None."""
     steps = (StepInfo("a", "run"), StepInfo("b", "wait_for", conditional=True, loop=True, dynamic=False))
@@ -206,6 +246,17 @@ def test_claim_filters_by_workflow_and_due_time(store: Store) -> None:
     assert [c.run.id for c in store.claim("w", [WF], sec(2), LEASE, 10)] == ["a", "b"]
     assert [c.run.id for c in store.claim("w", [WF, "wf2"], sec(3), LEASE, 1)] == ["other"]
     assert [c.run.id for c in store.claim("w", [WF], sec(3), LEASE, 5)] == ["c"]
+
+
+def test_claim_takes_the_earliest_due_not_the_oldest(store: Store) -> None:
+    """A run created first but due later (a timer) is claimed after a younger run due before it."""
+    store.start_run(new("timer", now=T0))
+    suspend_at(
+        store, "timer", rec("d", "waiting", "delay", wake_at=sec(20)), Waiting("d", "delay", None, sec(20))
+    )
+    store.start_run(new("young", now=sec(5)))
+    assert [c.run.id for c in store.claim("w", [WF], sec(30), LEASE, 1)] == ["young"]
+    assert [c.run.id for c in store.claim("w", [WF], sec(30), LEASE, 1)] == ["timer"]
 
 
 def test_expired_lease_is_taken_over_and_old_token_fenced(store: Store) -> None:
@@ -593,6 +644,8 @@ def test_cancel_cascades_to_children(store: Store) -> None:
     }
     assert store.get("p", None)[1][0].status == "failed"
     assert store.get("k", None)[0].completed_at == sec(3)
+    assert store.get("g", None)[0].completed_at == sec(3)  # the whole cascade ends at the cancel's time
+    assert [s.completed_at for r in ("p", "k") for s in store.get(r, None)[1]] == [sec(3), sec(3)]
 
 
 # -- listing, scheduling, heartbeats -----------------------------------------------------------------------
@@ -626,6 +679,18 @@ def test_list_runs_pages_forward_and_back(store: Store) -> None:
         assert has_more and has_prev == (i - 1 > 0)
 
 
+def test_list_runs_full_last_page_has_no_more(store: Store) -> None:
+    """When the runs fill their pages exactly, the last page says there is no more (and a single
+    full page has neither more nor previous)."""
+    for i in range(20):
+        store.start_run(new(f"run-{i:02d}", now=sec(i)))
+    first, more, prev = store.list_runs(RunQuery(limit=20))
+    assert len(first) == 20 and (more, prev) == (False, False)
+    page1, more1, _ = store.list_runs(RunQuery(limit=10))
+    page2, more2, prev2 = store.list_runs(RunQuery(limit=10, starting_after=page1[-1].id))
+    assert [len(page1), len(page2)] == [10, 10] and (more1, more2, prev2) == (True, False, True)
+
+
 def test_list_runs_filters(store: Store) -> None:
     """Filters on resource, workflow and statuses combine with AND."""
     make_35(store)
@@ -642,12 +707,12 @@ def test_list_runs_filters(store: Store) -> None:
 
 
 def test_list_runs_unknown_cursor(store: Store) -> None:
-    """A cursor that is not a run id raises InvalidArgumentError."""
+    """A cursor that is not a run id raises InvalidArgumentError naming it."""
     store.start_run(new("r1"))
-    with pytest.raises(InvalidArgumentError):
-        store.list_runs(RunQuery(starting_after="nope"))
-    with pytest.raises(InvalidArgumentError):
-        store.list_runs(RunQuery(ending_before="nope"))
+    for side in ("starting_after", "ending_before"):
+        with pytest.raises(InvalidArgumentError) as info:
+            store.list_runs(RunQuery(**{side: "nope"}))
+        assert str(info.value) == "unknown cursor 'nope': pass a run id from a previous page"
 
 
 @pytest.mark.parametrize("cursor_side", ["starting_after", "ending_before"])
@@ -714,6 +779,17 @@ def test_heartbeat(store: Store) -> None:
     assert store.heartbeat([a.lease, c.lease], sec(61), LEASE) == {c.run.id}
     assert store.heartbeat([a.lease], sec(95), LEASE) == {a.run.id}  # its lease ran out at 91
     assert store.heartbeat([], sec(80), LEASE) == set()
+
+
+def test_heartbeat_extends_every_live_lease_whatever_comes_before_it(store: Store) -> None:
+    """A lost lease early in the list does not keep the live ones after it from being extended."""
+    store.start_run(new("r1"))
+    store.start_run(new("r2"))
+    store.start_run(new("r3"))
+    a, b, c = sorted(store.claim("w1", [WF], T0, LEASE, 10), key=lambda x: x.run.id)
+    store.change(a.run.id, None, "cancel", None, sec(1))
+    assert store.heartbeat([a.lease, b.lease, c.lease], sec(20), LEASE) == {"r1"}
+    assert [store.get(r, None)[0].lease_expires_at for r in ("r2", "r3")] == [sec(50), sec(50)]
 
 
 # -- Postgres only ----------------------------------------------------------------------------------------

@@ -463,6 +463,28 @@ def test_claim(row: RunRow, expected: dict[str, Any]) -> None:
     assert changes(row, tr.claim(row, "w2", NOW, LEASE)) == expected
 
 
+# ==================================================================================== claim_order
+
+
+def test_claim_order_takes_over_expired_leases_first_then_the_earliest_due() -> None:
+    """Workers claim runs whose lease expired first (oldest expiry first, whenever they were
+    created), then the earliest due, then the oldest created, then by id; a run created first but
+    due later waits its turn."""
+    rows = {
+        "due-late-created-first": pending(id="due-late-created-first", created_at=T0, due_at=at(90)),
+        "due-early-created-last": pending(id="due-early-created-last", created_at=at(60), due_at=at(10)),
+        "due-early-b": pending(id="due-early-b", created_at=at(5), due_at=at(10)),
+        "due-early-a": pending(id="due-early-a", created_at=at(5), due_at=at(10)),
+        "lease-expired-late": expired(id="lease-expired-late", lease_expires_at=at(80)),
+        "lease-expired-early": expired(id="lease-expired-early", created_at=at(30), lease_expires_at=at(20)),
+    }
+    order = sorted(rows.values(), key=lambda r: tr.claim_order(r, NOW))
+    assert [r.id for r in order] == [
+        "lease-expired-early", "lease-expired-late", "due-early-a", "due-early-b", "due-early-created-last",
+        "due-late-created-first",
+    ]  # fmt: skip
+
+
 # ==================================================================================== check_lease
 
 LIVE = Lease("r1", "w1", 1)
@@ -563,6 +585,10 @@ ERR2 = RunError("KeyError", "'k'", None, "b")
         pytest.param(held(running(timeout_at=DEADLINE)), ReleaseRun(), LET_GO, id="release-held-due-at-timeout"),
         pytest.param(attrs.evolve(held(running(timeout_at=DEADLINE)), due_at=None), ReleaseRun(),
                      LET_GO | {"due_at": DEADLINE}, id="release-held-claimed-due-again-at-timeout"),
+        pytest.param(attrs.evolve(held(waiting("delay")), lease_owner="w1", lease_expires_at=at(120), due_at=None),
+                     ReleaseRun(), LET_GO, id="release-held-claimed-at-a-step-keeps-waiting-there"),
+        pytest.param(running(waiting=DELAY_W, wake_at=LATER), ReleaseRun(), LET_GO | {"status": PAUSED, "due_at": LATER},
+                     id="release-resumed-while-claimed-held-waits-again-at-its-step"),
     ],
 )  # fmt: skip
 def test_apply_outcome(row: RunRow, outcome: RunOutcome, expected: dict[str, Any]) -> None:
@@ -675,6 +701,33 @@ def test_child_finished_leaves_a_parent_not_waiting_for_it_alone(parent: RunRow)
     after, done = tr.child_finished(parent, CHILD_WAIT, child(COMPLETED, output=1), NOW)
     assert after == parent
     assert done.status == "completed" and done.output == 1
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [pytest.param(running(), id="running"), pytest.param(held(running()), id="held-running"),
+     pytest.param(expired(), id="running-lease-expired")],
+)  # fmt: skip
+def test_child_finished_makes_a_worker_holding_the_parent_look_again(parent: RunRow) -> None:
+    """A child ending while a worker holds its parent bumps the parent's mailbox_seq (and updated_at)
+    and nothing else, so that worker's suspend is refused and it replays the settled step."""
+    after, done = tr.child_finished(parent, CHILD_WAIT, child(COMPLETED, output=1), NOW)
+    assert changes(parent, after) == {"mailbox_seq": 1, "updated_at": NOW}
+    assert done.status == "completed" and done.output == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: child_finished sets attempts=1 on a failed Child step (a completed one keeps its "
+    "count), so a Child step started twice after a takeover reports 1 attempt once its child fails",
+)
+def test_a_failed_child_keeps_the_attempts_of_its_child_step() -> None:
+    """SPEC §13: ``attempts`` counts on after a takeover; a child's end does not reset it, whether
+    the child completed or failed."""
+    started_twice = attrs.evolve(CHILD_WAIT, attempts=2)
+    _, after_completion = tr.child_finished(waiting("child"), started_twice, child(COMPLETED), NOW)
+    _, after_failure = tr.child_finished(waiting("child"), started_twice, child(FAILED), NOW)
+    assert (after_completion.attempts, after_failure.attempts) == (2, 2)
 
 
 def test_child_finished_keeps_a_held_parent_held() -> None:
