@@ -782,14 +782,18 @@ def test_heartbeat(store: Store) -> None:
 
 
 def test_heartbeat_extends_every_live_lease_whatever_comes_before_it(store: Store) -> None:
-    """A lost lease early in the list does not keep the live ones after it from being extended."""
+    """A lease lost early in the list (a run taken over, or one that ended) does not keep the live ones
+    after it from being extended."""
+    store.start_run(new("r0"))
     store.start_run(new("r1"))
     store.start_run(new("r2"))
     store.start_run(new("r3"))
-    a, b, c = sorted(store.claim("w1", [WF], T0, LEASE, 10), key=lambda x: x.run.id)
-    store.change(a.run.id, None, "cancel", None, sec(1))
-    assert store.heartbeat([a.lease, b.lease, c.lease], sec(20), LEASE) == {"r1"}
-    assert [store.get(r, None)[0].lease_expires_at for r in ("r2", "r3")] == [sec(50), sec(50)]
+    z, a, b, c = sorted(store.claim("w1", [WF], T0, LEASE, 10), key=lambda x: x.run.id)
+    store.change(a.run.id, None, "cancel", None, sec(1))  # ended: it lost nothing
+    store.heartbeat([b.lease, c.lease], sec(25), LEASE)
+    assert claim_one(store, sec(31), "w2").run.id == "r0"  # z's lease ran out at 30: taken over
+    assert store.heartbeat([z.lease, a.lease, b.lease, c.lease], sec(20 + 30), LEASE) == {"r0"}
+    assert [store.get(r, None)[0].lease_expires_at for r in ("r2", "r3")] == [sec(80), sec(80)]
 
 
 # -- Postgres only ----------------------------------------------------------------------------------------

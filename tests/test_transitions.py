@@ -716,11 +716,6 @@ def test_child_finished_makes_a_worker_holding_the_parent_look_again(parent: Run
     assert done.status == "completed" and done.output == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: child_finished sets attempts=1 on a failed Child step (a completed one keeps its "
-    "count), so a Child step started twice after a takeover reports 1 attempt once its child fails",
-)
 def test_a_failed_child_keeps_the_attempts_of_its_child_step() -> None:
     """SPEC §13: ``attempts`` counts on after a takeover; a child's end does not reset it, whether
     the child completed or failed."""

@@ -177,7 +177,7 @@ def child_finished(
         detail = f": {err.type}: {err.message}" if err else ""
         msg = f"child run {child.id} (workflow {child.workflow_id!r}) {child.status}{detail}"
         done = attrs.evolve(step, status="failed", error=RunError("ChildFailedError", msg, None, step.step_id),
-                            completed_at=now, attempts=1)  # fmt: skip
+                            completed_at=now)  # fmt: skip
     if parent.status in TERMINAL:
         return parent, done
     if parent.lease_owner is not None:  # a worker holds the parent: make it look again before it suspends
