@@ -20,6 +20,8 @@ spec and the run attempt, so a crashed-and-recovered run must end exactly like a
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import threading
 from collections import Counter, defaultdict
@@ -50,7 +52,7 @@ from pgflow import (
     workflow,
 )
 from pgflow.replay import Replayer, ReplayInput
-from pgflow.testing import Harness, SimClock
+from pgflow.testing import AsyncHarness, Harness, SimClock
 
 T0 = pendulum.datetime(2030, 1, 1, tz="UTC")
 EVENTS = ("e0", "e1")
@@ -459,14 +461,36 @@ def checked_processor() -> Iterator[None]:
 # ----------------------------------------------------------------------------------- the driver
 
 
+class BlockingFace:
+    """An AsyncHarness called from blocking code: each coroutine method runs to its end on the face's
+    own event loop (one per player, in this thread), everything else passes through."""
+
+    def __init__(self, harness: AsyncHarness) -> None:
+        self._harness = harness
+        self._loop = asyncio.new_event_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._harness, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        return lambda *args, **kwargs: self._loop.run_until_complete(attr(*args, **kwargs))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._harness.close())
+        self._loop.close()
+
+
 class Player:
     """Runs one scenario on its own Harness and checks the invariants after every round."""
 
-    def __init__(self, scenario: Scenario, *, crashes: bool = True) -> None:
+    def __init__(self, scenario: Scenario, *, crashes: bool = True, driver: str = "blocking") -> None:
         self.scenario = scenario if crashes else scenario.without_crashes()
         self.token = register(self.scenario)
         self.clock = SimClock(T0)
-        self.h = Harness(workflows=[generic], clock=self.clock, lease=LEASE)
+        if driver == "asyncio":  # the AsyncHarness (the protocol's asyncio driver), driven from here
+            self.h: Any = BlockingFace(AsyncHarness(workflows=[generic], clock=self.clock, lease=LEASE))
+        else:
+            self.h = Harness(workflows=[generic], clock=self.clock, lease=LEASE)
         for sid in sorted(self.scenario.crash_before):
             self.h.crash_before(sid)
         for sid in sorted(self.scenario.crash_after):
@@ -708,10 +732,12 @@ class Played:
     rounds: int
 
 
-def play(scenario: Scenario, *, crashes: bool = True, ops: Sequence[tuple[str, Any]] = ()) -> Played:
-    """Drive ``scenario`` to its end on a fresh Harness, checking every invariant along the way;
-    ``ops`` are applied first, at arbitrary moments."""
-    player = Player(scenario, crashes=crashes)
+def play(
+    scenario: Scenario, *, crashes: bool = True, ops: Sequence[tuple[str, Any]] = (), driver: str = "blocking"
+) -> Played:
+    """Drive ``scenario`` to its end on a fresh Harness (``driver="asyncio"``: an AsyncHarness),
+    checking every invariant along the way; ``ops`` are applied first, at arbitrary moments."""
+    player = Player(scenario, crashes=crashes, driver=driver)
     try:
         for op in ops:
             player.apply(op)

@@ -55,6 +55,20 @@ def test_crashed_run_ends_like_the_crash_free_run(scenario: Scenario) -> None:
             assert crashed.effects.get(spec.sid, 0) <= 1 + hits
 
 
+@given(scenarios(max_steps=5))
+def test_the_asyncio_driver_plays_like_the_blocking_one(scenario: Scenario) -> None:
+    """The AsyncHarness (the worker protocol's asyncio driver) and the Harness (its blocking driver)
+    play every scenario, crashes included, to the same end, running the same steps as often."""
+    note(repr(scenario))
+    with checked_processor():
+        blocking = play(scenario, crashes=True)
+        asynchronous = play(scenario, crashes=True, driver="asyncio")
+    assert outcome(asynchronous.run) == outcome(blocking.run)
+    assert (asynchronous.effects, asynchronous.sent, asynchronous.crashes) == (
+        blocking.effects, blocking.sent, blocking.crashes,
+    )  # fmt: skip
+
+
 @given(scenarios(max_steps=5), ops)
 def test_invariants_hold_under_arbitrary_interleavings(scenario: Scenario, script: list) -> None:
     """Events, advances, pauses, resumes, fast-forwards and cancels at arbitrary moments keep every invariant."""
