@@ -213,8 +213,10 @@ def docs_database(pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) 
     """PGFLOW_DATABASE_URL (and PGFLOW_TEST_DSN) = the test database; schema ``pgflow`` → a fresh
     schema, any other schema ``s`` → ``<fresh>_s``; all of them dropped afterwards."""
     import pgflow.postgres
+    import pgflow.postgres.async_store
 
     original = pgflow.postgres.PostgresStore
+    original_async = pgflow.postgres.async_store.AsyncPostgresStore
 
     def redirect(schema: str) -> str:
         return pg_schema if schema == "pgflow" else f"{pg_schema}_{schema}"[:63]
@@ -223,7 +225,12 @@ def docs_database(pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) 
         def __init__(self, pool: object, schema: str = "pgflow", *args: object, **kwargs: object) -> None:
             super().__init__(pool, redirect(schema), *args, **kwargs)
 
+    class RedirectedAsyncStore(original_async):  # type: ignore[misc, valid-type]
+        def __init__(self, pool: object, schema: str = "pgflow", *args: object, **kwargs: object) -> None:
+            super().__init__(pool, redirect(schema), *args, **kwargs)
+
     monkeypatch.setattr(pgflow.postgres, "PostgresStore", RedirectedStore)
+    monkeypatch.setattr(pgflow.postgres.async_store, "AsyncPostgresStore", RedirectedAsyncStore)
     monkeypatch.setenv("PGFLOW_DATABASE_URL", pg_dsn)
     monkeypatch.setenv("PGFLOW_TEST_DSN", pg_dsn)
     monkeypatch.delenv("DATABASE_URL", raising=False)
