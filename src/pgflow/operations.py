@@ -310,23 +310,28 @@ class Operations(OperationSteps):
         self, workflow: Workflow[I, Any] | WorkflowRef[I, Any], input: I | Mapping[str, Any] = ..., *,
         resource_id: str | None = None, idempotency_key: str | None = None,
         timeout: DurationLike | None = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun: ...  # fmt: skip
 
     @overload
     def start_workflow(
         self, workflow: str, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: DurationLike | None = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun: ...  # fmt: skip
 
     def start_workflow(
         self, workflow: Any, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun:  # fmt: skip
         """Start a run; returns it ``pending``. See SPEC §4. Typed: ``input`` must be the workflow's
         input type ``I`` (or a mapping of its fields) for a ``Workflow[I, O]`` / ``WorkflowRef[I, O]``;
         anything for a workflow id."""
         return self._do(
-            self._start_workflow_steps(workflow, input, resource_id, idempotency_key, timeout, retries)
+            self._start_workflow_steps(
+                workflow, input, resource_id, idempotency_key, timeout, retries, concurrency_key, priority
+            )
         )
 
     def trigger_event(

@@ -282,6 +282,8 @@ def _waiting_on(run: WorkflowRun) -> str:
     if run.held:
         return "resume_workflow (it is held)"
     w = run.waiting
+    if w is None and run.status == "pending":
+        return "a place under its workflow's concurrency limits (another run of it must end first)"
     if w is None:
         return "nothing known"
     if w.kind == "wait_for":
