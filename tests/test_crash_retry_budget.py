@@ -164,21 +164,13 @@ def test_all_of_a_timed_wait_and_a_failing_step_ends_alike_after_a_crash(
     assert len(calls) == (3 if crash == "before s" else 2)  # crash_before: the lost call ran, unrecorded
 
 
-PG_DROPS_INTERRUPTED = (
-    "the Postgres store does not persist StepRecord.interrupted yet (no `interrupted` column in "
-    "`steps`): a count read back is 0, so a later failure counts the interrupted attempt again"
-)
-
-
 @pytest.mark.parametrize("crash", [False, True])
 def test_a_crash_does_not_use_up_a_transient_failures_retries(
-    make_harness: Any, crash: bool, request: pytest.FixtureRequest
+    make_harness: Any, crash: bool
 ) -> None:
     """A step that succeeds on its third call, with ``Retry(max_attempts=3)``: the run completes, also
     when the worker died right after the step before it was recorded (which records this step's start
     in the same statement, before its function is called)."""
-    if crash and request.node.callspec.params["make_harness"] == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_DROPS_INTERRUPTED))
     calls: list[int] = []
 
     def transient() -> str:

@@ -25,10 +25,7 @@ RUN_COLUMNS = {f.name for f in attrs.fields(RunRow)} - {"waiting"} | {
     "waiting_event",
     "waiting_wake_at",
 }
-# StepRecord fields the Postgres store does not persist yet (it reads them back as their default);
-# test_steps_has_a_column_for_every_step_record_field fails until they have their column
-PENDING_STEP_COLUMNS = {"interrupted"}
-STEP_COLUMNS = {f.name for f in attrs.fields(StepRecord)} - PENDING_STEP_COLUMNS | {"run_id", "pos"}
+STEP_COLUMNS = {f.name for f in attrs.fields(StepRecord)} | {"run_id", "pos"}
 EVENT_COLUMNS = {"id", "run_id", "name", "data", "created_at", "consumed_by_step", "consumed_at"}
 INDEXES = {
     "runs_pkey",
@@ -84,10 +81,6 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="StepRecord.interrupted has no `steps` column yet (a migration, rows.py and upsert_steps)",
-)
 def test_steps_has_a_column_for_every_step_record_field(pg_dsn: str, pg_schema: str) -> None:
     """Every StepRecord field is stored: none is lost on the way through the Postgres store."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -153,7 +153,7 @@ def step_from(r: Row) -> StepRecord:
         step_id=r["step_id"], kind=r["kind"], status=r["status"], output=r["output"], error=_error(r["error"]),
         timed_out=r["timed_out"], attempts=r["attempts"], started_at=_time(r["started_at"]),
         completed_at=_time(r["completed_at"]), wake_at=_time(r["wake_at"]), timeout_at=_time(r["timeout_at"]),
-        event=r["event"], run_attempt=r["run_attempt"], seq=r["seq"],
+        event=r["event"], run_attempt=r["run_attempt"], seq=r["seq"], interrupted=r["interrupted"],
     )  # fmt: skip
 
 
@@ -170,7 +170,7 @@ def _step_json(rec: StepRecord) -> dict[str, Any]:
         "error": error_json(rec.error), "timed_out": rec.timed_out, "attempts": rec.attempts,
         "started_at": _iso(rec.started_at), "completed_at": _iso(rec.completed_at),
         "wake_at": _iso(rec.wake_at), "timeout_at": _iso(rec.timeout_at), "event": rec.event,
-        "run_attempt": rec.run_attempt, "seq": rec.seq,
+        "run_attempt": rec.run_attempt, "seq": rec.seq, "interrupted": rec.interrupted,
     }  # fmt: skip
 
 

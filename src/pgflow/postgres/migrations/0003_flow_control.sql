@@ -2,6 +2,7 @@
 -- a run of a workflow with a concurrency limit holds a place (slot_held) from its first claim until
 -- it ends, and a run the limits hold back is parked (not due) until a place frees: 'workflow' when
 -- the workflow's limit held it back, 'key' when its key's did. Workflows store their limits.
+-- Steps count the attempts a crash interrupted (a Retry does not count them: step_records.failures).
 
 ALTER TABLE {schema}.runs ADD COLUMN priority integer NOT NULL DEFAULT 0;
 ALTER TABLE {schema}.runs ADD COLUMN concurrency_key text;
@@ -10,6 +11,8 @@ ALTER TABLE {schema}.runs ADD COLUMN parked text CHECK (parked IN ('workflow', '
 
 ALTER TABLE {schema}.workflows ADD COLUMN concurrency integer;
 ALTER TABLE {schema}.workflows ADD COLUMN key_concurrency integer;
+
+ALTER TABLE {schema}.steps ADD COLUMN interrupted integer NOT NULL DEFAULT 0;
 
 -- The claim reads ready runs priority level by priority level (highest first), each in due order:
 -- runs waiting for an event (no due time) and parked runs are not in it.

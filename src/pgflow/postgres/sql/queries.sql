@@ -134,15 +134,16 @@ RETURNING name
 -- and the record is not a running one of a held run.
 INSERT INTO {schema}.steps AS s (
     run_id, step_id, kind, status, output, error, timed_out, attempts, started_at, completed_at,
-    wake_at, timeout_at, event, run_attempt, seq
+    wake_at, timeout_at, event, run_attempt, seq, interrupted
 )
 SELECT %(run_id)s, r.step_id, r.kind, r.status, r.output, r.error, r.timed_out, r.attempts,
-       r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt, r.seq
+       r.started_at, r.completed_at, r.wake_at, r.timeout_at, r.event, r.run_attempt, r.seq,
+       r.interrupted
 FROM json_array_elements(%(steps)s::json) WITH ORDINALITY AS e(rec, ord),
      json_to_record(e.rec) AS r(
          step_id text, kind text, status text, output json, error jsonb, timed_out boolean,
          attempts integer, started_at timestamptz, completed_at timestamptz, wake_at timestamptz,
-         timeout_at timestamptz, event text, run_attempt integer, seq integer)
+         timeout_at timestamptz, event text, run_attempt integer, seq integer, interrupted integer)
 WHERE {only_if}
 ORDER BY e.ord
 ON CONFLICT (run_id, step_id) DO UPDATE SET
@@ -150,7 +151,7 @@ ON CONFLICT (run_id, step_id) DO UPDATE SET
     error = excluded.error, timed_out = excluded.timed_out, attempts = excluded.attempts,
     started_at = excluded.started_at, completed_at = excluded.completed_at,
     wake_at = excluded.wake_at, timeout_at = excluded.timeout_at, event = excluded.event,
-    run_attempt = excluded.run_attempt, seq = excluded.seq
+    run_attempt = excluded.run_attempt, seq = excluded.seq, interrupted = excluded.interrupted
 
 -- name: commit_keep_running
 -- Hot path, one statement: if the lease is still ours (token, owner, not ended, not expired at
