@@ -165,9 +165,7 @@ def test_all_of_a_timed_wait_and_a_failing_step_ends_alike_after_a_crash(
 
 
 @pytest.mark.parametrize("crash", [False, True])
-def test_a_crash_does_not_use_up_a_transient_failures_retries(
-    make_harness: Any, crash: bool
-) -> None:
+def test_a_crash_does_not_use_up_a_transient_failures_retries(make_harness: Any, crash: bool) -> None:
     """A step that succeeds on its third call, with ``Retry(max_attempts=3)``: the run completes, also
     when the worker died right after the step before it was recorded (which records this step's start
     in the same statement, before its function is called)."""

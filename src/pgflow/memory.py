@@ -213,7 +213,7 @@ class MemoryStore:
         elif isinstance(effect, locked.FreePlace):
             parked = [r for r in self._runs.values() if r.parked is not None]
             for row in limits.to_wake(parked, effect.workflow_id, effect.concurrency_key):
-                self._runs[row.id] = attrs.evolve(row, parked=None, due_at=effect.now)
+                self._runs[row.id] = attrs.evolve(row, parked=None, due_at=effect.now, updated_at=effect.now)
         elif isinstance(effect, locked.RunTransaction):
             raise StorageError("the memory store cannot run Transaction steps (no database)")
         return None  # Notify: every write wakes every waiter anyway
@@ -236,7 +236,9 @@ class MemoryStore:
                 used = limits.in_use(r for r in self._runs.values() if r.workflow_id in found)
                 chosen, parked = limits.admit(expired + due, used, found, limit)
                 for run_id, why in parked.items():
-                    self._runs[run_id] = attrs.evolve(self._runs[run_id], parked=why, due_at=None)
+                    self._runs[run_id] = attrs.evolve(
+                        self._runs[run_id], parked=why, due_at=None, updated_at=now
+                    )
             else:
                 chosen = ready[:limit]
             claimed = []

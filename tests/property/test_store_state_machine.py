@@ -69,6 +69,8 @@ OWNERS = ("w1", "w2")
 STEP_IDS = ("s1", "s2")
 EVENTS = ("go", "stop")
 KEYS = ("k1", "k2")
+CONCURRENCY_KEYS = (None, "a", "b")
+PRIORITIES = (-5, 0, 0, 3)
 KINDS = ("run", "wait_for", "delay", "wait_until", "pause", "poll", "child")
 OFFSETS = (-5, 0, 1, 5, 30, 45, 100)  # seconds relative to the simulated now
 ACTIONS = ("pause", "resume", "cancel", "fast_forward")
@@ -316,14 +318,17 @@ class StoreMachine(RuleBasedStateMachine):
         target=runs, prefix=PREFIXES, wf=st.sampled_from(WORKFLOWS), resource=st.sampled_from(RESOURCES),
         key=st.none() | st.sampled_from(KEYS), value=json_values, retries=st.integers(0, 2),
         backoff=st.sampled_from([0.5, 1.0, 2.0]), timeout=st.none() | st.sampled_from([5, 40, 200]),
+        priority=st.sampled_from(PRIORITIES), concurrency_key=st.sampled_from(CONCURRENCY_KEYS),
     )  # fmt: skip
     def start_run(
         self, prefix: str, wf: str, resource: str | None, key: str | None, value: Any, retries: int,
-        backoff: float, timeout: int | None,
+        backoff: float, timeout: int | None, priority: int, concurrency_key: str | None,
     ) -> Any:  # fmt: skip
-        """Start a run (maybe with an idempotency key that is taken, or conflicts)."""
+        """Start a run (maybe with an idempotency key that is taken, or conflicts; a priority and a
+        concurrency key)."""
         timeout_at = self.now.add(seconds=timeout) if timeout is not None else None
-        new = NewRun(self.new_id(prefix), wf, resource, value, retries, backoff, key, timeout_at, self.now)
+        new = NewRun(self.new_id(prefix), wf, resource, value, retries, backoff, key, timeout_at, self.now,
+                     priority=priority, concurrency_key=concurrency_key)  # fmt: skip
         kind, result = self.both("start_run", lambda s: s.start_run(new))
         return multiple(new.id) if kind == "ok" and result[1] else multiple()
 
@@ -405,13 +410,27 @@ class StoreMachine(RuleBasedStateMachine):
     # worker side -----------------------------------------------------------------------------------
 
     @rule(
+        wf=st.sampled_from(WORKFLOWS), concurrency=st.sampled_from([None, 1, 2]),
+        key_concurrency=st.sampled_from([None, 1]),
+    )  # fmt: skip
+    def set_limits(self, wf: str, concurrency: int | None, key_concurrency: int | None) -> None:
+        """Register a workflow again, with (other) concurrency limits."""
+        limits = {"retries": 1, "concurrency": concurrency, "key_concurrency": key_concurrency}
+        self.both("register_workflow", lambda s: s.register_workflow(wf, [], self.now, limits))
+        self.both("workflow_settings", lambda s: s.workflow_settings(wf))
+
+    @rule(
         target=leases, owner=st.sampled_from(OWNERS),
         wfs=st.lists(st.sampled_from(WORKFLOWS), min_size=1, max_size=2, unique=True), limit=st.integers(1, 3),
-        duration=durations,
+        duration=durations, limited=st.booleans(),
     )  # fmt: skip
-    def claim(self, owner: str, wfs: list[str], limit: int, duration: pendulum.Duration) -> Any:
-        """Claim ready runs and runs with expired leases: the same runs, in the same order."""
-        kind, claimed = self.both("claim", lambda s: s.claim(owner, wfs, self.now, duration, limit))
+    def claim(
+        self, owner: str, wfs: list[str], limit: int, duration: pendulum.Duration, limited: bool
+    ) -> Any:
+        """Claim ready runs and runs with expired leases: the same runs, in the same order; the
+        ``limited`` way (the worker's definitions have limits) admits and parks under the limits."""
+        chosen = wfs if limited else []
+        kind, claimed = self.both("claim", lambda s: s.claim(owner, wfs, self.now, duration, limit, chosen))
         return multiple(*[c.lease for c in claimed]) if kind == "ok" else multiple()
 
     @rule(
@@ -422,8 +441,12 @@ class StoreMachine(RuleBasedStateMachine):
         data=st.data(),
     )
     def work(self, owner: str, limit: int, duration: pendulum.Duration, data: st.DataObject) -> Any:
-        """A worker's round: claim, then commit a random batch for each claimed run (or drop it)."""
-        kind, claimed = self.both("claim", lambda s: s.claim(owner, WORKFLOWS, self.now, duration, limit))
+        """A worker's round: claim (the limited way or not), then commit a random batch for each claimed
+        run (or drop it)."""
+        chosen = list(WORKFLOWS) if data.draw(st.booleans(), label="limited?") else []
+        kind, claimed = self.both(
+            "claim", lambda s: s.claim(owner, WORKFLOWS, self.now, duration, limit, chosen)
+        )
         children = []
         for c in claimed if kind == "ok" else []:
             if data.draw(st.integers(0, 4), label="commit?"):

@@ -356,7 +356,7 @@ WITH on_key AS (
     WHERE workflow_id = %(workflow_id)s AND parked = 'workflow'
     ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
-UPDATE {schema}.runs AS r SET parked = NULL, due_at = %(now)s
+UPDATE {schema}.runs AS r SET parked = NULL, due_at = %(now)s, updated_at = %(now)s
 WHERE r.id IN (SELECT id FROM on_key UNION ALL SELECT id FROM on_workflow)
 
 -- name: heartbeat
