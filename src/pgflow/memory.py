@@ -225,15 +225,16 @@ class MemoryStore:
             ready.sort(key=lambda r: tr.claim_order(r, now))
             claimed = []
             for row in ready[:limit]:
+                due = _due_time(row)  # what the claim query returns as claim_due
                 row = tr.claim(row, owner, now, lease)
                 self._runs[row.id] = row
-                claimed.append(self._claimed(row))
+                claimed.append(self._claimed(row, due))
             return claimed
 
-    def _claimed(self, row: RunRow) -> Claimed:
+    def _claimed(self, row: RunRow, due: DateTime | None = None) -> Claimed:
         mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]
         steps = {rec.step_id: rec for rec in self._timeline(row.id)}
-        return Claimed(row, steps, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
+        return Claimed(row, steps, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token), due)
 
     def reload(self, lease: Lease) -> Claimed | None:
         with self._lock:

@@ -63,6 +63,8 @@ class RunRow:
     mailbox_seq: int = 0  # changes a worker must see before it suspends: events delivered, children ended
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    # the W3C trace context (traceparent, tracestate) current when it was started (pgflow.telemetry)
+    trace_context: dict[str, str] | None = None
 
 
 @attrs.frozen
@@ -78,6 +80,7 @@ class NewRun:
     now: DateTime
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    trace_context: dict[str, str] | None = None
 
 
 @attrs.frozen
@@ -93,6 +96,7 @@ class Claimed:
     steps: dict[str, StepRecord]
     mailbox: list[Event]
     lease: Lease
+    due: DateTime | None = None  # when the run became claimable (due, or its lease expired): claim delay
 
 
 # What a worker asks the store to do with a run after recording ``Batch.steps``.

@@ -52,6 +52,7 @@ def new_row(new: NewRun) -> RunRow:
         input=new.input, created_at=new.now, updated_at=new.now, max_retries=new.max_retries,
         retry_backoff=new.retry_backoff, idempotency_key=new.idempotency_key, timeout_at=new.timeout_at,
         due_at=new.now, parent_run_id=new.parent_run_id, parent_step_id=new.parent_step_id,
+        trace_context=new.trace_context,
     )  # fmt: skip
 
 

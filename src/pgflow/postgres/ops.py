@@ -23,7 +23,7 @@ from pgflow.records import TERMINAL, Event, StepRecord
 from pgflow.static_steps import StepInfo, WorkflowInfo
 from pgflow.store import Batch, Claimed, CommitResult, CompleteRun, Lease, NewRun, RunQuery, RunRow
 
-from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json
+from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json, time_of
 from .sqlgen import Rows, RowsTogether, Send, SqlGen
 from .uow import Channels, as_sql
 
@@ -191,7 +191,10 @@ def claim(
     steps, mail = yield RowsTogether(
         (Rows("steps_of_runs", {"run_ids": stale}), Rows("mailbox_of_runs", {"run_ids": stale}))
     )
-    return [_claimed(run_from(r), steps, mail) if r["id"] in stale else _claimed_row(r) for r in found]
+    return [
+        _claimed(run_from(r), steps, mail, time_of(r["claim_due"])) if r["id"] in stale else _claimed_row(r)
+        for r in found
+    ]
 
 
 def reload(lease: Lease) -> SqlGen[Claimed | None]:
@@ -284,13 +287,16 @@ def _claimed_row(r: dict[str, Any]) -> Claimed:
     row = run_from(r)
     records = {s["step_id"]: step_from(s) for s in r["step_rows"] or ()}
     mail = [event_from(e) for e in r["mailbox_rows"] or ()]
-    return Claimed(row, records, mail, Lease(row.id, row.lease_owner or "", row.lease_token))
+    lease = Lease(row.id, row.lease_owner or "", row.lease_token)
+    return Claimed(row, records, mail, lease, time_of(r["claim_due"]))
 
 
-def _claimed(row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]]) -> Claimed:
+def _claimed(
+    row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]], due: DateTime | None = None
+) -> Claimed:
     records = {r["step_id"]: step_from(r) for r in steps if r["run_id"] == row.id}
     events = [event_from(r) for r in mail if r["run_id"] == row.id]
-    return Claimed(row, records, events, Lease(row.id, row.lease_owner or "", row.lease_token))
+    return Claimed(row, records, events, Lease(row.id, row.lease_owner or "", row.lease_token), due)
 
 
 # -- dashboard reads ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "run_params",
     "step_from",
     "steps_json",
+    "time_of",
 ]
 
 DateTime = pendulum.DateTime
@@ -58,6 +59,9 @@ def _time(value: datetime | str | None) -> DateTime | None:
         value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond,
         tzinfo=pendulum.UTC,
     )  # fmt: skip
+
+
+time_of = _time  # a timestamptz read back as a UTC pendulum DateTime (None stays None)
 
 
 @overload
@@ -119,6 +123,7 @@ def run_params(row: RunRow) -> dict[str, Any]:
         "timeout_at": pg_time(row.timeout_at), "lease_owner": row.lease_owner, "lease_token": row.lease_token,
         "lease_expires_at": pg_time(row.lease_expires_at), "mailbox_seq": row.mailbox_seq,
         "parent_run_id": row.parent_run_id, "parent_step_id": row.parent_step_id,
+        "trace_context": jsonb(row.trace_context),
     }  # fmt: skip
 
 
@@ -141,6 +146,7 @@ def run_from(r: Row) -> RunRow:
         resumed_at=_time(r["resumed_at"]), completed_at=_time(r["completed_at"]), timeout_at=_time(r["timeout_at"]),
         lease_owner=r["lease_owner"], lease_token=r["lease_token"], lease_expires_at=_time(r["lease_expires_at"]),
         mailbox_seq=r["mailbox_seq"], parent_run_id=r["parent_run_id"], parent_step_id=r["parent_step_id"],
+        trace_context=r["trace_context"],
     )  # fmt: skip
 
 
