@@ -62,15 +62,17 @@ def _has(found: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
 
 
 @contextmanager
-def captured() -> Iterator[Captured]:
-    """SDK tracer and meter providers as the globals for the block, exporting to memory."""
+def captured(*, tracing: bool = True) -> Iterator[Captured]:
+    """SDK tracer and meter providers as the globals for the block, exporting to memory (no tracer
+    provider at all with ``tracing=False``)."""
     reset_globals()
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    trace.set_tracer_provider(tracer_provider)
+    if tracing:
+        trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     try:
         yield Captured(exporter, reader)

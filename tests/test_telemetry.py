@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
+import pendulum
 import psycopg
 import pytest
 from opentelemetry import trace
@@ -19,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import pgflow
 from otel_support import Captured, captured
 from pgflow import All, Child, Retry, Run, Sleep, workflow
+from pgflow.store import NewRun
 from pgflow.testing import AsyncHarness, Harness, SimClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,6 +250,37 @@ def test_without_a_provider_nothing_is_stored_and_steps_still_run() -> None:
         assert h.run_until_complete(run.id).output == 6
         row, _ = h.store.get(run.id, None)
     assert row.trace_context is None
+
+
+def test_metrics_without_a_tracer_provider() -> None:
+    """A meter provider alone: counts and histograms, no trace context stored, and a child run keeps
+    its parent's (none here) since no Child span exists."""
+    with captured(tracing=False) as otel, Harness([parent, kid]) as h:
+        run = h.start_workflow(parent, {})
+        assert h.run_until_complete(run.id).output == 4
+        assert h.store.get(run.id, None)[0].trace_context is None
+        assert otel.count("pgflow.runs", status="completed") == 2
+        assert otel.count("pgflow.steps", status="completed") == 2  # the Child start is a step too
+        assert otel.points("pgflow.claim.delay", **{"pgflow.workflow_id": "otel-kid"})
+        assert otel.spans() == []
+
+
+def test_a_child_keeps_its_parents_context_when_its_worker_does_not_trace() -> None:
+    """A worker without a tracer provider gives a child run the parent's stored context, so a later
+    traced worker still puts the child's steps in the request's trace."""
+    with captured() as otel, Harness([parent, kid]) as h:
+        run = h.start_workflow(parent, {})
+        stored = h.store.get(run.id, None)[0].trace_context
+        assert stored is not None and otel.spans("pgflow.start_workflow")
+    with Harness([parent, kid]) as h2:  # no provider any more: the worker traces nothing
+        h2.store.start_run(attrs.evolve(_new_run(run.workflow_id, h2.clock.now()), trace_context=stored))
+        h2.run_until_idle()
+        (child,) = h2.get_runs(workflow_id="otel-kid").items
+        assert h2.store.get(child.id, None)[0].trace_context == stored
+
+
+def _new_run(workflow_id: str, now: pendulum.DateTime) -> NewRun:
+    return NewRun("p-1", workflow_id, None, {}, 0, 1.0, None, None, now)
 
 
 def test_async_harness_traces_like_the_harness(otel: Captured) -> None:

@@ -136,7 +136,8 @@ class ChildPlan:
     max_retries: int
     timeout: pendulum.Duration | None
     retry_backoff: float
-    trace_context: dict[str, str] | None = None  # the Child step's span, when traced: the child's parent
+    # the Child step's span, when traced: the child's parent (else the child keeps its parent's context)
+    trace_context: dict[str, str] | None = None
 
 
 # what the protocol is given ----------------------------------------------------------------------
@@ -493,7 +494,7 @@ def _start_child(cmd: Child, rec: StepRecord, pending: _Pending, run: RunRow, en
     child_id = str(uuid.uuid4())
     new = NewRun(child_id, plan.target.id, cmd.resource_id, stored_input, plan.max_retries, plan.retry_backoff,
                  None, timeout_at, now, parent_run_id=run.id, parent_step_id=cmd.step_id,
-                 trace_context=plan.trace_context)  # fmt: skip
+                 trace_context=plan.trace_context or run.trace_context)  # fmt: skip
     pending.children.append(StartChild(new))
     return _Outcome(records.waiting(rec, output={"child_run_id": child_id}))
 

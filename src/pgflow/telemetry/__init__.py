@@ -73,6 +73,7 @@ def cancelled(run: WorkflowRun) -> None:
 
 
 def for_run(claimed: Claimed) -> RunTelemetry | None:
-    """What a worker traces and counts for a run it claimed (records the claim delay now)."""
+    """What a worker traces and counts for a run it claimed (records the claim delay now); None
+    without the extra, or while no tracer or meter provider is set."""
     otel = active()
     return None if otel is None else otel.for_run(claimed)
