@@ -36,6 +36,9 @@ INDEXES = {
     "runs_resource_idx",
     "runs_workflow_idx",
     "runs_parent_idx",
+    "runs_ready_idx",
+    "runs_slots_idx",
+    "runs_parked_idx",
     "steps_pkey",
     "events_pkey",
     "events_unconsumed_idx",
@@ -61,7 +64,9 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
         assert _columns(conn, pg_schema, "runs") == RUN_COLUMNS
         assert _columns(conn, pg_schema, "steps") == STEP_COLUMNS
         assert _columns(conn, pg_schema, "events") == EVENT_COLUMNS
-        assert _columns(conn, pg_schema, "workflows") == {"id", "steps", "settings", "registered_at"}
+        assert _columns(conn, pg_schema, "workflows") == {
+            "id", "steps", "settings", "registered_at", "concurrency", "key_concurrency",
+        }  # fmt: skip
         assert _columns(conn, pg_schema, "schema_version") == {"version", "name", "applied_at"}
         indexes = {
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))
