@@ -283,6 +283,47 @@ def _new_run(workflow_id: str, now: pendulum.DateTime) -> NewRun:
     return NewRun("p-1", workflow_id, None, {}, 0, 1.0, None, None, now)
 
 
+@workflow("otel-limited", concurrency=1, key_concurrency=1)
+def limited(ctx: pgflow.Context[Any]):
+    yield Run("work", add, 1, 1)
+    yield Sleep("nap", "1 minute")
+    return "done"
+
+
+@pytest.mark.parametrize("backend", ["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_runs_under_flow_control_are_traced(
+    otel: Captured, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Runs started with a concurrency_key and a priority, claimed the limited way (SPEC §16), are
+    traced as any: their steps are children of their own start span, in the request's trace; the
+    run a limit held back (parked) counts no claim delay for the time it waited for a place."""
+    options: dict[str, Any] = {}
+    if backend == "postgres":
+        options = {"dsn": request.getfixturevalue("pg_dsn"), "schema": request.getfixturevalue("pg_schema")}
+    with Harness([limited], clock=SimClock(), **options) as h:
+        with tracer().start_as_current_span("request"):
+            first = h.start_workflow(limited, {}, concurrency_key="acct", priority=10)
+            second = h.start_workflow(limited, {}, concurrency_key="acct", priority=-3)
+        h.run_until_idle()
+        assert h.get_run(second.id).status == "pending"  # held back by the limits
+        assert h.run_until_complete(first.id).output == "done"
+        assert h.run_until_complete(second.id).output == "done"
+        assert h.get_run(second.id).priority == -3
+    (req,) = otel.spans("request")
+    starts = {(s.attributes or {})["pgflow.run_id"]: s for s in otel.spans("pgflow.start_workflow")}
+    steps = otel.spans("pgflow.step")
+    for run in (first, second):
+        start = starts[run.id]
+        assert _parent_id(start) == req.context.span_id
+        mine = [s for s in steps if (s.attributes or {})["pgflow.run_id"] == run.id]
+        assert [(s.attributes or {})["pgflow.step_id"] for s in mine] == ["work"]  # a Sleep has no span
+        for span in mine:
+            assert span.context.trace_id == req.context.trace_id and _parent_id(span) == start.context.span_id
+    assert otel.count("pgflow.runs", **{"pgflow.workflow_id": "otel-limited", "status": "completed"}) == 2
+    (delays,) = otel.points("pgflow.claim.delay", **{"pgflow.workflow_id": "otel-limited"})
+    assert delays.count == 4 and delays.max == 0  # the parked run's minute waiting for a place is not delay
+
+
 def test_async_harness_traces_like_the_harness(otel: Captured) -> None:
     """The asyncio driver gives the same spans and metrics; the step span is current in async steps
     (tasks) and in sync ones (pool threads)."""
