@@ -28,7 +28,7 @@ PAGES = [
     "index.md", "quickstart.md", "concepts.md", "steps.md", "events-and-timers.md",
     "client-and-workers.md", "testing.md", "configuration.md", "operations.md",
     "migrating-from-pg-workflows.md", "api.md", "errors.md", "architecture.md", "dashboard.md",
-    "evolution.md", "typing.md", "asyncio.md",
+    "evolution.md", "typing.md", "asyncio.md", "observability.md",
 ]  # fmt: skip
 
 NEEDS_POSTGRES = "<!-- needs-postgres -->"
@@ -106,6 +106,10 @@ def run_blocks(path: Path, *, with_postgres: bool) -> int:
             ran += 1
     finally:
         sys.modules.pop(name, None)
+        if "opentelemetry.sdk" in sys.modules:  # a page set global providers (observability.md)
+            from otel_support import reset_globals
+
+            reset_globals()
     return ran
 
 

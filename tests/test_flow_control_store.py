@@ -215,6 +215,29 @@ def test_now_is_only_a_parameter(store: Store) -> None:
     assert store.get("b", None)[0].due_at == later
 
 
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def test_a_limited_claim_tells_when_each_run_became_claimable_and_keeps_its_trace(store: Store) -> None:
+    """The limited claim gives what the plain one gives (SPEC §15): Claimed.due — the run's due time,
+    for a parked run the time a freed place woke it, or its lease's expiry for a run taken over — and
+    the run's stored trace context, beside its priority and key."""
+    register(store, concurrency=1)
+    store.start_run(new("a", wf=LIMITED, now=sec(1), priority=5, concurrency_key="k", trace_context=TRACE))
+    store.start_run(new("b", wf=LIMITED, now=sec(2)))
+    (a,) = claim(store, sec(5))
+    assert a.run.id == "a" and a.due == sec(1) and a.run.updated_at == sec(5)
+    assert (a.run.trace_context, a.run.priority, a.run.concurrency_key) == (TRACE, 5, "k")
+    assert status(store, "b") == ("pending", False, True)
+    assert store.commit(a.lease, sec(20), LEASE, Batch(outcome=CompleteRun(None))).ok
+    assert store.get("a", None)[0].trace_context == TRACE  # kept through the end that freed the place
+    (b,) = claim(store, sec(21))
+    assert b.run.id == "b" and b.due == sec(20)  # woken at 20, not due since its start at 2
+    assert b.run.trace_context is None
+    (taken,) = claim(store, sec(60))  # b's worker died: its lease expired at 21 + 30
+    assert taken.run.id == "b" and taken.due == sec(21) + LEASE
+
+
 @pytest.mark.postgres
 def test_limits_hold_exactly_under_concurrent_claims(pg_dsn: str, pg_schema: str) -> None:
     """Eight threads claim and end runs as fast as they can: no key ever has two runs in progress and

@@ -37,6 +37,7 @@ LAYERS = {
         "engine",
         "async_engine",
         "client",
+        "telemetry",
     },
     "edges": {
         "testing",
@@ -56,6 +57,7 @@ ORDER = list(LAYERS)
 # Documented sideways arrows: Engine/Client ask backend.py for their store (configuration).
 ALLOWED = {("engine", "backend"), ("client", "backend"), ("async_engine", "backend")}
 PSYCOPG_OK = {"postgres", "backend", "testing", "cli", "cli_base", "demo"}
+OTEL_OK = {"telemetry"}  # the otel extra: imported lazily, by pgflow.telemetry alone
 
 
 def _unit(path: Path) -> str:
@@ -74,7 +76,7 @@ def _imports(path: Path) -> set[str]:
     """Top-level pgflow units and third-party roots imported by ``path`` (relative or absolute)."""
     found: set[str] = set()
     # sub-packages: relative imports stay inside
-    inside_package = _unit(path) in {"postgres", "dashboard", "testing"}
+    inside_package = _unit(path) in {"postgres", "dashboard", "testing", "telemetry"}
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
@@ -113,3 +115,10 @@ def test_psycopg_stays_in_the_adapter_and_edges(path: Path) -> None:
     """values, core, port and runtime never import psycopg: they reach the database through a Store."""
     if _unit(path) not in PSYCOPG_OK:
         assert not {"psycopg", "psycopg_pool"} & _imports(path), f"{path.name} imports psycopg"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_opentelemetry_stays_in_the_telemetry_package(path: Path) -> None:
+    """Only pgflow.telemetry imports opentelemetry (so nothing else needs the otel extra)."""
+    if _unit(path) not in OTEL_OK:
+        assert "opentelemetry" not in _imports(path), f"{path.name} imports opentelemetry"

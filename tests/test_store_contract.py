@@ -259,6 +259,52 @@ def test_claim_takes_the_earliest_due_not_the_oldest(store: Store) -> None:
     assert [c.run.id for c in store.claim("w", [WF], sec(30), LEASE, 1)] == ["timer"]
 
 
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "k=v"}
+
+
+def test_the_trace_context_is_kept_with_the_run(store: Store) -> None:
+    """A run keeps the trace context it was started with — read, claimed, retried — and a child run
+    the one its parent's commit gave it; a run started without one has none."""
+    store.start_run(new("r1", trace_context=TRACE))
+    store.start_run(new("plain", now=sec(1)))
+    assert store.get("r1", None)[0].trace_context == TRACE
+    assert store.get("plain", None)[0].trace_context is None
+    c = store.claim("w1", [WF], sec(2), LEASE, 1)[0]
+    assert c.run.id == "r1" and c.run.trace_context == TRACE
+    assert store.commit(c.lease, sec(2), LEASE, Batch(outcome=FailRun(RunError("E", "m")))).ok
+    assert store.retry_run("r1", None, None, sec(3)).trace_context == TRACE
+    child_context = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"}
+    c = store.claim("w1", [WF], sec(3), LEASE, 1)[0]
+    assert c.run.id == "plain"
+    batch = Batch(
+        (rec("c", "waiting", "child", output={"child_run_id": "kid"}),),
+        outcome=SuspendRun(Waiting("c", "child"), None, c.run.mailbox_seq),
+        children=(
+            StartChild(new("kid", parent_run_id="plain", parent_step_id="c", trace_context=child_context)),
+        ),
+    )
+    assert store.commit(c.lease, sec(3), LEASE, batch).ok
+    assert store.get("kid", None)[0].trace_context == child_context
+
+
+def test_claim_tells_when_each_run_became_claimable(store: Store) -> None:
+    """Claimed.due: the run's due time (its start, its timer), or its lease's expiry for a run taken
+    over; the claim delay of pgflow.claim.delay is the claim's time (updated_at) minus it."""
+    store.start_run(new("fresh", now=sec(1)))
+    (c,) = store.claim("w1", [WF], sec(5), LEASE, 1)
+    assert c.run.id == "fresh" and c.due == sec(1) and c.run.updated_at == sec(5)
+    (taken,) = store.claim("w2", [WF], sec(40), LEASE, 1)  # the first lease expired at 35 s
+    assert taken.run.id == "fresh" and taken.due == sec(5) + LEASE
+    store.start_run(new("timer", now=sec(50)))
+    suspend_at(
+        store, "timer", rec("d", "waiting", "delay", wake_at=sec(60)), Waiting("d", "delay", None, sec(60)),
+        now=sec(50),
+    )  # fmt: skip
+    assert store.commit(taken.lease, sec(41), LEASE, Batch(outcome=CompleteRun(None))).ok
+    (woke,) = store.claim("w1", [WF], sec(70), LEASE, 1)
+    assert woke.run.id == "timer" and woke.due == sec(60)
+
+
 def test_expired_lease_is_taken_over_and_old_token_fenced(store: Store) -> None:
     """After expiry another worker claims with token+1; the old holder can no longer commit."""
     store.start_run(new("r1"))

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, overload
 
+from . import telemetry
 from .definition import I, Workflow, WorkflowRef
 from .durations import DurationLike
 from .operations import OperationSteps, OpGen, still_waiting
@@ -75,7 +76,10 @@ class AsyncOperations(OperationSteps):
         steps = self._start_workflow_steps(
             workflow, input, resource_id, idempotency_key, timeout, retries, concurrency_key, priority
         )
-        return await self._do(steps)
+        with telemetry.starting(workflow) as started:  # current in this task only, across the awaits
+            run = await self._do(steps)
+            started(run)
+        return run
 
     async def trigger_event(
         self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None

@@ -11,11 +11,15 @@ connection, so its commit goes through a blocking store in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import protocol
+import attrs
+
+from . import protocol, telemetry
 from .async_operations import drive_async
 from .definition import Workflow, WorkflowRef
 from .errors import StepTimeoutError
@@ -37,6 +41,9 @@ from .protocol import (
 )
 from .store import Claimed, CommitResult
 from .threads import DaemonPool
+
+if TYPE_CHECKING:
+    from .telemetry.otel import RunTelemetry
 
 __all__ = ["AsyncRunProcessor", "drive_protocol"]
 
@@ -70,9 +77,12 @@ class StepThreads:
         self._pool: DaemonPool | None = None
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on a pool thread, in a copy of the caller's context (as ``asyncio.to_thread``:
+        the step's span, and any context variable, is current there too)."""
         if self._pool is None:
             self._pool = DaemonPool(self._size, "pgflow-step")
-        return await asyncio.wrap_future(self._pool.call(fn, *args))
+        context = contextvars.copy_context()
+        return await asyncio.wrap_future(self._pool.call(context.run, fn, *args))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -108,7 +118,9 @@ class AsyncRunProcessor:
 
     async def process(self, claimed: Claimed) -> None:
         """``RunProcessor.process`` on the event loop."""
-        await drive_protocol(protocol.process(claimed, self.env), self._handle)
+        traced = telemetry.for_run(claimed)
+        handle = self._handle if traced is None else functools.partial(self._handle_traced, traced)
+        await drive_protocol(protocol.process(claimed, self.env), handle)
 
     async def _handle(self, effect: Effect) -> Any:
         if isinstance(effect, Commit):
@@ -120,6 +132,21 @@ class AsyncRunProcessor:
         assert isinstance(effect, ResolveChild)
         return await self._plan_child(effect.workflow)
 
+    async def _handle_traced(self, traced: RunTelemetry, effect: Effect) -> Any:
+        """``_handle`` with the run's telemetry (``RunProcessor._handle_traced``)."""
+        if isinstance(effect, CallSteps):
+            return await asyncio.gather(*(self._call_one(call, traced) for call in effect.calls))
+        if isinstance(effect, Commit):
+            with traced.transaction(effect.transaction):
+                result = await self._commit(effect)
+            traced.committed(effect.batch.outcome, result)
+            return result
+        if isinstance(effect, ResolveChild) and effect.step is not None:
+            with traced.step(effect.step):
+                plan = await self._plan_child(effect.workflow)
+                return attrs.evolve(plan, trace_context=traced.carrier())
+        return await self._handle(effect)
+
     async def _commit(self, effect: Commit) -> CommitResult:
         args = (effect.lease, effect.now, self.settings.lease, effect.batch, effect.transaction)
         if effect.transaction is not None and not is_async(effect.transaction[0].fn) and self._blocking_store:
@@ -128,9 +155,12 @@ class AsyncRunProcessor:
             return result
         return await settle(self.store.commit(*args))  # type: ignore[no-any-return]
 
-    async def _call_one(self, call: Call) -> Returned | Raised:
+    async def _call_one(self, call: Call, traced: RunTelemetry | None = None) -> Returned | Raised:
         try:
-            return Returned(await self._call(call))
+            if traced is None or call.step is None:
+                return Returned(await self._call(call))
+            with traced.step(call.step):
+                return Returned(await self._call(call))
         except Exception as exc:
             return Raised(exc)
 

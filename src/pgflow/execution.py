@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import threading
 import types
@@ -38,7 +39,9 @@ class StepCaller:
             if inspect.isawaitable(result):
                 return self._await(result, None, what)
             return result
-        future = call_in_thread(fn, *args, name="pgflow-step")  # abandoned on expiry: result discarded
+        # abandoned on expiry (result discarded); run in a copy of this thread's context (as
+        # asyncio.to_thread): the step's span, and any context variable, is current there too
+        future = call_in_thread(contextvars.copy_context().run, fn, *args, name="pgflow-step")
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

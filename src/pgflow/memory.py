@@ -243,19 +243,20 @@ class MemoryStore:
                 chosen = ready[:limit]
             claimed = []
             for row in chosen:
+                claim_due = _due_time(row)  # what the claim query returns as claim_due
                 row = tr.claim(row, owner, now, lease, limited=row.workflow_id in found)
                 self._runs[row.id] = row
-                claimed.append(self._claimed(row))
+                claimed.append(self._claimed(row, claim_due))
             return claimed
 
     def _limits(self, workflow_id: str) -> limits.Limits:
         settings = self._settings.get(workflow_id, {})
         return limits.Limits(settings.get("concurrency"), settings.get("key_concurrency"))
 
-    def _claimed(self, row: RunRow) -> Claimed:
+    def _claimed(self, row: RunRow, due: DateTime | None = None) -> Claimed:
         mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]
         steps = {rec.step_id: rec for rec in self._timeline(row.id)}
-        return Claimed(row, steps, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token))
+        return Claimed(row, steps, mailbox, Lease(row.id, row.lease_owner or "", row.lease_token), due)
 
     def reload(self, lease: Lease) -> Claimed | None:
         with self._lock:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 import attrs
 import pendulum
 
+from . import telemetry
 from .arguments import (
     INT32_MAX,
     INT64_MAX,
@@ -154,7 +155,8 @@ class OperationSteps:
         now = self._now()
         timeout_at = add_time(now, span, "timeout") if span is not None else None
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
-                     idempotency_key, timeout_at, now, priority=priority, concurrency_key=concurrency_key)  # fmt: skip
+                     idempotency_key, timeout_at, now, priority=priority, concurrency_key=concurrency_key,
+                     trace_context=telemetry.carrier())  # fmt: skip
         row, created = yield lambda store: store.start_run(new)
         if created:
             self._ops_started(row)
@@ -184,7 +186,10 @@ class OperationSteps:
             data = _json_data(data, "data", run_id)
         now = self._now()
         yield lambda store: store.change(run_id, resource_id, action, data, now)
-        return (yield from self._get_run_steps(run_id, resource_id))
+        run = yield from self._get_run_steps(run_id, resource_id)
+        if action == "cancel":
+            telemetry.cancelled(run)  # counted in pgflow.runs where it happens: here
+        return run
 
     def _retry_workflow_steps(
         self, run_id: str, from_step: str | None, resource_id: str | None
@@ -328,11 +333,13 @@ class Operations(OperationSteps):
         """Start a run; returns it ``pending``. See SPEC §4. Typed: ``input`` must be the workflow's
         input type ``I`` (or a mapping of its fields) for a ``Workflow[I, O]`` / ``WorkflowRef[I, O]``;
         anything for a workflow id."""
-        return self._do(
-            self._start_workflow_steps(
-                workflow, input, resource_id, idempotency_key, timeout, retries, concurrency_key, priority
-            )
+        steps = self._start_workflow_steps(
+            workflow, input, resource_id, idempotency_key, timeout, retries, concurrency_key, priority
         )
+        with telemetry.starting(workflow) as started:  # the run stores the trace context current in it
+            run = self._do(steps)
+            started(run)
+        return run
 
     def trigger_event(
         self, run_id: str, event: str, data: Any = None, *, resource_id: str | None = None

@@ -7,13 +7,14 @@ through a :class:`~pgflow.execution.StepCaller` (several at once, for an ``All``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pendulum
 
-from . import protocol
+from . import protocol, telemetry
 from .definition import Workflow, WorkflowRef
 from .execution import StepCaller
 from .operations import drive as drive_operation
@@ -34,6 +35,9 @@ from .protocol import (
 )
 from .store import Claimed, Store
 from .threads import map_in_threads
+
+if TYPE_CHECKING:
+    from .telemetry.otel import RunTelemetry
 
 __all__ = ["Crash", "Faults", "RunProcessor", "Settings", "drive"]
 
@@ -94,7 +98,9 @@ class RunProcessor:
     def process(self, claimed: Claimed) -> None:
         """Drive the run until it suspends, ends, is released or loses its lease. A ``StorageError``
         propagates (the run is left to its lease); a ``Crash`` (fault injection) too."""
-        drive(protocol.process(claimed, self.env), self._handle)
+        traced = telemetry.for_run(claimed)
+        handle = self._handle if traced is None else functools.partial(self._handle_traced, traced)
+        drive(protocol.process(claimed, self.env), handle)
 
     # effects -----------------------------------------------------------------------------------
 
@@ -110,17 +116,37 @@ class RunProcessor:
         assert isinstance(effect, ResolveChild)
         return self._plan_child(effect.workflow)
 
-    def _call_one(self, call: Call) -> Returned | Raised:
+    def _handle_traced(self, traced: RunTelemetry, effect: Effect) -> Any:
+        """``_handle`` with the run's telemetry: a span around each step execution (a call, a
+        Transaction step's commit, a Child step's start), runs counted when their end commits."""
+        if isinstance(effect, CallSteps):
+            return self._call_all(effect.calls, traced)
+        if isinstance(effect, Commit):
+            with traced.transaction(effect.transaction):
+                result = self._handle(effect)
+            traced.committed(effect.batch.outcome, result)
+            return result
+        if isinstance(effect, ResolveChild) and effect.step is not None:
+            with traced.step(effect.step):
+                return attrs.evolve(self._plan_child(effect.workflow), trace_context=traced.carrier())
+        return self._handle(effect)
+
+    def _call_one(self, call: Call, traced: RunTelemetry | None = None) -> Returned | Raised:
         try:
-            return Returned(self.caller.call(call.fn, call.args, call.timeout, call.what))
+            if traced is None or call.step is None:
+                return Returned(self.caller.call(call.fn, call.args, call.timeout, call.what))
+            with traced.step(call.step):
+                return Returned(self.caller.call(call.fn, call.args, call.timeout, call.what))
         except Exception as exc:
             return Raised(exc)
 
-    def _call_all(self, calls: tuple[Call, ...]) -> list[Returned | Raised]:
+    def _call_all(
+        self, calls: tuple[Call, ...], traced: RunTelemetry | None = None
+    ) -> list[Returned | Raised]:
         """One call in this thread; several (an ``All``) concurrently, each on its own thread."""
         if len(calls) == 1:
-            return [self._call_one(calls[0])]
-        return map_in_threads(self._call_one, calls, name="pgflow-all")
+            return [self._call_one(calls[0], traced)]
+        return map_in_threads(functools.partial(self._call_one, traced=traced), calls, name="pgflow-all")
 
     def _plan_child(self, workflow: Any) -> ChildPlan:
         target = self.resolve(workflow) if self.resolve else workflow

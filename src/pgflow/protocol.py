@@ -90,12 +90,14 @@ class Reload:
 
 @attrs.frozen
 class Call:
-    """One step function call: ``fn(*args)``, abandoned after ``timeout`` seconds."""
+    """One step function call: ``fn(*args)``, abandoned after ``timeout`` seconds. ``step`` is the
+    step's running record (its id, kind and attempt: what a driver's telemetry span shows)."""
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     timeout: float | None
     what: str
+    step: StepRecord | None = None
 
 
 @attrs.frozen
@@ -109,9 +111,10 @@ class CallSteps:
 @attrs.frozen
 class ResolveChild:
     """The workflow a ``Child`` step starts and its run defaults → :class:`ChildPlan` (a
-    ``PgflowError`` when it is unknown is thrown back)."""
+    ``PgflowError`` when it is unknown is thrown back). ``step``: the Child step's record."""
 
     workflow: Any
+    step: StepRecord | None = None
 
 
 Effect = Commit | Reload | CallSteps | ResolveChild
@@ -133,6 +136,8 @@ class ChildPlan:
     max_retries: int
     timeout: pendulum.Duration | None
     retry_backoff: float
+    # the Child step's span, when traced: the child's parent (else the child keeps its parent's context)
+    trace_context: dict[str, str] | None = None
 
 
 # what the protocol is given ----------------------------------------------------------------------
@@ -433,7 +438,7 @@ def _call_steps(steps: Sequence[tuple[Any, StepRecord]], run: RunRow, env: Env) 
     called = [(cmd, rec) for cmd, rec in steps if isinstance(cmd, Run | Poll)]
     if not called:
         return []
-    results = yield CallSteps(tuple(_call_of(cmd, run) for cmd, _ in called))
+    results = yield CallSteps(tuple(_call_of(cmd, rec, run) for cmd, rec in called))
     now = env.clock.now()
     outcomes = []
     for (cmd, rec), result in zip(called, results, strict=True):
@@ -450,11 +455,11 @@ def _call_steps(steps: Sequence[tuple[Any, StepRecord]], run: RunRow, env: Env) 
     return outcomes
 
 
-def _call_of(cmd: Run | Poll, run: RunRow) -> Call:
+def _call_of(cmd: Run | Poll, rec: StepRecord, run: RunRow) -> Call:
     if isinstance(cmd, Poll):
-        return Call(cmd.fn, (), None, f"poll {cmd.step_id!r} of run {run.id}")
+        return Call(cmd.fn, (), None, f"poll {cmd.step_id!r} of run {run.id}", rec)
     timeout = records.timeout_seconds(cmd.timeout)
-    return Call(cmd.fn, cmd.args, timeout, f"step {cmd.step_id!r} of run {run.id}")
+    return Call(cmd.fn, cmd.args, timeout, f"step {cmd.step_id!r} of run {run.id}", rec)
 
 
 def _transaction(cmd: Transaction, rec: StepRecord, pending: _Pending, claimed: Claimed, env: Env) -> Gen:
@@ -481,14 +486,15 @@ def _transaction(cmd: Transaction, rec: StepRecord, pending: _Pending, claimed: 
 def _start_child(cmd: Child, rec: StepRecord, pending: _Pending, run: RunRow, env: Env) -> Gen:
     now = env.clock.now()
     try:
-        plan: ChildPlan = yield ResolveChild(cmd.workflow)
+        plan: ChildPlan = yield ResolveChild(cmd.workflow, rec)
         stored_input = plan.target.validate_input(cmd.input)
         timeout_at = add_time(now, plan.timeout, "child timeout") if plan.timeout is not None else None
     except PgflowError as exc:
         return _Outcome(records.failed(rec, records.error_of(exc, cmd.step_id), now))
     child_id = str(uuid.uuid4())
     new = NewRun(child_id, plan.target.id, cmd.resource_id, stored_input, plan.max_retries, plan.retry_backoff,
-                 None, timeout_at, now, parent_run_id=run.id, parent_step_id=cmd.step_id)  # fmt: skip
+                 None, timeout_at, now, parent_run_id=run.id, parent_step_id=cmd.step_id,
+                 trace_context=plan.trace_context or run.trace_context)  # fmt: skip
     pending.children.append(StartChild(new))
     return _Outcome(records.waiting(rec, output={"child_run_id": child_id}))
 

@@ -67,6 +67,8 @@ class RunRow:
     concurrency_key: str | None = None
     slot_held: bool = False  # internal: holds a place under its workflow's limits (first claim to end)
     parked: str | None = None  # internal: held back by a limit ("workflow" or "key"), not due until freed
+    # the W3C trace context (traceparent, tracestate) current when it was started (pgflow.telemetry)
+    trace_context: dict[str, str] | None = None
 
 
 @attrs.frozen
@@ -84,6 +86,7 @@ class NewRun:
     parent_step_id: str | None = None
     priority: int = 0
     concurrency_key: str | None = None
+    trace_context: dict[str, str] | None = None
 
 
 @attrs.frozen
@@ -99,6 +102,7 @@ class Claimed:
     steps: dict[str, StepRecord]
     mailbox: list[Event]
     lease: Lease
+    due: DateTime | None = None  # when the run became claimable (due, or its lease expired): claim delay
 
 
 # What a worker asks the store to do with a run after recording ``Batch.steps``.

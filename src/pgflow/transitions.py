@@ -53,6 +53,7 @@ def new_row(new: NewRun) -> RunRow:
         retry_backoff=new.retry_backoff, idempotency_key=new.idempotency_key, timeout_at=new.timeout_at,
         due_at=new.now, parent_run_id=new.parent_run_id, parent_step_id=new.parent_step_id,
         priority=new.priority, concurrency_key=new.concurrency_key,
+        trace_context=new.trace_context,
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from pgflow.records import TERMINAL, Event, StepRecord
 from pgflow.static_steps import StepInfo, WorkflowInfo
 from pgflow.store import Batch, Claimed, CommitResult, CompleteRun, Lease, NewRun, RunQuery, RunRow
 
-from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json
+from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json, time_of
 from .sqlgen import Rows, RowsTogether, Send, SqlGen
 from .uow import Channels, as_sql
 
@@ -191,11 +191,16 @@ def claim(
     found = yield Rows("claim", params)
     stale = [r["id"] for r in found if not r["snapshot_current"]]
     if not stale:
-        return [_claimed_row(r) for r in found]
+        return [_claimed_row(r, time_of(r["claim_due"])) for r in found]
     steps, mail = yield RowsTogether(
         (Rows("steps_of_runs", {"run_ids": stale}), Rows("mailbox_of_runs", {"run_ids": stale}))
     )
-    return [_claimed(run_from(r), steps, mail) if r["id"] in stale else _claimed_row(r) for r in found]
+    return [
+        _claimed(run_from(r), steps, mail, time_of(r["claim_due"]))
+        if r["id"] in stale
+        else _claimed_row(r, time_of(r["claim_due"]))
+        for r in found
+    ]
 
 
 def claim_limited(
@@ -205,7 +210,9 @@ def claim_limited(
     """A claim that serves workflows with concurrency limits, in one transaction: lock those
     workflows' rows (``lock_limits``), count the places in use, lock the candidates (expired leases,
     then ready runs by priority and due time), let ``limits.admit`` choose, park the runs it held back
-    and lease the others (``claim_ids``). Without limits in the database after all: ``claim``."""
+    and lease the others (``claim_ids``). Without limits in the database after all: ``claim``. Each
+    run's ``Claimed.due`` is read from its locked candidate row, as ``claim`` returns ``claim_due``:
+    its lease's expiry, or its due time (for a run a freed place woke, when it was woken)."""
     found = yield Rows("lock_limits", {"workflow_ids": [w for w in workflow_ids if w in set(limited)]})
     if not found:
         return (yield from claim(owner, workflow_ids, now, lease, limit, channels))
@@ -232,7 +239,7 @@ def claim_limited(
     started = [r.id for r in chosen if r.status.value == "pending" and not r.held]
     if started:  # pending -> running, announced as the claim statement does
         yield Send("notify", {"channels": [channels.runs] * len(started), "payloads": started})
-    return [_claimed_row(by_id[r.id]) for r in chosen if r.id in by_id]
+    return [_claimed_row(by_id[r.id], _due_time(r)) for r in chosen if r.id in by_id]
 
 
 def reload(lease: Lease) -> SqlGen[Claimed | None]:
@@ -320,18 +327,28 @@ def consumed_events(run_id: str) -> SqlGen[dict[int, str]]:
 # -- rows to values ----------------------------------------------------------------------------------------
 
 
-def _claimed_row(r: dict[str, Any]) -> Claimed:
-    """A row of the ``claim`` query: the leased run, with its steps and mailbox as json arrays."""
+def _due_time(row: RunRow) -> DateTime | None:
+    """When a claim candidate (read before its lease) became claimable: its lease's expiry (a
+    crashed worker's run) or its due time — ``claim_due`` in the ``claim`` query."""
+    return row.lease_expires_at if row.lease_owner is not None else row.due_at
+
+
+def _claimed_row(r: dict[str, Any], due: DateTime | None) -> Claimed:
+    """A row of the ``claim`` (or ``claim_ids``) query: the leased run, with its steps and mailbox as
+    json arrays; ``due``: when it became claimable (``Claimed.due``)."""
     row = run_from(r)
     records = {s["step_id"]: step_from(s) for s in r["step_rows"] or ()}
     mail = [event_from(e) for e in r["mailbox_rows"] or ()]
-    return Claimed(row, records, mail, Lease(row.id, row.lease_owner or "", row.lease_token))
+    lease = Lease(row.id, row.lease_owner or "", row.lease_token)
+    return Claimed(row, records, mail, lease, due)
 
 
-def _claimed(row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]]) -> Claimed:
+def _claimed(
+    row: RunRow, steps: list[dict[str, Any]], mail: list[dict[str, Any]], due: DateTime | None = None
+) -> Claimed:
     records = {r["step_id"]: step_from(r) for r in steps if r["run_id"] == row.id}
     events = [event_from(r) for r in mail if r["run_id"] == row.id]
-    return Claimed(row, records, events, Lease(row.id, row.lease_owner or "", row.lease_token))
+    return Claimed(row, records, events, Lease(row.id, row.lease_owner or "", row.lease_token), due)
 
 
 # -- dashboard reads ---------------------------------------------------------------------------------------

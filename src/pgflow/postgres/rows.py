@@ -28,6 +28,7 @@ __all__ = [
     "run_params",
     "step_from",
     "steps_json",
+    "time_of",
 ]
 
 DateTime = pendulum.DateTime
@@ -58,6 +59,9 @@ def _time(value: datetime | str | None) -> DateTime | None:
         value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond,
         tzinfo=pendulum.UTC,
     )  # fmt: skip
+
+
+time_of = _time  # a timestamptz read back as a UTC pendulum DateTime (None stays None)
 
 
 @overload
@@ -121,6 +125,7 @@ def run_params(row: RunRow) -> dict[str, Any]:
         "parent_run_id": row.parent_run_id, "parent_step_id": row.parent_step_id,
         "priority": row.priority, "concurrency_key": row.concurrency_key, "slot_held": row.slot_held,
         "parked": row.parked,
+        "trace_context": jsonb(row.trace_context),
     }  # fmt: skip
 
 
@@ -144,6 +149,7 @@ def run_from(r: Row) -> RunRow:
         lease_owner=r["lease_owner"], lease_token=r["lease_token"], lease_expires_at=_time(r["lease_expires_at"]),
         mailbox_seq=r["mailbox_seq"], parent_run_id=r["parent_run_id"], parent_step_id=r["parent_step_id"],
         priority=r["priority"], concurrency_key=r["concurrency_key"], slot_held=r["slot_held"], parked=r["parked"],
+        trace_context=r["trace_context"],
     )  # fmt: skip
 
 

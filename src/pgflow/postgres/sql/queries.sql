@@ -27,7 +27,7 @@ INSERT INTO {schema}.runs (
     waiting_step_id, waiting_kind, waiting_event, waiting_wake_at, wake_at, due_at, held,
     retry_count, max_retries, retry_backoff, idempotency_key, created_at, updated_at, paused_at,
     resumed_at, completed_at, timeout_at, lease_owner, lease_token, lease_expires_at, mailbox_seq,
-    parent_run_id, parent_step_id, priority, concurrency_key, slot_held, parked
+    parent_run_id, parent_step_id, priority, concurrency_key, slot_held, parked, trace_context
 ) VALUES (
     %(id)s, %(workflow_id)s, %(resource_id)s, %(status)s, %(input)s, %(output)s, %(error)s,
     %(current_step_id)s, %(waiting_step_id)s, %(waiting_kind)s, %(waiting_event)s,
@@ -35,7 +35,7 @@ INSERT INTO {schema}.runs (
     %(retry_backoff)s, %(idempotency_key)s, %(created_at)s, %(updated_at)s, %(paused_at)s,
     %(resumed_at)s, %(completed_at)s, %(timeout_at)s, %(lease_owner)s, %(lease_token)s,
     %(lease_expires_at)s, %(mailbox_seq)s, %(parent_run_id)s, %(parent_step_id)s, %(priority)s,
-    %(concurrency_key)s, %(slot_held)s, %(parked)s
+    %(concurrency_key)s, %(slot_held)s, %(parked)s, %(trace_context)s
 )
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -70,7 +70,9 @@ ORDER BY id
 FOR UPDATE
 
 -- name: update_run
--- Write back every column of a locked run, as a pure transition computed it.
+-- Write back every column of a locked run, as a pure transition computed it (but priority,
+-- concurrency_key and trace_context, which no transition changes: they are set when the run is
+-- started; trace_context is the trace context current then).
 UPDATE {schema}.runs SET
     status = %(status)s, output = %(output)s, error = %(error)s,
     current_step_id = %(current_step_id)s, waiting_step_id = %(waiting_step_id)s,
@@ -217,6 +219,8 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- Those arrays come from the statement's snapshot, but a row changed by a commit between that
 -- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
+-- claim_due is when each run became claimable (its due time, or its lease's expiry), for the
+-- pgflow.claim.delay metric (due_at is NULL once claimed).
 WITH RECURSIVE expired AS (
     SELECT id, 0 AS rank, 0 AS priority, lease_expires_at AS due, created_at, xmin AS locked_xmin,
         status AS old_status
@@ -268,7 +272,8 @@ SELECT c.*,
     (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
      WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
     p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current,
-    CASE WHEN c.status <> p.old_status THEN pg_notify(%(runs_channel)s, c.id) END AS announced
+    CASE WHEN c.status <> p.old_status THEN pg_notify(%(runs_channel)s, c.id) END AS announced,
+    p.due AS claim_due
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
 ORDER BY p.rank, p.priority DESC, p.due, p.created_at, p.id
 
@@ -316,7 +321,8 @@ WHERE r.id = p.id
 -- name: claim_ids
 -- The limited claim's last statement: lease the admitted runs (locked by the candidate queries) as
 -- claim does, the runs of limited workflows taking their place (slot_held), and return them with
--- their step records and mailbox (read under the row locks, so current).
+-- their step records and mailbox (read under the row locks, so current). No claim_due: the caller
+-- has each run's due time (or lease expiry) from its candidate row.
 WITH claimed AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
