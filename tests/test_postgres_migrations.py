@@ -36,6 +36,7 @@ INDEXES = {
     "runs_resource_idx",
     "runs_workflow_idx",
     "runs_parent_idx",
+    "runs_ended_idx",  # 0005_retention
     "steps_pkey",
     "events_pkey",
     "events_unconsumed_idx",
