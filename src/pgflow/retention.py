@@ -97,9 +97,9 @@ class Pruner:
             self.run_pass()
 
     def run_pass(self) -> int | None:
-        gen = retention_pass(self.host, self.older_than)
         answer: Any = None
         try:
+            gen = retention_pass(self.host, self.older_than)
             while True:
                 try:
                     call = gen.send(answer)
@@ -153,9 +153,9 @@ class AsyncPruner:
             await self.run_pass()
 
     async def run_pass(self) -> int | None:
-        gen = retention_pass(self.host, self.older_than)
         answer: Any = None
         try:
+            gen = retention_pass(self.host, self.older_than)
             while True:
                 try:
                     call = gen.send(answer)
