@@ -351,7 +351,8 @@ WITH gate AS MATERIALIZED (
     LIMIT %(limit)s
     FOR UPDATE OF r SKIP LOCKED
 ), gone AS (
-    DELETE FROM {schema}.runs AS d USING batch WHERE d.id = batch.id RETURNING d.id
+    -- by primary key (an array, not a join: a join may scan the whole table for each batch)
+    DELETE FROM {schema}.runs AS d WHERE d.id = ANY(ARRAY(SELECT id FROM batch)) RETURNING d.id
 )
 SELECT (SELECT open FROM gate) AS open, (SELECT count(*) FROM gone) AS deleted
 
