@@ -279,7 +279,7 @@ def test_an_engine_with_retention_prunes_in_simulated_time(
         clock.advance("31d")
         assert eventually(lambda: not any(exists(engine, r.id) for r in done))
         assert exists(engine, waiting.id) and len(engine.get_child_runs(waiting.id)) == 1
-        assert 5 in engine._pruner.passes  # type: ignore[union-attr]
+        assert 5 in list(engine._pruner.passes)  # type: ignore[union-attr]
 
 
 @pytest.mark.postgres
@@ -300,11 +300,11 @@ def test_one_engine_prunes_at_a_time(pg_dsn: str, pg_schema: str, fast_passes: N
         try:
             pruners = [engine._pruner for engine in engines]
             assert eventually(lambda: all(p is not None and len(p.passes) >= 3 for p in pruners))
-            assert {x for p in pruners for x in p.passes} == {None}  # type: ignore[union-attr]
+            assert {x for p in pruners for x in list(p.passes)} == {None}  # type: ignore[union-attr]
             assert all(exists(engines[0], r.id) for r in runs)
             other.execute("SELECT pg_advisory_unlock(%s)", (retention_lock_key(pg_schema),))
             assert eventually(lambda: not any(exists(engines[0], r.id) for r in runs))
-            deleted = [x for p in pruners for x in p.passes if x]  # type: ignore[union-attr]
+            deleted = [x for p in pruners for x in list(p.passes) if x]  # type: ignore[union-attr]
             assert sum(deleted) == 30
         finally:
             for engine in engines:

@@ -16,6 +16,7 @@ import inspect
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -33,6 +34,7 @@ RETENTION_INTERVAL = 3600.0  # seconds between two passes of one engine (± 10 %
 FIRST_PASS = (
     60.0  # the first pass comes within this many seconds of start (engines redeployed hourly prune too)
 )
+PASSES_KEPT = 100  # Pruner.passes keeps the results of this many latest passes (bounded memory)
 STOP_WAIT = 5.0  # seconds stop() waits for a pass to finish its batch (a batch holds its locks < 1 s)
 
 
@@ -69,7 +71,10 @@ def _failed(exc: Exception) -> None:
 
 
 class Pruner:
-    """The ``Engine``'s passes, on a daemon thread. ``passes``: what each pass returned."""
+    """The ``Engine``'s passes, on a daemon thread. ``passes``: what the latest passes that did not fail
+    returned (runs deleted, or None when another engine held the lock), the last ``PASSES_KEPT`` only:
+    an engine runs for months. Read it from another thread through ``list(passes)`` (atomic), not by
+    iterating it (a deque appended to while iterated raises RuntimeError)."""
 
     def __init__(
         self, host: OperationSteps, older_than: pendulum.Duration, store_of: Callable[[], Any],
@@ -77,7 +82,7 @@ class Pruner:
     ) -> None:  # fmt: skip
         self.host, self.older_than, self.store_of = host, older_than, store_of
         self.interval = RETENTION_INTERVAL if interval is None else interval
-        self.passes: list[int | None] = []
+        self.passes: deque[int | None] = deque(maxlen=PASSES_KEPT)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pgflow-retention", daemon=True)
 
@@ -119,7 +124,8 @@ class Pruner:
 
 
 class AsyncPruner:
-    """The ``AsyncEngine``'s passes, as a task on its loop (each store call awaited)."""
+    """The ``AsyncEngine``'s passes, as a task on its loop (each store call awaited); ``passes`` as
+    :class:`Pruner`'s."""
 
     def __init__(
         self, host: OperationSteps, older_than: pendulum.Duration, store_of: Callable[[], Awaitable[Any]],
@@ -127,7 +133,7 @@ class AsyncPruner:
     ) -> None:  # fmt: skip
         self.host, self.older_than, self.store_of = host, older_than, store_of
         self.interval = RETENTION_INTERVAL if interval is None else interval
-        self.passes: list[int | None] = []
+        self.passes: deque[int | None] = deque(maxlen=PASSES_KEPT)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
