@@ -21,7 +21,7 @@ LAYERS = {
         "history",
         "replay",
     },
-    "port": {"store", "transitions", "run_rules", "locked", "memory"},
+    "port": {"store", "transitions", "run_rules", "limits", "locked", "memory"},
     "adapters": {"postgres"},
     "runtime": {
         "protocol",

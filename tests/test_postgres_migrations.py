@@ -36,6 +36,9 @@ INDEXES = {
     "runs_resource_idx",
     "runs_workflow_idx",
     "runs_parent_idx",
+    "runs_ready_idx",  # 0003_flow_control
+    "runs_slots_idx",
+    "runs_parked_idx",
     "runs_ended_idx",  # 0005_retention
     "steps_pkey",
     "events_pkey",
@@ -62,7 +65,9 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
         assert _columns(conn, pg_schema, "runs") == RUN_COLUMNS
         assert _columns(conn, pg_schema, "steps") == STEP_COLUMNS
         assert _columns(conn, pg_schema, "events") == EVENT_COLUMNS
-        assert _columns(conn, pg_schema, "workflows") == {"id", "steps", "settings", "registered_at"}
+        assert _columns(conn, pg_schema, "workflows") == {
+            "id", "steps", "settings", "registered_at", "concurrency", "key_concurrency",
+        }  # fmt: skip
         assert _columns(conn, pg_schema, "schema_version") == {"version", "name", "applied_at"}
         indexes = {
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))
@@ -74,6 +79,14 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
         ).fetchone()
         assert claim_index is not None and "WHERE (status = ANY" in claim_index[0]
         assert applied_version(conn, pg_schema) == latest_version() == load_migrations()[-1].version
+
+
+@pytest.mark.postgres
+def test_steps_has_a_column_for_every_step_record_field(pg_dsn: str, pg_schema: str) -> None:
+    """Every StepRecord field is stored: none is lost on the way through the Postgres store."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, pg_schema)
+        assert _columns(conn, pg_schema, "steps") >= {f.name for f in attrs.fields(StepRecord)}
 
 
 @pytest.mark.postgres

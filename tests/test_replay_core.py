@@ -240,10 +240,13 @@ def test_a_started_child_is_waited_for_and_never_started_again() -> None:
 )
 def test_a_step_left_running_by_a_crashed_worker_executes_again(cmd: Any, kind: str, options: Any) -> None:
     """SPEC §13: a record left ``running`` is taken over: the step executes again, ``attempts``
-    counts on, ``started_at`` and ``seq`` stay the step's first ones."""
+    counts on, ``started_at`` and ``seq`` stay the step's first ones; ``interrupted`` counts the
+    attempt cut short (a ``Retry`` does not count it)."""
     rec = step(cmd.step_id, kind, "running", seq=2)
     action = decide(after_one_step(cmd), A_DONE, rec, attempt=1, **options).action
-    again = StepRecord(cmd.step_id, kind, "running", attempts=2, started_at=T0, run_attempt=1, seq=2)
+    again = StepRecord(
+        cmd.step_id, kind, "running", attempts=2, started_at=T0, run_attempt=1, seq=2, interrupted=1
+    )
     assert action == Execute(((cmd, again),))
 
 

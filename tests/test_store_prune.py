@@ -17,7 +17,17 @@ from pgflow.errors import RunNotFoundError
 from pgflow.memory import MemoryStore
 from pgflow.postgres.ops import retention_lock_key
 from pgflow.records import TERMINAL, RunError, RunStatus, Waiting
-from pgflow.store import Batch, CompleteRun, FailRun, KeepRunning, PruneQuery, StartChild, Store, SuspendRun
+from pgflow.store import (
+    Batch,
+    Claimed,
+    CompleteRun,
+    FailRun,
+    KeepRunning,
+    PruneQuery,
+    StartChild,
+    Store,
+    SuspendRun,
+)
 from test_store_contract import LEASE, T0, WF, claim_one, new, rec, sec, start_child, store
 
 __all__ = ["store"]  # the fixture, imported
@@ -123,6 +133,44 @@ def test_prune_never_deletes_a_live_run(store: Store) -> None:
     assert {store.get(r, None)[0].status for r in ("pending", "running", "waiting", "held")} == {
         RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED,
     }  # fmt: skip
+
+
+def test_prune_leaves_flow_control_alone(store: Store) -> None:
+    """A run holding a place under its workflow's concurrency limit, or parked by it, is not terminal
+    and stays; a run that ended gave its place back (a cancelled parked run left the queue), so it goes
+    without the limits noticing: places and the parked queue work on after the prune."""
+    store.register_workflow("limited", [], T0, {"retries": 0, "concurrency": 1, "key_concurrency": None})
+
+    def claim(at: Any) -> list[Claimed]:
+        return store.claim("w1", ["limited"], at, LEASE, 10, ["limited"])
+
+    def state(run_id: str) -> tuple[str, bool, str | None]:
+        row = store.get(run_id, None)[0]
+        return row.status.value, row.slot_held, row.parked
+
+    for i, run_id in enumerate(("first", "second", "third", "dropped")):
+        store.start_run(new(run_id, wf="limited", now=sec(i / 10)))
+    at = hours(1)
+    (first,) = claim(at)
+    assert state("dropped") == ("pending", False, "workflow")
+    store.change("dropped", None, "cancel", None, at.add(seconds=1))  # parked, then cancelled
+    assert store.commit(first.lease, at.add(seconds=2), LEASE, Batch((rec("s"),), outcome=CompleteRun(1))).ok
+    (second,) = claim(at.add(seconds=2))  # woken by the place "first" gave back
+    assert [state(r) for r in ("first", "dropped", "second", "third")] == [
+        ("completed", False, None), ("cancelled", False, None), ("running", True, None),
+        ("pending", False, "workflow"),
+    ]  # fmt: skip
+    q = query(hours(10_000))
+    assert store.count_prunable(q) == 2
+    assert drain(store, q) == [2, 0]
+    assert gone(store, "first") and gone(store, "dropped")
+    assert [state(r) for r in ("second", "third")] == [
+        ("running", True, None),
+        ("pending", False, "workflow"),
+    ]
+    assert store.commit(second.lease, at.add(seconds=3), LEASE, Batch(outcome=CompleteRun(2))).ok
+    assert [c.run.id for c in claim(at.add(seconds=3))] == ["third"]  # the parked run still wakes
+    assert drain(store, q) == [1, 0] and gone(store, "second")
 
 
 def test_prune_filters_by_status_workflow_and_resource(store: Store) -> None:

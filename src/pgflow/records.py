@@ -57,7 +57,9 @@ class StepRecord:
 
     Beyond the public fields, ``wake_at`` (timer, poll tick or retry backoff), ``timeout_at``
     (WaitFor/Poll deadline), ``event`` (WaitFor's event name) and ``run_attempt`` (the run attempt
-    that recorded it) let replay continue exactly where the step stopped.
+    that recorded it) let replay continue exactly where the step stopped; ``interrupted`` counts the
+    attempts (of ``attempts``) that a crash or a lost lease cut short before their outcome was
+    recorded: they are run again, and a ``Retry`` does not count them (only failed attempts).
     """
 
     step_id: str
@@ -74,6 +76,7 @@ class StepRecord:
     event: str | None = None
     run_attempt: int = 0
     seq: int = 0
+    interrupted: int = 0
 
 
 @attrs.frozen
@@ -123,6 +126,8 @@ class WorkflowRun:
     timeout_at: DateTime | None
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    concurrency_key: str | None = None
+    priority: int = 0
 
 
 @attrs.frozen

@@ -25,6 +25,7 @@ __all__ = [
     "completed",
     "error_of",
     "failed",
+    "failures",
     "first_record",
     "poll_outcome",
     "retrying",
@@ -87,13 +88,27 @@ def running(
     step_id: str, kind: str, previous: StepRecord | None, now: DateTime, seq: int, run_attempt: int
 ) -> StepRecord:
     """The record written before a step's code starts: ``attempts`` is the attempt now running (1 for
-    the first); ``started_at`` stays the step's first start; a deadline (Poll) is kept."""
+    the first); ``started_at`` stays the step's first start; a deadline (Poll) is kept.
+
+    A ``previous`` record still ``running`` is an attempt whose outcome was never recorded (the worker
+    died, lost its lease or abandoned it at a stop): it counts on in ``attempts`` (SPEC §13) and in
+    ``interrupted``, so that a ``Retry`` counts only the attempts that failed (see ``failures``)."""
     if previous is None:
         return first_record(step_id, kind, "running", now, seq, run_attempt, attempts=1)
+    interrupted = previous.interrupted + (1 if previous.status == "running" else 0)
     return attrs.evolve(
         previous, status="running", attempts=previous.attempts + 1, error=None, wake_at=None,
         completed_at=None, run_attempt=run_attempt, started_at=previous.started_at or now,
+        interrupted=interrupted,
     )  # fmt: skip
+
+
+def failures(record: StepRecord) -> int:
+    """How many attempts of a step have failed, the one ``record`` describes included: the attempts
+    started but those a crash interrupted. A crash re-runs the attempt it cut short, so it must not use
+    up a ``Retry``'s budget nor move its backoff schedule on: the crashed run then retries exactly as
+    the crash-free one (same waits, same number of failures tolerated) and ends like it."""
+    return record.attempts - record.interrupted
 
 
 def completed(record: StepRecord, output: Any, now: DateTime, **fields: Any) -> StepRecord:
@@ -141,8 +156,9 @@ def run_outcome(
 def _run_failed(cmd: Any, rec: StepRecord, exc: Exception, now: DateTime, run_id: str) -> StepRecord:
     err = error_of(exc, cmd.step_id)
     policy = cmd.retry
-    if policy is not None and rec.attempts < policy.max_attempts and policy.retryable(exc):
-        wait = policy.backoff(rec.attempts, f"{run_id}:{cmd.step_id}")
+    failed_attempts = failures(rec)
+    if policy is not None and failed_attempts < policy.max_attempts and policy.retryable(exc):
+        wait = policy.backoff(failed_attempts, f"{run_id}:{cmd.step_id}")
         return retrying(rec, err, add_time(now, wait, "Retry backoff"))
     return failed(rec, err, now)
 

@@ -539,7 +539,8 @@ class Player:
             self.clock.set(due)
 
     def hold(self, seconds: int, event: str | None = None, *, late: bool = False) -> None:
-        """Hold the run, let time pass and an event arrive (before or after): nothing may move; then resume."""
+        """Hold the run, let time pass and an event arrive (before or after): nothing may move but the
+        workflow timeout, which a held run obeys too (SPEC §5); then resume."""
         before = self.run()
         self.h.pause_workflow(self.run_id)
         if event is not None and not late:
@@ -548,6 +549,9 @@ class Player:
         if event is not None and late:
             self.send(event)
         held = self.run()
+        if held.status == "failed" and held.error is not None and held.error.type == "WorkflowTimeoutError":
+            assert held.timeout_at is not None and held.timeout_at <= self.clock.now(), "timed out early"
+            return
         assert held.status == "paused" and held.held, f"held run moved: {held.status}"
         assert {k: r for k, r in held.timeline.items() if r.status != "waiting"} == {
             k: r for k, r in before.timeline.items() if r.status != "waiting"

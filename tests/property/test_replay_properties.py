@@ -11,21 +11,39 @@ that the live generator decides like a replay from scratch.
 from __future__ import annotations
 
 from flowgen import (
+    AllSpec,
     CheckedReplayer,
     PollSpec,
     RunSpec,
     Scenario,
+    WaitSpec,
     checked_processor,
     ops,
     outcome,
     play,
     scenarios,
 )
-from hypothesis import event, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 
 @given(scenarios())
+@example(  # a crash before a Retry step's first call used up a retry (tests/test_crash_retry_budget.py)
+    Scenario(
+        (AllSpec((WaitSpec("s0.0", "e0", 30, actions=("timeout",)), RunSpec("s0.1", "fail", retry=2))),),
+        crash_after=frozenset({"s0.0"}),
+    )
+)
+@example(  # the workflow timeout fires while the run is held (hold_late): it fails the held run
+    Scenario(
+        (
+            WaitSpec("s0", "e0", None, actions=("hold_late",)),
+            WaitSpec("s1", "e0", 600, actions=("timeout",)),
+            WaitSpec("s2", "e0", None, actions=("hold_late",)),
+        ),
+        timeout="1800s",
+    )
+)
 def test_crashed_run_ends_like_the_crash_free_run(scenario: Scenario) -> None:
     """Crashes before/after any steps change neither the final status nor the output."""
     note(repr(scenario))

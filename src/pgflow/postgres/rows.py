@@ -119,6 +119,8 @@ def run_params(row: RunRow) -> dict[str, Any]:
         "timeout_at": pg_time(row.timeout_at), "lease_owner": row.lease_owner, "lease_token": row.lease_token,
         "lease_expires_at": pg_time(row.lease_expires_at), "mailbox_seq": row.mailbox_seq,
         "parent_run_id": row.parent_run_id, "parent_step_id": row.parent_step_id,
+        "priority": row.priority, "concurrency_key": row.concurrency_key, "slot_held": row.slot_held,
+        "parked": row.parked,
     }  # fmt: skip
 
 
@@ -141,6 +143,7 @@ def run_from(r: Row) -> RunRow:
         resumed_at=_time(r["resumed_at"]), completed_at=_time(r["completed_at"]), timeout_at=_time(r["timeout_at"]),
         lease_owner=r["lease_owner"], lease_token=r["lease_token"], lease_expires_at=_time(r["lease_expires_at"]),
         mailbox_seq=r["mailbox_seq"], parent_run_id=r["parent_run_id"], parent_step_id=r["parent_step_id"],
+        priority=r["priority"], concurrency_key=r["concurrency_key"], slot_held=r["slot_held"], parked=r["parked"],
     )  # fmt: skip
 
 
@@ -150,7 +153,7 @@ def step_from(r: Row) -> StepRecord:
         step_id=r["step_id"], kind=r["kind"], status=r["status"], output=r["output"], error=_error(r["error"]),
         timed_out=r["timed_out"], attempts=r["attempts"], started_at=_time(r["started_at"]),
         completed_at=_time(r["completed_at"]), wake_at=_time(r["wake_at"]), timeout_at=_time(r["timeout_at"]),
-        event=r["event"], run_attempt=r["run_attempt"], seq=r["seq"],
+        event=r["event"], run_attempt=r["run_attempt"], seq=r["seq"], interrupted=r["interrupted"],
     )  # fmt: skip
 
 
@@ -167,7 +170,7 @@ def _step_json(rec: StepRecord) -> dict[str, Any]:
         "error": error_json(rec.error), "timed_out": rec.timed_out, "attempts": rec.attempts,
         "started_at": _iso(rec.started_at), "completed_at": _iso(rec.completed_at),
         "wake_at": _iso(rec.wake_at), "timeout_at": _iso(rec.timeout_at), "event": rec.event,
-        "run_attempt": rec.run_attempt, "seq": rec.seq,
+        "run_attempt": rec.run_attempt, "seq": rec.seq, "interrupted": rec.interrupted,
     }  # fmt: skip
 
 
