@@ -32,6 +32,7 @@ LAYERS = {
         "worker",
         "operations",
         "async_operations",
+        "retention",
         "async_processor",
         "async_worker",
         "engine",

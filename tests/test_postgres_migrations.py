@@ -36,9 +36,10 @@ INDEXES = {
     "runs_resource_idx",
     "runs_workflow_idx",
     "runs_parent_idx",
-    "runs_ready_idx",
+    "runs_ready_idx",  # 0003_flow_control
     "runs_slots_idx",
     "runs_parked_idx",
+    "runs_ended_idx",  # 0005_retention
     "steps_pkey",
     "events_pkey",
     "events_unconsumed_idx",

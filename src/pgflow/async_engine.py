@@ -23,10 +23,11 @@ from .async_worker import AsyncWorker
 from .backend import AsyncBackend, Backend
 from .clock import SystemClock
 from .definition import Workflow, WorkflowRef, check_workflows
-from .durations import check_duration
+from .durations import check_duration, check_optional_duration
 from .engine import MAX_CONCURRENCY, stop_seconds
 from .errors import InvalidArgumentError, WorkflowDefinitionError
 from .processor import Settings
+from .retention import AsyncPruner
 from .store import RunRow
 
 __all__ = ["AsyncEngine"]
@@ -42,9 +43,10 @@ class AsyncEngine(AsyncOperations):
     def __init__(
         self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (),
         concurrency: int = 100, schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s",
-        clock: Any = None, prepare: bool = True, listen_dsn: str | None = None,
+        clock: Any = None, prepare: bool = True, listen_dsn: str | None = None, retention: Any = None,
     ) -> None:  # fmt: skip
         check_int(concurrency, "concurrency", 1, MAX_CONCURRENCY)
+        self.retention = check_optional_duration(retention, "retention")  # SPEC §15: prune passes
         workflows = check_workflows(workflows)
         self._backend = AsyncBackend(
             dsn, pool, schema, max_size=min(concurrency, 20) + 4, prepare=prepare, listen_dsn=listen_dsn
@@ -62,6 +64,7 @@ class AsyncEngine(AsyncOperations):
         self._blocking: Backend | None = None
         self._abort = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._pruner: AsyncPruner | None = None
         for wf in workflows:
             self.register(wf)
 
@@ -139,6 +142,9 @@ class AsyncEngine(AsyncOperations):
                 store, self._workflows, processor, self.settings, self.concurrency, self._ops_clock, stopping
             )
             await self._worker.start()
+            if self.retention is not None:  # the worker prunes, in a task of its own on this loop
+                self._pruner = AsyncPruner(self, self.retention, self._ops_store)
+                self._pruner.start()
         return self
 
     async def stop(self, timeout: Any = "30s") -> None:
@@ -146,7 +152,10 @@ class AsyncEngine(AsyncOperations):
         (its run is left to its lease) and close the pool."""
         seconds = stop_seconds(timeout, "timeout")
         worker, self._worker = self._worker, None
+        pruner, self._pruner = self._pruner, None
         try:
+            if pruner is not None:
+                await pruner.stop()
             if worker is not None:
                 await worker.stop(seconds, self._abort)
         finally:

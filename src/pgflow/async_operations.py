@@ -147,3 +147,10 @@ class AsyncOperations(OperationSteps):
 
     async def get_child_runs(self, run_id: str, *, resource_id: str | None = None) -> list[WorkflowRun]:
         return await self._do(self._get_child_runs_steps(run_id, resource_id))
+
+    async def prune(
+        self, *, older_than: DurationLike, statuses: Any = TERMINAL, workflow_id: str | None = None,
+        resource_id: str | None = None, dry_run: bool = False,
+    ) -> int:  # fmt: skip
+        """``Operations.prune``: each batch of at most 1,000 runs is awaited on its own."""
+        return await self._do(self._prune_steps(older_than, statuses, workflow_id, resource_id, dry_run))

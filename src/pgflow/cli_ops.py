@@ -1,13 +1,14 @@
 """``pgflow start``: start a run of a registered workflow from the command line (SPEC §15), and wait
-for it with ``--wait``; ``pgflow retry``: re-drive a failed or cancelled run (SPEC §14)."""
+for it with ``--wait``; ``pgflow retry``: re-drive a failed or cancelled run (SPEC §14); ``pgflow
+prune``: delete terminal runs that ended long ago (SPEC §15, retention)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-from .cli_base import Options, _client, _duration, _json_arg
-from .cli_render import print_json, run_to_json, summary
+from .cli_base import Options, UsageError, _client, _duration, _json_arg
+from .cli_render import plural, print_json, run_to_json, summary
 from .records import TERMINAL, RunStatus
 
 __all__ = ["COMMANDS", "add_parsers"]
@@ -46,6 +47,7 @@ def add_parsers(add: AddParser) -> None:
         help="with --wait: how long to wait, e.g. 30s, 5m (default: 30s); exit 1 when it is still running",
     )  # fmt: skip
     _add_retry_parser(add)
+    _add_prune_parser(add)
 
 
 def cmd_start(opts: Options) -> int:
@@ -99,4 +101,59 @@ def cmd_retry(opts: Options) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Options], int]] = {"start": cmd_start, "retry": cmd_retry}
+# --- pgflow prune --------------------------------------------------------------------------------------
+
+ENDED = [s.value for s in RunStatus if s in TERMINAL]
+
+
+def _add_prune_parser(add: AddParser) -> None:
+    prune = add(
+        "prune",
+        "delete runs that ended long ago, with their steps and events",
+        "Delete the completed, failed and cancelled runs that ended more than --older-than ago, with "
+        "their steps and events, in batches of at most 1,000 runs per transaction. A live run is never "
+        "deleted, nor the child of a live run; a parent run goes after its children. With --dry-run, "
+        "count them and delete nothing. Engine(retention=...) does the same about once an hour.",
+    )
+    prune.add_argument(
+        "--older-than", required=True, type=_duration, metavar="DURATION",
+        help="delete runs that ended more than this long ago, e.g. 30d, 12h, 2w",
+    )  # fmt: skip
+    prune.add_argument(
+        "--status", action="append", metavar="STATUS",
+        help=f"only runs with this status (repeatable, or comma-separated): {', '.join(ENDED)} (default: all)",
+    )  # fmt: skip
+    prune.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
+    prune.add_argument("--resource", metavar="RESOURCE_ID", help="only runs of this resource")
+    prune.add_argument(
+        "--dry-run", action="store_true", help="count the runs it would delete; delete nothing"
+    )
+
+
+def cmd_prune(opts: Options) -> int:
+    args = opts.args
+    statuses = ENDED
+    if args.status:
+        statuses = [s.strip() for value in args.status for s in value.split(",") if s.strip()]
+        wrong = [s for s in statuses if s not in ENDED]
+        if wrong or not statuses:
+            raise UsageError(
+                f"prune deletes only ended runs: --status must be {', '.join(ENDED)}"
+                + (f", not {wrong[0]!r}" if wrong else "")
+            )
+    with _client(opts) as client:
+        count = client.prune(
+            older_than=args.older_than, statuses=statuses, workflow_id=args.workflow,
+            resource_id=args.resource, dry_run=args.dry_run,
+        )  # fmt: skip
+    if opts.json:
+        print_json({"runs": count, "dry_run": args.dry_run})
+    elif args.dry_run:
+        print(f"Would delete {plural(count, 'run')} that ended more than {args.older_than.in_words()} ago "
+              "(dry run: nothing deleted)")  # fmt: skip
+    else:
+        print(f"Deleted {plural(count, 'run')} that ended more than {args.older_than.in_words()} ago")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Options], int]] = {"start": cmd_start, "retry": cmd_retry, "prune": cmd_prune}

@@ -13,11 +13,12 @@ from .arguments import check_clock, check_int, shown
 from .backend import Backend
 from .clock import SystemClock
 from .definition import Workflow, check_workflows
-from .durations import check_duration
+from .durations import check_duration, check_optional_duration
 from .errors import InvalidArgumentError, WorkflowDefinitionError
 from .execution import StepCaller
 from .operations import Operations
 from .processor import RunProcessor, Settings
+from .retention import Pruner
 from .store import RunRow, Store
 from .worker import Worker
 
@@ -32,9 +33,10 @@ class Engine(Operations):
     def __init__(
         self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (), concurrency: int = 10,
         schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s", clock: Any = None,
-        prepare: bool = True, listen_dsn: str | None = None,
+        prepare: bool = True, listen_dsn: str | None = None, retention: Any = None,
     ) -> None:  # fmt: skip
         check_int(concurrency, "concurrency", 1, MAX_CONCURRENCY)
+        self.retention = check_optional_duration(retention, "retention")  # SPEC §15: prune passes
         workflows = check_workflows(workflows)
         self._backend = Backend(
             dsn, pool, schema, max_size=concurrency + 4, prepare=prepare, listen_dsn=listen_dsn
@@ -50,6 +52,7 @@ class Engine(Operations):
         self._stopping_worker: Worker | None = None
         self._caller = StepCaller()
         self._stopped = threading.Event()
+        self._pruner: Pruner | None = None
         for wf in workflows:
             self.register(wf)
 
@@ -123,6 +126,9 @@ class Engine(Operations):
                                       self._ops_clock)  # fmt: skip
                 self._worker.stopping = stopping
                 self._worker.start()
+                if self.retention is not None:  # the workers prune, on a thread of their own
+                    self._pruner = Pruner(self, self.retention, self._ops_store)
+                    self._pruner.start()
         return self
 
     def run_worker(self, *, shutdown_timeout: Any = "30s") -> None:
@@ -166,8 +172,11 @@ class Engine(Operations):
         seconds = stop_seconds(timeout, "timeout")
         with self._lock:
             worker, self._worker = self._worker, None
+            pruner, self._pruner = self._pruner, None
             self._stopping_worker = worker
         try:
+            if pruner is not None:
+                pruner.stop()
             if worker is not None:
                 worker.stop(seconds)
         finally:

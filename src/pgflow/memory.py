@@ -24,6 +24,7 @@ from .store import (
     CommitResult,
     Lease,
     NewRun,
+    PruneQuery,
     RunQuery,
     RunRow,
     TransactionFn,
@@ -359,6 +360,23 @@ class MemoryStore:
         row: RunRow = self._locked(locked.retry_run(run_id, resource_id, from_step, now))
         return row
 
+    # retention (SPEC §15): the rules of ``prune_batch`` / ``prunable_count``, as the SQL's -------------
+
+    def prune_runs(self, query: PruneQuery, limit: int, exclusive: bool) -> int | None:
+        """One batch under the store's lock (``exclusive`` holds trivially: one lock for everything)."""
+        with self._writing():
+            doomed = prune_batch(self._runs, query, limit)
+            for run_id in doomed:
+                row = self._runs.pop(run_id)
+                del self._steps[run_id], self._mailbox[run_id]
+                if row.idempotency_key is not None:
+                    self._keys.pop(row.idempotency_key, None)  # freed, as the unique index's entry
+            return len(doomed)
+
+    def count_prunable(self, query: PruneQuery) -> int:
+        with self._lock:
+            return prunable_count(self._runs, query)
+
 
 class _Waiter:
     """Waits for any write to the store after the last one it saw (the memory store has no channels)."""
@@ -413,6 +431,52 @@ def keyset_page(rows: list[RunRow], q: RunQuery, cursor: RunRow | None) -> tuple
         page = newer[-q.limit :]
         return page, True, len(newer) > q.limit
     return rows[: q.limit], len(rows) > q.limit, False
+
+
+def ends_before(row: RunRow, query: PruneQuery) -> bool:
+    """Whether retention selects the run by itself: terminal, one of ``query.statuses``, ended
+    before the cutoff, of the workflow and resource asked for (the ``WHERE`` of ``prune_runs``)."""
+    return (
+        row.status in TERMINAL and row.status.value in query.statuses
+        and row.completed_at is not None and row.completed_at < query.cutoff
+        and query.workflow_id in (None, row.workflow_id) and query.resource_id in (None, row.resource_id)
+    )  # fmt: skip
+
+
+def _parent_live(row: RunRow, runs: Mapping[str, RunRow]) -> bool:
+    parent = runs.get(row.parent_run_id) if row.parent_run_id is not None else None
+    return parent is not None and parent.status not in TERMINAL
+
+
+def prune_batch(runs: Mapping[str, RunRow], query: PruneQuery, limit: int) -> list[str]:
+    """The next batch of retention, oldest end first: runs it selects whose parent (if any is left)
+    has ended and that have no child run left (children go first, their parent in a later batch)."""
+    parents = {r.parent_run_id for r in runs.values() if r.parent_run_id is not None}
+    doomed = [
+        r for r in runs.values()
+        if ends_before(r, query) and not _parent_live(r, runs) and r.id not in parents
+    ]  # fmt: skip
+    doomed.sort(key=lambda r: (r.completed_at, r.id))
+    return [r.id for r in doomed[:limit]]
+
+
+def prunable_count(runs: Mapping[str, RunRow], query: PruneQuery) -> int:
+    """How many runs batch after batch of ``prune_batch`` deletes: those it selects whose parent has
+    not ended is kept, and so is every ancestor of a kept run (the SQL's recursive ``kept``)."""
+    kept: set[str] = set()
+    for row in runs.values():
+        at = row
+        if ends_before(at, query):
+            continue
+        while at.parent_run_id is not None and at.parent_run_id not in kept:
+            kept.add(at.parent_run_id)
+            parent = runs.get(at.parent_run_id)
+            if parent is None:
+                break
+            at = parent
+    return sum(
+        1 for r in runs.values() if ends_before(r, query) and not _parent_live(r, runs) and r.id not in kept
+    )
 
 
 def check_idempotent(existing: RunRow, new: NewRun) -> None:

@@ -36,11 +36,14 @@ from .errors import InvalidArgumentError, SerializationError, UnknownWorkflowErr
 from .records import TERMINAL, Event, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
 from .serde import to_json
 from .static_steps import StepInfo, WorkflowInfo
-from .store import NewRun, RunQuery, RunRow, Store
+from .store import NewRun, PruneQuery, RunQuery, RunRow, Store
 
-__all__ = ["OpGen", "OperationSteps", "Operations", "StoreCall", "drive", "run_defaults", "to_public"]
+__all__ = [
+    "PRUNE_BATCH", "OpGen", "OperationSteps", "Operations", "StoreCall", "drive", "run_defaults", "to_public",
+]  # fmt: skip
 
 T = TypeVar("T")
+PRUNE_BATCH = 1000  # runs deleted per transaction by prune (SPEC §15)
 MAX_PRIORITY = 1000  # priorities run from -1000 to 1000 (SPEC §16)
 StoreCall = Callable[[Any], Any]  # one call on the store: its answer (awaitable on an asyncio store)
 OpGen = Generator[StoreCall, Any, T]
@@ -286,6 +289,56 @@ class OperationSteps:
         timelines = yield lambda store: store.timelines([r.id for r in rows])
         return [to_public(r, timelines[r.id]) for r in rows]
 
+    # retention (SPEC §15) ---------------------------------------------------------------------------
+
+    def _prune_query(
+        self, older_than: object, statuses: object, workflow_id: object, resource_id: object
+    ) -> PruneQuery:
+        """``prune``'s arguments, checked (nothing is deleted when one is wrong); the cutoff is the
+        client's clock minus ``older_than``."""
+        span = check_duration(older_than, "older_than")
+        wanted = tuple(dict.fromkeys(check_statuses(statuses, "statuses")))
+        live = [s for s in wanted if RunStatus(s) not in TERMINAL]
+        if not wanted or live:
+            got = f"{live[0]!r} is not" if live else "none given"
+            raise InvalidArgumentError(
+                f"statuses must name terminal statuses (completed, failed, cancelled): {got}"
+            )
+        wid = check_optional_id(workflow_id, "workflow_id")
+        rid = check_optional_id(resource_id, "resource_id")
+        now = self._now()
+        try:
+            cutoff = now - span
+        except OverflowError:  # before year 1: no run ended then
+            cutoff = pendulum.datetime(1, 1, 1, tz="UTC")
+        return PruneQuery(cutoff, wanted, wid, rid)
+
+    def _prune_steps(
+        self, older_than: object, statuses: object, workflow_id: object, resource_id: object, dry_run: object
+    ) -> OpGen[int]:
+        """Delete batch after batch (each its own transaction) until one deletes nothing; with
+        ``dry_run``, count what that would delete."""
+        query = self._prune_query(older_than, statuses, workflow_id, resource_id)
+        if not isinstance(dry_run, bool):
+            raise InvalidArgumentError(f"dry_run must be True or False, got {shown(dry_run)}")
+        if dry_run:
+            counted: int = yield lambda store: store.count_prunable(query)
+            return counted
+        return (yield from self._prune_batches(query, exclusive=False)) or 0
+
+    def _prune_batches(self, query: PruneQuery, *, exclusive: bool) -> OpGen[int | None]:
+        """Runs deleted by batches of at most :data:`PRUNE_BATCH`, until a batch deletes none.
+        ``exclusive`` (the engines' passes): only while no other store prunes the schema — None
+        when another one held it from the start."""
+        total: int | None = None
+        while True:
+            deleted = yield lambda store: store.prune_runs(query, PRUNE_BATCH, exclusive)
+            if deleted is None:  # another engine prunes (from the start, or since our last batch)
+                return total
+            total = (total or 0) + deleted
+            if deleted == 0:
+                return total
+
 
 def still_waiting(run: WorkflowRun, wanted: set[str], left: float) -> bool:
     """Whether ``wait_for_run`` waits on: False when the run reached a wanted status; TimeoutError
@@ -418,6 +471,16 @@ class Operations(OperationSteps):
         """The runs started by the run's ``Child`` steps, oldest first. With ``resource_id``, the
         run must belong to it and only children of that resource are listed."""
         return self._do(self._get_child_runs_steps(run_id, resource_id))
+
+    def prune(
+        self, *, older_than: DurationLike, statuses: Any = TERMINAL, workflow_id: str | None = None,
+        resource_id: str | None = None, dry_run: bool = False,
+    ) -> int:  # fmt: skip
+        """Delete the terminal runs (of ``statuses``, of the workflow and resource when given) that
+        ended more than ``older_than`` ago, with their steps and events, in batches of at most 1,000
+        runs per transaction; returns how many. Never a live run nor a child of a live run; a parent
+        goes after its children. ``dry_run``: count them, delete nothing. See docs/operations.md."""
+        return self._do(self._prune_steps(older_than, statuses, workflow_id, resource_id, dry_run))
 
 
 def run_defaults(

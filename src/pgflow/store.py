@@ -22,6 +22,7 @@ __all__ = [
     "CommitResult",
     "Lease",
     "NewRun",
+    "PruneQuery",
     "RunQuery",
     "RunRow",
     "RunWaiter",
@@ -315,6 +316,32 @@ class Store(Protocol):
         run as written; ``RunNotFoundError`` as ``get``, ``InvalidStateError`` unless it is failed or
         cancelled, ``InvalidArgumentError`` when ``from_step`` has no record (nothing changes then)."""
         ...
+
+    # retention (SPEC §15) -------------------------------------------------------------------------
+    def prune_runs(self, query: PruneQuery, limit: int, exclusive: bool) -> int | None:
+        """Delete one batch — at most ``limit`` runs, in one transaction — of the runs
+        ``query`` selects that can go now (:class:`PruneQuery`), oldest end first, with their steps
+        and events; returns how many. ``exclusive``: only while no other store prunes this schema
+        (a Postgres advisory lock): None, deleting nothing, when another one does."""
+        ...
+
+    def count_prunable(self, query: PruneQuery) -> int:
+        """How many runs repeated ``prune_runs`` calls would delete now (a read; ``--dry-run``)."""
+        ...
+
+
+@attrs.frozen
+class PruneQuery:
+    """Which runs retention deletes: terminal ones with a status in ``statuses`` that ended
+    (``completed_at``) before ``cutoff``, of ``workflow_id`` / ``resource_id`` when given. Of those,
+    a batch takes a run only when its parent run (if it still exists) has ended too, and when no
+    child run of its own is left: children go first, their parent in a later batch, so no run is
+    ever left pointing at a deleted parent."""
+
+    cutoff: DateTime
+    statuses: tuple[str, ...]
+    workflow_id: str | None = None
+    resource_id: str | None = None
 
 
 __all__ += [

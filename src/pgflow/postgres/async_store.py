@@ -19,7 +19,7 @@ import psycopg_pool
 
 from pgflow.records import Event, StepRecord
 from pgflow.static_steps import StepInfo, WorkflowInfo
-from pgflow.store import Batch, Claimed, CommitResult, Lease, NewRun, RunQuery, RunRow
+from pgflow.store import Batch, Claimed, CommitResult, Lease, NewRun, PruneQuery, RunQuery, RunRow
 
 from . import migrate as migrations
 from . import ops
@@ -202,3 +202,11 @@ class AsyncPostgresStore:
 
     async def child_runs(self, run_id: str, resource_id: str | None) -> list[RunRow]:
         return await self._x.run("child_runs", lambda: ops.child_runs(run_id, resource_id), read=True)
+
+    # retention (SPEC §15) -----------------------------------------------------------------------------
+
+    async def prune_runs(self, query: PruneQuery, limit: int, exclusive: bool) -> int | None:
+        return await self._x.run("prune_runs", lambda: ops.prune_runs(query, limit, exclusive, self.schema))
+
+    async def count_prunable(self, query: PruneQuery) -> int:
+        return await self._x.run("count_prunable", lambda: ops.count_prunable(query), read=True)

@@ -9,6 +9,7 @@ each; every status change is a locked operation of ``pgflow.locked`` run as one 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,17 @@ from pgflow.errors import InvalidArgumentError, RunNotFoundError, StorageError
 from pgflow.memory import check_idempotent, unknown_cursor
 from pgflow.records import TERMINAL, Event, StepRecord
 from pgflow.static_steps import StepInfo, WorkflowInfo
-from pgflow.store import Batch, Claimed, CommitResult, CompleteRun, Lease, NewRun, RunQuery, RunRow
+from pgflow.store import (
+    Batch,
+    Claimed,
+    CommitResult,
+    CompleteRun,
+    Lease,
+    NewRun,
+    PruneQuery,
+    RunQuery,
+    RunRow,
+)
 
 from .rows import event_from, json_value, jsonb, pg_time, run_from, run_params, step_from, steps_json, time_of
 from .sqlgen import Rows, RowsTogether, Send, SqlGen
@@ -32,11 +43,13 @@ __all__ = [
     "commit_complete",
     "commit_keep_running",
     "consumed_events",
+    "count_prunable",
     "get",
     "heartbeat",
     "list_runs",
     "mailbox",
     "next_due",
+    "prune_runs",
     "register_workflow",
     "reload",
     "start_run",
@@ -382,3 +395,32 @@ def child_runs(run_id: str, resource_id: str | None) -> SqlGen[list[RunRow]]:
     found = yield from _scoped(run_id, resource_id, Rows("child_runs", {"id": run_id}))
     children = [run_from(r) for r in found]
     return [c for c in children if resource_id is None or c.resource_id == resource_id]
+
+
+# -- retention (SPEC §15) ------------------------------------------------------------------------------------
+
+
+def retention_lock_key(schema: str) -> int:
+    """The signed 64-bit advisory lock key of pruning ``schema`` (one pruning engine at a time)."""
+    digest = hashlib.sha256(f"pgflow.retention:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _prune_params(query: PruneQuery) -> dict[str, Any]:
+    return {
+        "statuses": list(query.statuses), "cutoff": pg_time(query.cutoff),
+        "workflow_id": query.workflow_id, "resource_id": query.resource_id,
+    }  # fmt: skip
+
+
+def prune_runs(query: PruneQuery, limit: int, exclusive: bool, schema: str) -> SqlGen[int | None]:
+    """One batch, one statement (see the ``prune_runs`` query); None when ``exclusive`` and another
+    store holds the schema's retention lock."""
+    lock_key = retention_lock_key(schema) if exclusive else None
+    found = yield Rows("prune_runs", {**_prune_params(query), "limit": limit, "lock_key": lock_key})
+    return int(found[0]["deleted"]) if found[0]["open"] else None
+
+
+def count_prunable(query: PruneQuery) -> SqlGen[int]:
+    found = yield Rows("count_prunable", _prune_params(query))
+    return int(found[0]["n"])

@@ -437,3 +437,61 @@ SELECT resource_id FROM {schema}.runs WHERE id = %(id)s
 -- name: child_runs
 -- A run's child runs, oldest first (runs_parent_idx).
 SELECT * FROM {schema}.runs WHERE parent_run_id = %(id)s ORDER BY created_at, id
+
+-- ------------------------------------------------------------------------------------------------
+-- Retention (SPEC §15): deleting terminal runs that ended long ago, in batches.
+
+-- name: prune_runs
+-- One batch of retention, one statement (its own transaction): delete at most %(limit)s terminal
+-- runs with a status in %(statuses)s that ended before %(cutoff)s (of one workflow / resource when
+-- given), oldest end first (runs_ended_idx); their steps and events go with them (ON DELETE
+-- CASCADE). A run goes only when its parent, if still there, has ended, and when no child run of its
+-- own is left (children go first, the parent in a later batch). Rows locked by others are skipped.
+-- With a %(lock_key)s, only when that advisory lock is free (one pruning engine per schema): `open`
+-- says whether it was.
+WITH gate AS MATERIALIZED (
+    SELECT CASE WHEN %(lock_key)s::bigint IS NULL THEN true
+                ELSE pg_try_advisory_xact_lock(%(lock_key)s::bigint) END AS open
+), batch AS (
+    SELECT r.id FROM {schema}.runs AS r
+    WHERE (SELECT open FROM gate)
+      AND r.status IN ('completed', 'failed', 'cancelled') AND r.status = ANY(%(statuses)s::text[])
+      AND r.completed_at < %(cutoff)s
+      AND (%(workflow_id)s::text IS NULL OR r.workflow_id = %(workflow_id)s::text)
+      AND (%(resource_id)s::text IS NULL OR r.resource_id = %(resource_id)s::text)
+      AND NOT EXISTS (SELECT FROM {schema}.runs AS p WHERE p.id = r.parent_run_id
+                      AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+      AND NOT EXISTS (SELECT FROM {schema}.runs AS c WHERE c.parent_run_id = r.id)
+    ORDER BY r.completed_at, r.id
+    LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
+), gone AS (
+    -- by primary key (an array, not a join: a join may scan the whole table for each batch)
+    DELETE FROM {schema}.runs AS d WHERE d.id = ANY(ARRAY(SELECT id FROM batch)) RETURNING d.id
+)
+SELECT (SELECT open FROM gate) AS open, (SELECT count(*) FROM gone) AS deleted
+
+-- name: count_prunable
+-- How many runs prune_runs, batch after batch, would delete now: those it selects whose parent has
+-- not ended are kept, and so is every ancestor of a run it does not select (`kept`, walked up the
+-- parent links), since a parent waits for its children to go first.
+WITH RECURSIVE kept(id) AS (
+    SELECT c.parent_run_id FROM {schema}.runs AS c
+    WHERE c.parent_run_id IS NOT NULL AND (
+        c.status IN ('completed', 'failed', 'cancelled') AND c.status = ANY(%(statuses)s::text[])
+        AND c.completed_at < %(cutoff)s
+        AND (%(workflow_id)s::text IS NULL OR c.workflow_id = %(workflow_id)s::text)
+        AND (%(resource_id)s::text IS NULL OR c.resource_id = %(resource_id)s::text)
+    ) IS NOT TRUE
+    UNION
+    SELECT p.parent_run_id FROM {schema}.runs AS p JOIN kept ON p.id = kept.id
+    WHERE p.parent_run_id IS NOT NULL
+)
+SELECT count(*) AS n FROM {schema}.runs AS r
+WHERE r.status IN ('completed', 'failed', 'cancelled') AND r.status = ANY(%(statuses)s::text[])
+  AND r.completed_at < %(cutoff)s
+  AND (%(workflow_id)s::text IS NULL OR r.workflow_id = %(workflow_id)s::text)
+  AND (%(resource_id)s::text IS NULL OR r.resource_id = %(resource_id)s::text)
+  AND NOT EXISTS (SELECT FROM {schema}.runs AS p WHERE p.id = r.parent_run_id
+                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+  AND NOT EXISTS (SELECT FROM kept WHERE kept.id = r.id)
