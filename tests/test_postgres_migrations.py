@@ -13,8 +13,17 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from pgflow.cli_base import _require_pgflow_tables
+from pgflow.errors import PgflowError
 from pgflow.postgres import PostgresStore
-from pgflow.postgres.migrate import applied_version, latest_version, load_migrations, lock_key, migrate
+from pgflow.postgres.migrate import (
+    applied_version,
+    applied_versions,
+    latest_version,
+    load_migrations,
+    lock_key,
+    migrate,
+)
 from pgflow.postgres.queries import load_queries, parse_queries
 from pgflow.records import StepRecord
 from pgflow.store import RunRow
@@ -79,6 +88,30 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
         ).fetchone()
         assert claim_index is not None and "WHERE (status = ANY" in claim_index[0]
         assert applied_version(conn, pg_schema) == latest_version() == load_migrations()[-1].version
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["migrate", "store"])
+def test_a_version_below_the_highest_applied_one_is_not_skipped(
+    pg_dsn: str, pg_schema: str, how: str
+) -> None:
+    """A schema that has a later version but lacks an earlier one (development branches merged in
+    another order than their numbers) gets the missing one, by ``migrate`` and by a store alike; a
+    read-only CLI command names what is missing."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, pg_schema)
+        gap = load_migrations()[-2].version
+        conn.execute(f'DELETE FROM "{pg_schema}".schema_version WHERE version = %s', (gap,))
+        assert applied_version(conn, pg_schema) == latest_version()
+        with pytest.raises(PgflowError, match=rf"lacks migration\(s\) {gap} of this pgflow"):
+            _require_pgflow_tables(pg_dsn, pg_schema)
+        if how == "migrate":
+            assert migrate(conn, pg_schema) == [gap]
+        else:
+            with ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True) as pool:
+                PostgresStore(pool, pg_schema).migrate()
+        assert applied_versions(conn, pg_schema) == {m.version for m in load_migrations()}
+        assert migrate(conn, pg_schema) == []
 
 
 @pytest.mark.postgres

@@ -189,15 +189,16 @@ def _require_pgflow_tables(dsn: str, schema: str) -> None:
 
     import psycopg
 
-    from .postgres.migrate import applied_version, latest_version
+    from .postgres.migrate import applied_versions, missing_versions
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        version = applied_version(conn, schema)
-        if version >= latest_version():
+        applied = applied_versions(conn, schema)
+        lacking = missing_versions(applied)
+        if not lacking:
             return
-        if version > 0:
+        if applied:
             raise PgflowError(
-                f"schema {schema!r} is at version {version}, this pgflow needs {latest_version()}: "
+                f"schema {schema!r} lacks migration(s) {', '.join(map(str, lacking))} of this pgflow: "
                 "run `pgflow migrate` first (this command does not migrate)"
             )
         rows = conn.execute(

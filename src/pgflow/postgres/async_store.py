@@ -63,8 +63,7 @@ class AsyncPostgresStore:
 
     async def migrate(self) -> None:
         schema = self.schema
-        current = await self._x.run("migrate", lambda: migrations.current_version(schema))
-        if current < migrations.latest_version():
+        if await self._x.run("migrate", lambda: migrations.missing(schema)):
             await self._x.run("migrate", lambda: migrations.apply_missing(schema), mode="user-transaction")
 
     async def close(self) -> None:

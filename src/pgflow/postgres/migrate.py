@@ -23,8 +23,17 @@ from psycopg import sql
 from .sqlgen import Raw
 
 __all__ = [
-    "Migration", "applied_version", "apply_missing", "current_version", "latest_version", "load_migrations",
-    "lock_key", "migrate",
+    "Migration",
+    "applied_version",
+    "applied_versions",
+    "apply_missing",
+    "current_versions",
+    "latest_version",
+    "load_migrations",
+    "lock_key",
+    "migrate",
+    "missing",
+    "missing_versions",
 ]  # fmt: skip
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -60,21 +69,32 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def applied_version(conn: psycopg.Connection[Any], schema: str) -> int:
-    """The schema's applied version (0 when it has no ``schema_version`` table yet)."""
+def applied_versions(conn: psycopg.Connection[Any], schema: str) -> set[int]:
+    """The versions applied to the schema (none when it has no ``schema_version`` table yet)."""
     table = f"{sql.Identifier(schema).as_string(conn)}.schema_version"
     row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
     if row is None or row[0] is None:
-        return 0
-    query = sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(sql.Identifier(schema))
-    found = conn.execute(query).fetchone()
-    return int(found[0]) if found else 0
+        return set()
+    query = sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema))
+    return {int(r[0]) for r in conn.execute(query).fetchall()}
+
+
+def applied_version(conn: psycopg.Connection[Any], schema: str) -> int:
+    """The schema's highest applied version (0 when it has no ``schema_version`` table yet)."""
+    return max(applied_versions(conn, schema), default=0)
+
+
+def missing_versions(applied: set[int]) -> list[int]:
+    """The packaged versions not in ``applied``, in order. Every missing file is applied, not only
+    those above the highest applied one: a version numbered below one already applied (two branches
+    of development merged in another order) is not skipped."""
+    return [m.version for m in load_migrations() if m.version not in applied]
 
 
 def migrate(conn: psycopg.Connection[Any], schema: str) -> list[int]:
     """Bring ``schema`` up to date on ``conn`` (idle, not inside a transaction); returns versions applied."""
     with contextlib.nullcontext() if conn.autocommit else conn.transaction():
-        if applied_version(conn, schema) >= latest_version():
+        if not missing_versions(applied_versions(conn, schema)):
             return []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
@@ -86,10 +106,10 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> list[int]:
                 " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"
             ).format(ident)
         )
-        current = applied_version(conn, schema)
+        done = applied_versions(conn, schema)
         applied = []
         for migration in load_migrations():
-            if migration.version > current:
+            if migration.version not in done:
                 _apply(conn, ident, migration)
                 applied.append(migration.version)
         return applied
@@ -108,14 +128,19 @@ def _apply(conn: psycopg.Connection[Any], ident: sql.Identifier, migration: Migr
 # -- the same, as SQL effects for the stores' executors (blocking or asyncio) -------------------------
 
 
-def current_version(schema: str) -> Generator[Raw, Any, int]:
-    """The schema's applied version (0 when it has no ``schema_version`` table yet)."""
+def current_versions(schema: str) -> Generator[Raw, Any, set[int]]:
+    """The versions applied to the schema (none when it has no ``schema_version`` table yet)."""
     table = sql.SQL("{}.schema_version").format(sql.Identifier(schema))
     found = yield Raw(sql.SQL("SELECT to_regclass({}) AS t").format(sql.Literal(table.as_string(None))))
     if not found or found[0]["t"] is None:
-        return 0
-    rows = yield Raw(sql.SQL("SELECT coalesce(max(version), 0) AS v FROM {}").format(table))
-    return int(rows[0]["v"]) if rows else 0
+        return set()
+    rows = yield Raw(sql.SQL("SELECT version AS v FROM {}").format(table))
+    return {int(r["v"]) for r in rows}
+
+
+def missing(schema: str) -> Generator[Raw, Any, list[int]]:
+    """The packaged versions the schema lacks (see :func:`missing_versions`)."""
+    return missing_versions((yield from current_versions(schema)))
 
 
 def apply_missing(schema: str) -> Generator[Raw, Any, list[int]]:
@@ -128,10 +153,10 @@ def apply_missing(schema: str) -> Generator[Raw, Any, list[int]]:
         "CREATE TABLE IF NOT EXISTS {}.schema_version"
         " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"
     ).format(ident))  # fmt: skip
-    current = yield from current_version(schema)
+    done = yield from current_versions(schema)
     applied = []
     for migration in load_migrations():
-        if migration.version > current:
+        if migration.version not in done:
             yield Raw(sql.SQL(migration.text).format(schema=ident))
             yield Raw(
                 sql.SQL(

@@ -65,7 +65,7 @@ class PostgresStore:
     def migrate(self) -> None:
         """Create or upgrade the schema (idempotent; two quick reads when up to date)."""
         schema = self.schema
-        if self._x.run("migrate", lambda: migrations.current_version(schema)) < migrations.latest_version():
+        if self._x.run("migrate", lambda: migrations.missing(schema)):
             self._x.run("migrate", lambda: migrations.apply_missing(schema), mode="user-transaction")
 
     def close(self) -> None:
