@@ -126,6 +126,16 @@ def test_run_page_shows_timeline_waiting_and_mailbox(web: TestClient, harness: H
     assert "1 of 3 steps" in html and "{\n  &#34;who&#34;: &#34;ada&#34;\n}" in html
 
 
+def test_run_page_shows_concurrency_key_and_priority_only_when_set(web: TestClient, harness: Harness) -> None:
+    """A run's concurrency key and a non-zero priority are among its facts; a plain run shows neither."""
+    keyed = waiting_greet(harness, concurrency_key="tenant <7>", priority=-3)
+    html = web.get(f"/runs/{keyed.id}").text
+    assert '<dd class="mono" id="concurrency-key">tenant &lt;7&gt;</dd>' in html
+    assert '<dd id="priority">-3</dd>' in html
+    plain = web.get(f"/runs/{waiting_greet(harness).id}").text
+    assert 'id="concurrency-key"' not in plain and 'id="priority"' not in plain
+
+
 def test_failed_run_shows_its_error_and_traceback(web: TestClient, harness: Harness) -> None:
     """A failed run shows the error type, message, step and traceback."""
     run = harness.start_workflow("explode")
