@@ -38,6 +38,7 @@ from hypothesis.stateful import (
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from async_bridge import BlockingBridge
 from pgflow.memory import MemoryStore
 from pgflow.postgres import PostgresStore
 from pgflow.records import TERMINAL, RunError, RunStatus, StepRecord, Waiting
@@ -183,6 +184,9 @@ class StoreMachine(RuleBasedStateMachine):
 
     pool: ConnectionPool[Any]
     schema: str
+    # the Postgres store to compare with memory: the blocking one by default; the asyncio one through
+    # a BlockingBridge (the same SQL generators, run by the other executor)
+    make_pg: Callable[[StoreMachine], Any] = staticmethod(lambda m: PostgresStore(m.pool, schema=m.schema))
 
     runs = Bundle("runs")
     leases = Bundle("leases")
@@ -197,7 +201,7 @@ class StoreMachine(RuleBasedStateMachine):
                 ).format(s=ident)
             )
         self.mem = MemoryStore()
-        self.pg = PostgresStore(self.pool, schema=self.schema)
+        self.pg = self.make_pg(self)
         self.now = T0
         self._ids = itertools.count()
 
@@ -553,6 +557,23 @@ def test_memory_and_postgres_stores_agree(machine_env: tuple[ConnectionPool[Any]
     pool, schema = machine_env
     machine = type("BoundStoreMachine", (StoreMachine,), {"pool": pool, "schema": schema})
     run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+def test_memory_and_asyncio_postgres_stores_agree(
+    machine_env: tuple[ConnectionPool[Any], str], pg_server_dsn: str
+) -> None:
+    """The same machine against the asyncio store (AsyncPostgresStore on its own loop): the asyncio
+    executor performs the same operations as the blocking one."""
+    pool, schema = machine_env
+    bridge = BlockingBridge(pg_server_dsn, schema, max_size=2)
+    try:
+        machine = type(
+            "BoundAsyncStoreMachine", (StoreMachine,),
+            {"pool": pool, "schema": schema, "make_pg": staticmethod(lambda _m: bridge)},
+        )  # fmt: skip
+        run_state_machine_as_test(machine, settings=SETTINGS)
+    finally:
+        bridge.shutdown()
 
 
 # -- divergences the machine found, pinned as plain sequences ----------------------------------------
