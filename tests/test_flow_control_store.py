@@ -290,3 +290,28 @@ def test_limits_hold_exactly_under_concurrent_claims(pg_dsn: str, pg_schema: str
         assert violations == []
         assert len(done) == 60
         pg.close()
+
+
+@pytest.mark.parametrize(
+    ("raised_to", "claimable"), [(4, 3), (None, 3), (2, 0)], ids=["raised", "removed", "key added"]
+)
+def test_new_limits_wake_every_parked_run(store: Store, raised_to: int | None, claimable: int) -> None:
+    """A workflow registered again with other limits (a deploy raised or removed them) makes all its
+    parked runs due again, to be admitted or parked under the new limits; the same limits again (every
+    worker start) leave them parked."""
+    register(store, concurrency=1)
+    for i in range(4):
+        store.start_run(new(f"r{i}", wf=LIMITED, now=sec(i / 10)))
+    assert ids(claim(store, sec(1))) == ["r0"]
+    register(store, concurrency=1)  # unchanged: nothing woken
+    assert [status(store, f"r{i}") for i in (1, 2, 3)] == [("pending", False, True)] * 3
+    if raised_to == 2:  # a key limit added, the workflow's kept: one place still
+        register(store, concurrency=1, key=2)
+    else:
+        register(store, concurrency=raised_to)
+    woken = [store.get(f"r{i}", None)[0] for i in (1, 2, 3)]
+    assert all(r.parked is None and r.due_at == T0 for r in woken)  # the registration's time
+    got = claim(store, sec(2))
+    assert len(got) == claimable
+    if claimable == 0:  # still one place: the woken runs were parked again
+        assert [status(store, f"r{i}") for i in (1, 2, 3)] == [("pending", False, True)] * 3

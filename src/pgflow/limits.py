@@ -19,7 +19,7 @@ import attrs
 
 from .store import RunRow
 
-__all__ = ["EXTRA_CANDIDATES", "Limits", "admit", "in_use", "limited_ids", "settled", "to_wake"]
+__all__ = ["EXTRA_CANDIDATES", "Limits", "admit", "in_use", "limited_ids", "rewake", "settled", "to_wake"]
 
 EXTRA_CANDIDATES = 200  # ready runs a limited claim looks at beyond its limit (to park those held back)
 
@@ -110,3 +110,11 @@ def to_wake(parked: Iterable[RunRow], workflow_id: str, key: str | None) -> list
     if on_workflow:
         woken.append(min(on_workflow, key=_wake_order))
     return woken
+
+
+def rewake(before: Limits | None, after: Limits) -> bool:
+    """A workflow registered again with other limits: its parked runs must all be due again (the next
+    limited claim admits or parks each under the new limits). Without it, a raised limit would fill
+    only as runs end (each end wakes one or two), and a removed one would leave them parked for good
+    (no run of an unlimited workflow holds a place, so none ends to wake them)."""
+    return before is not None and before != after

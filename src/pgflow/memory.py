@@ -94,9 +94,14 @@ class MemoryStore:
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         with self._writing():
+            before = self._limits(workflow_id) if workflow_id in self._settings else None
             self._definitions[workflow_id] = tuple(steps)
             self._settings[workflow_id] = dict(settings or {})
             self._registered_at[workflow_id] = now
+            if limits.rewake(before, self._limits(workflow_id)):
+                for row in list(self._runs.values()):
+                    if row.workflow_id == workflow_id and row.parked is not None:
+                        self._runs[row.id] = attrs.evolve(row, parked=None, due_at=now, updated_at=now)
 
     def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -74,9 +74,8 @@ class AsyncPostgresStore:
     async def register_workflow(
         self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime, settings: Mapping[str, Any] | None = None
     ) -> None:  # fmt: skip
-        await self._x.run(
-            "register_workflow", lambda: ops.register_workflow(workflow_id, steps, now, settings)
-        )
+        op = lambda: ops.register_workflow(workflow_id, steps, now, settings, self._channels)  # noqa: E731
+        await self._x.run("register_workflow", op, mode="transaction")
 
     async def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
         return await self._x.run("workflow_settings", lambda: ops.workflow_settings(workflow_id), read=True)

@@ -65,14 +65,21 @@ DateTime = pendulum.DateTime
 
 
 def register_workflow(
-    workflow_id: str, steps: Sequence[StepInfo], now: DateTime, settings: Mapping[str, Any] | None
-) -> SqlGen[None]:
+    workflow_id: str, steps: Sequence[StepInfo], now: DateTime, settings: Mapping[str, Any] | None,
+    channels: Channels,
+) -> SqlGen[None]:  # fmt: skip
+    """In one transaction: lock the workflow's row (serialised with its limited claims), store the
+    definition, and when its concurrency limits changed, wake its parked runs (``limits.rewake``)."""
     data = serde.converter.unstructure(list(steps), list[StepInfo])
     given = dict(settings or {})
+    old = yield Rows("lock_workflow_limits", {"id": workflow_id})
     yield Send("register_workflow", {
         "id": workflow_id, "steps": jsonb(data), "settings": jsonb(given), "now": now,
         "concurrency": given.get("concurrency"), "key_concurrency": given.get("key_concurrency"),
     })  # fmt: skip
+    before = limits.Limits(old[0]["concurrency"], old[0]["key_concurrency"]) if old else None
+    if limits.rewake(before, limits.Limits(given.get("concurrency"), given.get("key_concurrency"))):
+        yield Send("unpark_all", {"workflow_id": workflow_id, "now": now, "wake_channel": channels.wake})
 
 
 def workflow_settings(workflow_id: str) -> SqlGen[dict[str, Any] | None]:

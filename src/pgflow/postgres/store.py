@@ -77,7 +77,8 @@ class PostgresStore:
     def register_workflow(
         self, workflow_id: str, steps: Sequence[StepInfo], now: DateTime, settings: Mapping[str, Any] | None = None
     ) -> None:  # fmt: skip
-        self._x.run("register_workflow", lambda: ops.register_workflow(workflow_id, steps, now, settings))
+        op = lambda: ops.register_workflow(workflow_id, steps, now, settings, self._channels)  # noqa: E731
+        self._x.run("register_workflow", op, mode="transaction")
 
     def workflow_settings(self, workflow_id: str) -> dict[str, Any] | None:
         return self._x.run("workflow_settings", lambda: ops.workflow_settings(workflow_id), read=True)

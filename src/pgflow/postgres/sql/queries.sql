@@ -12,6 +12,21 @@ ON CONFLICT (id) DO UPDATE
 SET steps = excluded.steps, settings = excluded.settings, registered_at = excluded.registered_at,
     concurrency = excluded.concurrency, key_concurrency = excluded.key_concurrency
 
+-- name: lock_workflow_limits
+-- Registering a workflow, first statement: lock its row (as a limited claim does: lock_limits) and
+-- read the limits it had, to tell whether they change.
+SELECT concurrency, key_concurrency FROM {schema}.workflows WHERE id = %(id)s FOR UPDATE
+
+-- name: unpark_all
+-- A workflow's limits changed: every run parked under the old ones is due again (the next limited
+-- claim admits or parks it under the new ones) and the workers are woken.
+WITH woken AS (
+    UPDATE {schema}.runs SET parked = NULL, due_at = %(now)s, updated_at = %(now)s
+    WHERE workflow_id = %(workflow_id)s AND parked IS NOT NULL
+    RETURNING id
+)
+SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(wake_channel)s, '') END AS wake FROM woken
+
 -- name: workflow_settings
 -- The run defaults of one registered workflow.
 SELECT settings FROM {schema}.workflows WHERE id = %(id)s
