@@ -3,24 +3,18 @@ assertions), the report prints them, and the benchmark drops the schemas it made
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.postgres
+from benchmark_support import load_benchmark
 
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "async_engine.py"
+pytestmark = pytest.mark.postgres
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pgflow_benchmark_async_engine", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("async_engine")
 
 
 def test_async_engine_benchmark_runs_at_tiny_sizes(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.postgres
+from benchmark_support import load_benchmark
 
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "prune.py"
+pytestmark = pytest.mark.postgres
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pgflow_benchmark_prune", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("prune")
 
 
 def test_prune_benchmark_runs_at_a_tiny_size(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
