@@ -18,10 +18,11 @@ LAYERS = {
         "static_steps",
         "static_checks",
         "step_records",
+        "cron",
         "history",
         "replay",
     },
-    "port": {"store", "transitions", "run_rules", "locked", "memory"},
+    "port": {"store", "transitions", "run_rules", "locked", "memory", "schedules", "schedule_store"},
     "adapters": {"postgres"},
     "runtime": {
         "protocol",

@@ -112,3 +112,9 @@ from .records import Event
 from .static_steps import WorkflowInfo
 
 __all__ += ["Event", "WorkflowInfo"]
+
+# Durable cron schedules (SPEC §16).
+from .errors import ScheduleNotFoundError
+from .schedules import Schedule, ScheduleInfo
+
+__all__ += ["Schedule", "ScheduleInfo", "ScheduleNotFoundError"]
