@@ -46,6 +46,7 @@ LAYERS = {
         "cli_code",
         "cli_ops",
         "cli_render",
+        "cli_schedules",
         "demo",
         "backend",
         "__init__",
