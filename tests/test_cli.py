@@ -479,3 +479,38 @@ def test_retry_re_drives_a_failed_run(db: list[str], pg_dsn: str, pg_schema: str
         assert [d.output for d in done] == [20, 20]
         assert sorted(FIXABLE["calls"]) == ["first", "second", "second"]  # run 0 replays "first"
         _assert_one_error_line(cli("retry", runs[0].id, *db))  # completed: InvalidStateError
+
+
+# -- flow control in the CLI ---------------------------------------------------------------------------
+
+
+@workflow("cli-one-at-a-time", key_concurrency=1)
+def cli_one_at_a_time(ctx: pgflow.Context[Any]) -> Any:
+    yield WaitFor("go", event="go")
+
+
+def test_start_show_and_runs_display_keys_priorities_and_held_back_runs(
+    pg_dsn: str, pg_schema: str, db: list[str]
+) -> None:
+    """`pgflow start --concurrency-key K --priority N`; `runs` shows KEY and PRIORITY; `show` says a
+    run the key's limit holds back waits for a concurrency slot."""
+    with pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[cli_one_at_a_time]) as engine:
+        first = json.loads(
+            cli("start", "cli-one-at-a-time", "--concurrency-key", "acct-1", "--json", *db).stdout
+        )
+        engine.wait_for_run(first["id"], until=["paused"], timeout="20s")
+        second = cli(
+            "start", "cli-one-at-a-time", "--concurrency-key", "acct-1", "--priority", "7", "--json", *db
+        )
+        assert second.returncode == 0, second.stderr
+        later = json.loads(second.stdout)
+        assert later["concurrency_key"] == "acct-1" and later["priority"] == 7
+        deadline = time.monotonic() + 20
+        while "concurrency slot" not in (shown := cli("show", later["id"], *db)).stdout:
+            assert time.monotonic() < deadline, shown.stdout
+            time.sleep(0.2)
+        assert "Conc. key   acct-1" in shown.stdout and "Priority    7" in shown.stdout
+        table = cli("runs", *db).stdout
+        assert "KEY" in table and "PRIORITY" in table and "acct-1" in table
+        assert "waiting for a concurrency slot" not in cli("show", first["id"], *db).stdout
+        assert cli("start", "cli-one-at-a-time", "--priority", "5000", *db).returncode == 1

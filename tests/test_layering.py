@@ -22,7 +22,16 @@ LAYERS = {
         "history",
         "replay",
     },
-    "port": {"store", "transitions", "run_rules", "locked", "memory", "schedules", "schedule_store"},
+    "port": {
+        "store",
+        "transitions",
+        "run_rules",
+        "limits",
+        "locked",
+        "memory",
+        "schedules",
+        "schedule_store",
+    },
     "adapters": {"postgres"},
     "runtime": {
         "protocol",

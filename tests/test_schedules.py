@@ -23,6 +23,7 @@ from pgflow import (
     ScheduleInfo,
     ScheduleNotFoundError,
     UnknownWorkflowError,
+    WaitFor,
     WorkflowRun,
     workflow,
 )
@@ -44,6 +45,11 @@ def report(ctx: pgflow.Context[Any]) -> Any:
 def retried(ctx: pgflow.Context[Any]) -> Any:
     return None
     yield
+
+
+@workflow("one-at-a-time", concurrency=1)
+def one_at_a_time(ctx: pgflow.Context[Any]) -> pgflow.Flow[None]:
+    yield from WaitFor("done", event="done")
 
 
 @workflow("typed", input=dict[str, int])
@@ -242,6 +248,22 @@ def test_a_tick_run_takes_the_workflows_run_defaults(make_harness: HarnessFactor
     h.advance("1h")
     (run,) = all_runs(h)
     assert run.max_retries == 3 and run.timeout_at == T0.add(hours=2)
+
+
+def test_tick_runs_of_a_limited_workflow_wait_for_a_place(make_harness: HarnessFactory) -> None:
+    """A scheduled run is limited like any other: with ``concurrency=1``, the tick runs that find
+    the place taken stay ``pending`` (waiting for nothing) and start one by one as places free."""
+    h = make_harness(one_at_a_time)
+    h.create_schedule("s", one_at_a_time, "0 * * * *")
+    h.advance("3h")
+    runs = sorted(all_runs(h), key=lambda r: r.created_at)
+    assert [iso(tick_of(r))[11:16] for r in runs] == ["01:00", "02:00", "03:00"]
+    first, *rest = runs
+    assert first.status == "paused" and first.waiting is not None  # in progress: waiting for "done"
+    assert [(r.status, r.waiting) for r in rest] == [("pending", None), ("pending", None)]
+    h.trigger_event(first.id, "done")
+    h.run_until_idle()
+    assert [h.get_run(r.id).status for r in runs] == ["completed", "paused", "pending"]
 
 
 # -- bad input -----------------------------------------------------------------------------------------

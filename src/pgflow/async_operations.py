@@ -57,20 +57,25 @@ class AsyncOperations(OperationSteps):
         self, workflow: Workflow[I, Any] | WorkflowRef[I, Any], input: I | Mapping[str, Any] = ..., *,
         resource_id: str | None = None, idempotency_key: str | None = None,
         timeout: DurationLike | None = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun: ...  # fmt: skip
 
     @overload
     async def start_workflow(
         self, workflow: str, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: DurationLike | None = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun: ...  # fmt: skip
 
     async def start_workflow(
         self, workflow: Any, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun:  # fmt: skip
         """Start a run; returns it ``pending`` (``Operations.start_workflow``)."""
-        steps = self._start_workflow_steps(workflow, input, resource_id, idempotency_key, timeout, retries)
+        steps = self._start_workflow_steps(
+            workflow, input, resource_id, idempotency_key, timeout, retries, concurrency_key, priority
+        )
         return await self._do(steps)
 
     async def trigger_event(

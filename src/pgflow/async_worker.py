@@ -19,6 +19,7 @@ from typing import Any
 from .async_processor import AsyncRunProcessor
 from .definition import Workflow
 from .errors import StorageError
+from .limits import limited_ids
 from .logs import run_extra
 from .processor import Settings
 from .schedules import ON_TIME
@@ -110,7 +111,12 @@ class AsyncWorker:
         claimed: list[Claimed] = []
         try:
             claimed = await self.store.claim(
-                self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit
+                self.owner,
+                list(self.workflows),
+                self.clock.now(),
+                self.settings.lease,
+                limit,
+                limited_ids(self.workflows),
             )
         finally:
             self._claiming -= limit

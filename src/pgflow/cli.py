@@ -255,7 +255,8 @@ def cmd_show(opts: Options) -> int:
             print_json(run_to_json(client.get_run(opts.args.run_id)))
             return 0
         progress = client.check_progress(opts.args.run_id)
-    for line in show_lines(progress, progress):
+        row, _ = client._ops_store().get(progress.id, None)  # the store's row: is a limit holding it back?
+    for line in show_lines(progress, progress, held_back=row.parked is not None):
         print(line)
     return 0
 

@@ -30,6 +30,16 @@ def add_parsers(add: AddParser) -> None:
     start.add_argument(
         "--idempotency-key", metavar="KEY", help="a second start with this key returns the first run"
     )
+    start.add_argument(
+        "--concurrency-key", metavar="KEY", help="the key the workflow's key_concurrency limit counts by"
+    )
+    start.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="-1000 to 1000, claimed highest first (default 0)",
+    )
     start.add_argument("--wait", action="store_true", help="wait until the run ends and print it")
     start.add_argument(
         "--timeout", type=_duration, default=None, metavar="DURATION",
@@ -43,8 +53,9 @@ def cmd_start(opts: Options) -> int:
     payload = _json_arg(args.input, "--input")
     with _client(opts) as client:
         run = client.start_workflow(
-            args.workflow, payload, resource_id=args.resource, idempotency_key=args.idempotency_key
-        )
+            args.workflow, payload, resource_id=args.resource, idempotency_key=args.idempotency_key,
+            concurrency_key=args.concurrency_key, priority=args.priority,
+        )  # fmt: skip
         if args.wait:
             run = client.wait_for_run(run.id, timeout=args.timeout or "30s", resource_id=args.resource)
     if opts.json:

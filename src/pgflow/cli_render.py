@@ -77,10 +77,12 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines
 
 
-def _status_text(run: WorkflowRun) -> str:
+def _status_text(run: WorkflowRun, held_back: bool = False) -> str:
     """The run's status in words: what it waits for, whether it is held, when it wakes."""
     status = run.status.value
     parts: list[str] = []
+    if held_back:
+        parts.append("waiting for a concurrency slot (it starts when a run of its workflow ends)")
     if run.held:
         parts.append("held (resume with `pgflow resume`)")
     waiting = run.waiting
@@ -107,20 +109,22 @@ def _status_text(run: WorkflowRun) -> str:
 
 
 def runs_table(runs: Sequence[WorkflowRun]) -> list[str]:
+    """The runs as a table; the KEY and PRIORITY columns only when a run on the page has one."""
+    flow = any(run.concurrency_key is not None or run.priority for run in runs)
     rows = []
     for run in runs:
         status = run.status.value + (" (held)" if run.held else "")
-        rows.append(
-            [
-                run.id,
-                run.workflow_id,
-                status,
-                run.current_step_id or "-",
-                _when(run.created_at),
-                _when(run.updated_at),
-            ]
-        )
-    return _table(["ID", "WORKFLOW", "STATUS", "CURRENT STEP", "CREATED (UTC)", "UPDATED (UTC)"], rows)
+        row = [
+            run.id,
+            run.workflow_id,
+            status,
+            run.current_step_id or "-",
+            _when(run.created_at),
+            _when(run.updated_at),
+        ]
+        rows.append(row + ([run.concurrency_key or "-", str(run.priority)] if flow else []))
+    headers = ["ID", "WORKFLOW", "STATUS", "CURRENT STEP", "CREATED (UTC)", "UPDATED (UTC)"]
+    return _table(headers + (["KEY", "PRIORITY"] if flow else []), rows)
 
 
 def _step_rows(run: WorkflowRun) -> list[list[str]]:
@@ -165,14 +169,14 @@ def _step_detail(record: StepRecord) -> str:
     return "" if record.output is None else "→ " + _compact(record.output, 60)
 
 
-def show_lines(run: WorkflowRun, progress: Any = None) -> list[str]:
+def show_lines(run: WorkflowRun, progress: Any = None, *, held_back: bool = False) -> list[str]:
     def row(label: str, value: str) -> str:
         return f"{label:<12}{value}"
 
     lines = [
         row("Run", run.id),
         row("Workflow", run.workflow_id),
-        row("Status", _status_text(run)),
+        row("Status", _status_text(run, held_back)),
     ]
     if progress is not None:
         lines.append(
@@ -187,6 +191,10 @@ def show_lines(run: WorkflowRun, progress: Any = None) -> list[str]:
         lines.append(row("Parent", f"{run.parent_run_id} (step {run.parent_step_id})"))
     if run.idempotency_key is not None:
         lines.append(row("Idem. key", run.idempotency_key))
+    if run.concurrency_key is not None:
+        lines.append(row("Conc. key", run.concurrency_key))
+    if run.priority:
+        lines.append(row("Priority", str(run.priority)))
     lines.append(row("Retries", f"{run.retry_count} of {run.max_retries}"))
     lines.append(row("Created", f"{_when(run.created_at, True)} UTC"))
     lines.append(row("Updated", f"{_when(run.updated_at, True)} UTC"))

@@ -180,6 +180,8 @@ class Workflow(WorkflowLike[I, O]):
     retry_backoff: pendulum.Duration = attrs.field(factory=lambda: pendulum.duration(seconds=1))
     steps: tuple[StepInfo, ...] = ()
     output: Any = attrs.field(default=None, kw_only=True)
+    concurrency: int | None = attrs.field(default=None, kw_only=True)  # runs in progress at once
+    key_concurrency: int | None = attrs.field(default=None, kw_only=True)  # … per concurrency_key
 
     def __call__(self, ctx: Context[I]) -> Generator[Any, Any, O]:
         return self.fn(ctx)
@@ -192,6 +194,8 @@ class Workflow(WorkflowLike[I, O]):
             "retries": self.retries,
             "timeout": timeout,
             "retry_backoff": self.retry_backoff.total_seconds(),
+            "concurrency": self.concurrency,
+            "key_concurrency": self.key_concurrency,
         }
 
     def validate_input(self, raw: Any) -> Any:
@@ -211,15 +215,24 @@ class WorkflowRef(WorkflowLike[I, O]):
     id: str
     input: Any = None
     output: Any = attrs.field(default=None, kw_only=True)
+    concurrency: int | None = attrs.field(default=None, kw_only=True)
+    key_concurrency: int | None = attrs.field(default=None, kw_only=True)
 
     def validate_input(self, raw: Any) -> Any:
         return validation.to_stored(self.input, raw, f"input of workflow {self.id!r}")
 
     def implement(
-        self, retries: int = 0, timeout: DurationLike | None = None, retry_backoff: DurationLike = "1s"
-    ) -> Callable[[WorkflowFn[I, O]], Workflow[I, O]]:
+        self, retries: int = 0, timeout: DurationLike | None = None, retry_backoff: DurationLike = "1s",
+        concurrency: int | None = None, key_concurrency: int | None = None,
+    ) -> Callable[[WorkflowFn[I, O]], Workflow[I, O]]:  # fmt: skip
+        """The workflow's code for this ref; the limits default to the ref's."""
+        limits = (
+            concurrency if concurrency is not None else self.concurrency,
+            key_concurrency if key_concurrency is not None else self.key_concurrency,
+        )
+
         def decorate(fn: WorkflowFn[I, O]) -> Workflow[I, O]:
-            wf: Workflow[I, O] = _build(self.id, fn, self.input, retries, timeout, retry_backoff)
+            wf: Workflow[I, O] = _build(self.id, fn, self.input, retries, timeout, retry_backoff, *limits)
             return attrs.evolve(wf, output=self.output)
 
         return decorate
@@ -234,8 +247,9 @@ def _check_schema(wid: str, input: Any) -> None:
 
 
 def _build(
-    wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any
-) -> Workflow[Any, Any]:
+    wid: str, fn: Any, input: Any, retries: int, timeout: Any, retry_backoff: Any,
+    concurrency: Any = None, key_concurrency: Any = None,
+) -> Workflow[Any, Any]:  # fmt: skip
     check_id(wid, "workflow id", WorkflowDefinitionError)
     _check_generator_function(fn, getattr(fn, "__name__", wid))
     check_int(retries, f"workflow {wid!r}: retries", 0, INT32_MAX, WorkflowDefinitionError)
@@ -245,7 +259,19 @@ def _build(
     except PgflowError as exc:
         raise WorkflowDefinitionError(f"workflow {wid!r}: {exc}") from None
     _check_schema(wid, input)
-    return Workflow(wid, fn, input, retries, parsed_timeout, backoff, discover_steps(fn))
+    limits = _check_limits(wid, concurrency, key_concurrency)
+    return Workflow(wid, fn, input, retries, parsed_timeout, backoff, discover_steps(fn),
+                    concurrency=limits[0], key_concurrency=limits[1])  # fmt: skip
+
+
+def _check_limits(wid: str, concurrency: Any, key_concurrency: Any) -> tuple[int | None, int | None]:
+    """``concurrency`` / ``key_concurrency``: None or a positive int, else WorkflowDefinitionError."""
+    return tuple(  # type: ignore[return-value]
+        None
+        if value is None
+        else check_int(value, f"workflow {wid!r}: {name}", 1, INT32_MAX, WorkflowDefinitionError)
+        for name, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency))
+    )
 
 
 class WorkflowDecorator(Protocol[I2]):
@@ -274,6 +300,8 @@ def workflow(
     retries: int = 0,
     timeout: DurationLike | None = None,
     retry_backoff: DurationLike = "1s",
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
 ) -> WorkflowDecorator[I2]: ...
 
 
@@ -285,6 +313,8 @@ def workflow(
     retries: int = 0,
     timeout: DurationLike | None = None,
     retry_backoff: DurationLike = "1s",
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
 ) -> WorkflowDecorator[Any]: ...
 
 
@@ -296,46 +326,59 @@ def workflow(
     retries: int = 0,
     timeout: DurationLike | None = None,
     retry_backoff: DurationLike = "1s",
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
 ) -> InferringDecorator: ...
 
 
 def workflow(
-    id: Any = None, *, input: Any = None, retries: int = 0, timeout: Any = None, retry_backoff: Any = "1s"
-) -> Any:
+    id: Any = None, *, input: Any = None, retries: int = 0, timeout: Any = None, retry_backoff: Any = "1s",
+    concurrency: int | None = None, key_concurrency: int | None = None,
+) -> Any:  # fmt: skip
     """Decorator: ``@workflow``, ``@workflow("id")`` or ``@workflow("id", input=Model, retries=3)``.
 
     Typed: ``input=`` a class makes a ``Workflow[Model, O]``; without it ``I`` is the type of the
     function's ``Context[I]``; a validator function (``input=f``) gives ``Workflow[Any, O]``. ``O``
-    is the generator's return type (``-> pgflow.Flow[O]``)."""
+    is the generator's return type (``-> pgflow.Flow[O]``). ``concurrency`` / ``key_concurrency``:
+    at most that many runs in progress at once, per workflow / per ``concurrency_key`` (SPEC §16)."""
+    options = (retries, timeout, retry_backoff, concurrency, key_concurrency)
     if callable(id) and not isinstance(id, str):  # bare @workflow
-        return _build(getattr(id, "__name__", ""), id, input, retries, timeout, retry_backoff)
+        return _build(getattr(id, "__name__", ""), id, input, *options)
 
     def decorate(fn: WorkflowFn) -> Workflow:
-        return _build(
-            id if id is not None else getattr(fn, "__name__", ""), fn, input, retries, timeout, retry_backoff
-        )
+        return _build(id if id is not None else getattr(fn, "__name__", ""), fn, input, *options)
 
     return decorate
 
 
 @overload
-def ref(id: str, *, input: type[I2], output: type[O] | None = None) -> WorkflowRef[I2, O]: ...
+def ref(
+    id: str, *, input: type[I2], output: type[O] | None = None, concurrency: int | None = None,
+    key_concurrency: int | None = None,
+) -> WorkflowRef[I2, O]: ...  # fmt: skip
 
 
 @overload
 def ref(
-    id: str, *, input: Callable[[Any], Any] | None = None, output: type[O] | None = None
-) -> WorkflowRef[Any, O]: ...
+    id: str, *, input: Callable[[Any], Any] | None = None, output: type[O] | None = None,
+    concurrency: int | None = None, key_concurrency: int | None = None,
+) -> WorkflowRef[Any, O]: ...  # fmt: skip
 
 
-def ref(id: str, *, input: Any = None, output: Any = None) -> WorkflowRef[Any, Any]:
+def ref(
+    id: str, *, input: Any = None, output: Any = None, concurrency: int | None = None,
+    key_concurrency: int | None = None,
+) -> WorkflowRef[Any, Any]:  # fmt: skip
     """A reference to a workflow by id (and its input schema), for clients without handler code.
 
     ``output``: the type the workflow returns, used by ``output_of`` (structured with the engine's
-    converter) and by type checkers (``WorkflowRef[I, O]``); not validated against the workflow."""
+    converter) and by type checkers (``WorkflowRef[I, O]``); not validated against the workflow.
+    ``concurrency`` / ``key_concurrency``: the limits ``implement`` gives the workflow's code (the
+    engines enforce those of the definition they run)."""
     check_id(id, "workflow id", WorkflowDefinitionError)
     _check_schema(id, input)
-    return WorkflowRef(id, input, output=output)
+    limits = _check_limits(id, concurrency, key_concurrency)
+    return WorkflowRef(id, input, output=output, concurrency=limits[0], key_concurrency=limits[1])
 
 
 def check_workflows(workflows: object, name: str = "workflows") -> tuple[Workflow, ...]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import attrs
 import pendulum
 
+from . import limits
 from . import transitions as tr
 from .errors import RunNotFoundError
 from .records import TERMINAL, RunStatus, StepRecord
@@ -26,6 +27,7 @@ from .store import Batch, CommitResult, CompleteRun, FailRun, Lease, RunRow, Tra
 __all__ = [
     "ConsumeEvents",
     "DiscardSteps",
+    "FreePlace",
     "InsertEvent",
     "InsertRun",
     "LockLiveChildren",
@@ -148,6 +150,16 @@ class Notify:
 
 
 @attrs.frozen
+class FreePlace:
+    """A run that held a place under its workflow's limits ended: wake the next parked runs (the best
+    of its key, and the best held back by the workflow's limit; ``limits.to_wake``) → None."""
+
+    workflow_id: str
+    concurrency_key: str | None
+    now: DateTime
+
+
+@attrs.frozen
 class RunTransaction:
     """Run a ``Transaction`` step's function inside the operation's transaction → its completed
     ``StepRecord`` (Postgres only; the function's exception is raised and everything rolls back)."""
@@ -158,7 +170,7 @@ class RunTransaction:
 
 UowEffect = (
     LockRun | ReadStep | RunSteps | UnconsumedNames | LockLiveChildren | WriteRun | WriteSteps | InsertRun
-    | InsertEvent | ConsumeEvents | DiscardSteps | Notify | RunTransaction
+    | InsertEvent | ConsumeEvents | DiscardSteps | Notify | RunTransaction | FreePlace
 )  # fmt: skip
 UowGen = Generator[UowEffect, Any, Any]
 
@@ -181,7 +193,8 @@ def lock_scoped(run_id: str, resource_id: str | None) -> UowGen:
 
 def save(old: RunRow, new: RunRow, steps: Sequence[StepRecord], now: DateTime) -> UowGen:
     """Write a locked run and its step records; announce what changed; cascade what a terminal
-    status implies."""
+    status implies (its place under the workflow's limits given back, children, parent)."""
+    new = limits.settled(new)
     yield WriteRun(new)
     if steps:
         yield WriteSteps(new.id, tuple(steps))
@@ -190,6 +203,9 @@ def save(old: RunRow, new: RunRow, steps: Sequence[StepRecord], now: DateTime) -
     if new.due_at is not None and (new.due_at != old.due_at or new.status != old.status):
         yield Notify("wake")
     if new.status in TERMINAL and old.status not in TERMINAL:
+        if old.slot_held:
+            yield FreePlace(new.workflow_id, new.concurrency_key, now)
+            yield Notify("wake")
         yield from _ended(new, now)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pendulum
 
-from . import locked, schedule_store
+from . import limits, locked, schedule_store
 from . import transitions as tr
 from .arguments import shown
 from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError, StorageError
@@ -215,6 +215,10 @@ class MemoryStore:
             self._consume(effect.run_id, effect.consumed)
         elif isinstance(effect, locked.DiscardSteps):
             return self._discard(effect.run_id, effect.step_ids)
+        elif isinstance(effect, locked.FreePlace):
+            parked = [r for r in self._runs.values() if r.parked is not None]
+            for row in limits.to_wake(parked, effect.workflow_id, effect.concurrency_key):
+                self._runs[row.id] = attrs.evolve(row, parked=None, due_at=effect.now)
         elif isinstance(effect, locked.RunTransaction):
             raise StorageError("the memory store cannot run Transaction steps (no database)")
         return None  # Notify: every write wakes every waiter anyway
@@ -222,18 +226,34 @@ class MemoryStore:
     # worker side ----------------------------------------------------------------------------------
 
     def claim(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
-    ) -> list[Claimed]:
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
+        limited: Sequence[str] = (),
+    ) -> list[Claimed]:  # fmt: skip
         wanted = set(workflow_ids)
         with self._writing():
             ready = [r for r in self._runs.values() if r.workflow_id in wanted and tr.is_claimable(r, now)]
             ready.sort(key=lambda r: tr.claim_order(r, now))
+            found = {wid: self._limits(wid) for wid in set(limited) & wanted}
+            found = {wid: lim for wid, lim in found.items() if lim}
+            if found:  # as the limited claim in SQL: candidates, admission, parking
+                expired = [r for r in ready if r.lease_owner is not None][:limit]
+                due = [r for r in ready if r.lease_owner is None][: limit + limits.EXTRA_CANDIDATES]
+                used = limits.in_use(r for r in self._runs.values() if r.workflow_id in found)
+                chosen, parked = limits.admit(expired + due, used, found, limit)
+                for run_id, why in parked.items():
+                    self._runs[run_id] = attrs.evolve(self._runs[run_id], parked=why, due_at=None)
+            else:
+                chosen = ready[:limit]
             claimed = []
-            for row in ready[:limit]:
-                row = tr.claim(row, owner, now, lease)
+            for row in chosen:
+                row = tr.claim(row, owner, now, lease, limited=row.workflow_id in found)
                 self._runs[row.id] = row
                 claimed.append(self._claimed(row))
             return claimed
+
+    def _limits(self, workflow_id: str) -> limits.Limits:
+        settings = self._settings.get(workflow_id, {})
+        return limits.Limits(settings.get("concurrency"), settings.get("key_concurrency"))
 
     def _claimed(self, row: RunRow) -> Claimed:
         mailbox = [ev for ev, used in self._mailbox[row.id] if used is None]

@@ -44,6 +44,7 @@ from .store import NewRun, RunQuery, RunRow, Store
 __all__ = ["OpGen", "OperationSteps", "Operations", "StoreCall", "drive", "run_defaults", "to_public"]
 
 T = TypeVar("T")
+MAX_PRIORITY = 1000  # priorities run from -1000 to 1000 (SPEC §16)
 StoreCall = Callable[[Any], Any]  # one call on the store: its answer (awaitable on an asyncio store)
 OpGen = Generator[StoreCall, Any, T]
 
@@ -72,6 +73,7 @@ def to_public(row: RunRow, steps: Iterable[StepRecord]) -> WorkflowRun:
         created_at=row.created_at, updated_at=row.updated_at, paused_at=row.paused_at,
         resumed_at=row.resumed_at, completed_at=row.completed_at, timeout_at=row.timeout_at,
         parent_run_id=row.parent_run_id, parent_step_id=row.parent_step_id,
+        concurrency_key=row.concurrency_key, priority=row.priority,
     )  # fmt: skip
 
 
@@ -141,11 +143,13 @@ class OperationSteps:
 
     def _start_workflow_steps(
         self, workflow: Any, input: Any, resource_id: str | None, idempotency_key: str | None,
-        timeout: Any, retries: int | None,
+        timeout: Any, retries: int | None, concurrency_key: str | None = None, priority: int = 0,
     ) -> OpGen[WorkflowRun]:  # fmt: skip
         self._check_target(workflow)
         resource_id = check_optional_id(resource_id, "resource_id")
         idempotency_key = check_optional_id(idempotency_key, "idempotency_key")
+        concurrency_key = check_optional_id(concurrency_key, "concurrency_key")
+        priority = check_int(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
         retries = None if retries is None else check_int(retries, "retries", 0, INT32_MAX)
         timeout = check_optional_duration(timeout, "timeout")
         target, settings = yield from self._target_and_settings(workflow)
@@ -154,7 +158,7 @@ class OperationSteps:
         now = self._now()
         timeout_at = add_time(now, span, "timeout") if span is not None else None
         new = NewRun(str(uuid.uuid4()), target.id, resource_id, stored_input, max_retries, backoff,
-                     idempotency_key, timeout_at, now)  # fmt: skip
+                     idempotency_key, timeout_at, now, priority=priority, concurrency_key=concurrency_key)  # fmt: skip
         row, created = yield lambda store: store.start_run(new)
         if created:
             self._ops_started(row)
@@ -362,23 +366,28 @@ class Operations(OperationSteps):
         self, workflow: Workflow[I, Any] | WorkflowRef[I, Any], input: I | Mapping[str, Any] = ..., *,
         resource_id: str | None = None, idempotency_key: str | None = None,
         timeout: DurationLike | None = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun: ...  # fmt: skip
 
     @overload
     def start_workflow(
         self, workflow: str, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: DurationLike | None = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun: ...  # fmt: skip
 
     def start_workflow(
         self, workflow: Any, input: Any = None, *, resource_id: str | None = None,
         idempotency_key: str | None = None, timeout: Any = None, retries: int | None = None,
+        concurrency_key: str | None = None, priority: int = 0,
     ) -> WorkflowRun:  # fmt: skip
         """Start a run; returns it ``pending``. See SPEC §4. Typed: ``input`` must be the workflow's
         input type ``I`` (or a mapping of its fields) for a ``Workflow[I, O]`` / ``WorkflowRef[I, O]``;
         anything for a workflow id."""
         return self._do(
-            self._start_workflow_steps(workflow, input, resource_id, idempotency_key, timeout, retries)
+            self._start_workflow_steps(
+                workflow, input, resource_id, idempotency_key, timeout, retries, concurrency_key, priority
+            )
         )
 
     def trigger_event(

@@ -123,6 +123,8 @@ class WorkflowRun:
     timeout_at: DateTime | None
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    concurrency_key: str | None = None
+    priority: int = 0
 
 
 @attrs.frozen

@@ -68,6 +68,10 @@ class RunRow:
     mailbox_seq: int = 0  # changes a worker must see before it suspends: events delivered, children ended
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    priority: int = 0  # claimed highest first (SPEC §16)
+    concurrency_key: str | None = None
+    slot_held: bool = False  # internal: holds a place under its workflow's limits (first claim to end)
+    parked: str | None = None  # internal: held back by a limit ("workflow" or "key"), not due until freed
 
 
 @attrs.frozen
@@ -83,6 +87,8 @@ class NewRun:
     now: DateTime
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    priority: int = 0
+    concurrency_key: str | None = None
 
 
 @attrs.frozen
@@ -261,8 +267,12 @@ class Store(Protocol):
 
     # worker side
     def claim(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
-    ) -> list[Claimed]: ...
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
+        limited: Sequence[str] = (),
+    ) -> list[Claimed]:  # fmt: skip
+        """Lease up to ``limit`` claimable runs (``transitions.claim_order``); the runs of the
+        ``limited`` workflows (definitions with concurrency limits) under those limits (``limits``)."""
+        ...
 
     def reload(self, lease: Lease) -> Claimed | None: ...
 

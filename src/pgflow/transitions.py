@@ -52,6 +52,7 @@ def new_row(new: NewRun) -> RunRow:
         input=new.input, created_at=new.now, updated_at=new.now, max_retries=new.max_retries,
         retry_backoff=new.retry_backoff, idempotency_key=new.idempotency_key, timeout_at=new.timeout_at,
         due_at=new.now, parent_run_id=new.parent_run_id, parent_step_id=new.parent_step_id,
+        priority=new.priority, concurrency_key=new.concurrency_key,
     )  # fmt: skip
 
 
@@ -190,17 +191,21 @@ def child_finished(
 # worker-side transitions ---------------------------------------------------------------------
 
 
-def claim(row: RunRow, owner: str, now: DateTime, lease: pendulum.Duration) -> RunRow:
+def claim(
+    row: RunRow, owner: str, now: DateTime, lease: pendulum.Duration, *, limited: bool = False
+) -> RunRow:
     """A worker takes the run: running (it no longer waits at a step), or, held, paused as it was
-    (the worker gives it back at once)."""
+    (the worker gives it back at once). A run of a ``limited`` workflow (one with concurrency limits)
+    takes its place from here until it ends; a held one takes none (it is given back at once)."""
     if row.held:
         return attrs.evolve(
             row, status=PAUSED, lease_owner=owner, lease_token=row.lease_token + 1,
-            lease_expires_at=now + lease, due_at=None, updated_at=now,
+            lease_expires_at=now + lease, due_at=None, updated_at=now, parked=None,
         )  # fmt: skip
     return attrs.evolve(
         row, status=RUNNING, lease_owner=owner, lease_token=row.lease_token + 1, lease_expires_at=now + lease,
-        due_at=None, updated_at=now, waiting=None, wake_at=None,
+        due_at=None, updated_at=now, waiting=None, wake_at=None, parked=None,
+        slot_held=row.slot_held or limited,
     )  # fmt: skip
 
 
@@ -260,13 +265,13 @@ def apply_outcome(
     return _settle(attrs.evolve(released), now, step_done=False)
 
 
-def claim_order(row: RunRow, now: DateTime) -> tuple[int, DateTime, DateTime, str]:
+def claim_order(row: RunRow, now: DateTime) -> tuple[int, int, DateTime, DateTime, str]:
     """Which claimable run a worker takes first: runs whose lease expired (a crashed worker's), oldest
     expiry first, before any run that is merely due, so a takeover never waits behind a backlog;
-    then the earliest due. (The claim query in SQL orders the same way.)"""
+    then the highest priority, then the earliest due. (The claim queries in SQL order the same way.)"""
     if row.lease_owner is not None:
-        return (0, row.lease_expires_at or now, row.created_at, row.id)
-    return (1, row.due_at or now, row.created_at, row.id)
+        return (0, 0, row.lease_expires_at or now, row.created_at, row.id)
+    return (1, -row.priority, row.due_at or now, row.created_at, row.id)
 
 
 def is_claimable(row: RunRow, now: DateTime) -> bool:

@@ -20,6 +20,7 @@ import pendulum
 
 from .definition import Workflow
 from .errors import StorageError
+from .limits import limited_ids
 from .logs import run_extra
 from .processor import RunProcessor, Settings
 from .schedule_store import FireResult
@@ -168,7 +169,12 @@ class Worker:
         claimed: list[Claimed] = []
         try:
             claimed = self.store.claim(
-                self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit
+                self.owner,
+                list(self.workflows),
+                self.clock.now(),
+                self.settings.lease,
+                limit,
+                limited_ids(self.workflows),
             )
         finally:
             with self._lock:

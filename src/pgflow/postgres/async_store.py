@@ -124,10 +124,14 @@ class AsyncPostgresStore:
     # worker side --------------------------------------------------------------------------------------
 
     async def claim(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int
-    ) -> list[Claimed]:
+        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
+        limited: Sequence[str] = (),
+    ) -> list[Claimed]:  # fmt: skip
         if not workflow_ids or limit <= 0:
             return []
+        if limited:  # a transaction: see ops.claim_limited
+            op = lambda: ops.claim_limited(owner, workflow_ids, now, lease, limit, limited, self._channels)  # noqa: E731
+            return await self._x.run("claim", op, mode="transaction")
         return await self._x.run(
             "claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit, self._channels)
         )

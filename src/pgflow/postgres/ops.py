@@ -15,7 +15,7 @@ from typing import Any
 import pendulum
 from psycopg import sql
 
-from pgflow import locked, serde
+from pgflow import limits, locked, serde
 from pgflow import transitions as tr
 from pgflow.errors import InvalidArgumentError, RunNotFoundError, StorageError
 from pgflow.memory import check_idempotent, unknown_cursor
@@ -55,7 +55,11 @@ def register_workflow(
     workflow_id: str, steps: Sequence[StepInfo], now: DateTime, settings: Mapping[str, Any] | None
 ) -> SqlGen[None]:
     data = serde.converter.unstructure(list(steps), list[StepInfo])
-    yield Send("register_workflow", {"id": workflow_id, "steps": jsonb(data), "settings": jsonb(dict(settings or {})), "now": now})  # fmt: skip
+    given = dict(settings or {})
+    yield Send("register_workflow", {
+        "id": workflow_id, "steps": jsonb(data), "settings": jsonb(given), "now": now,
+        "concurrency": given.get("concurrency"), "key_concurrency": given.get("key_concurrency"),
+    })  # fmt: skip
 
 
 def workflow_settings(workflow_id: str) -> SqlGen[dict[str, Any] | None]:
@@ -192,6 +196,43 @@ def claim(
         (Rows("steps_of_runs", {"run_ids": stale}), Rows("mailbox_of_runs", {"run_ids": stale}))
     )
     return [_claimed(run_from(r), steps, mail) if r["id"] in stale else _claimed_row(r) for r in found]
+
+
+def claim_limited(
+    owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
+    limited: Sequence[str], channels: Channels,
+) -> SqlGen[list[Claimed]]:  # fmt: skip
+    """A claim that serves workflows with concurrency limits, in one transaction: lock those
+    workflows' rows (``lock_limits``), count the places in use, lock the candidates (expired leases,
+    then ready runs by priority and due time), let ``limits.admit`` choose, park the runs it held back
+    and lease the others (``claim_ids``). Without limits in the database after all: ``claim``."""
+    found = yield Rows("lock_limits", {"workflow_ids": [w for w in workflow_ids if w in set(limited)]})
+    if not found:
+        return (yield from claim(owner, workflow_ids, now, lease, limit, channels))
+    bounds = {r["id"]: limits.Limits(r["concurrency"], r["key_concurrency"]) for r in found}
+    used_rows, expired, ready = yield RowsTogether((
+        Rows("slots_in_use", {"workflow_ids": list(bounds)}),
+        Rows("expired_candidates", {"workflow_ids": list(workflow_ids), "now": pg_time(now), "limit": limit}),
+        Rows("ready_candidates", {
+            "workflow_ids": list(workflow_ids), "now": pg_time(now), "limit": limit + limits.EXTRA_CANDIDATES,
+        }),
+    ))  # fmt: skip
+    used = {(r["workflow_id"], r["concurrency_key"]): r["n"] for r in used_rows}
+    candidates = [run_from(r) for r in [*expired, *ready]]
+    chosen, parked = limits.admit(candidates, used, bounds, limit)
+    if parked:
+        yield Send("park_runs", {"ids": list(parked), "whys": list(parked.values()), "now": pg_time(now)})
+    if not chosen:
+        return []
+    found_rows = yield Rows("claim_ids", {
+        "ids": [r.id for r in chosen], "owner": owner, "now": pg_time(now),
+        "lease_expires_at": pg_time(now + lease), "limited": list(bounds),
+    })  # fmt: skip
+    by_id = {r["id"]: r for r in found_rows}
+    started = [r.id for r in chosen if r.status.value == "pending" and not r.held]
+    if started:  # pending -> running, announced as the claim statement does
+        yield Send("notify", {"channels": [channels.runs] * len(started), "payloads": started})
+    return [_claimed_row(by_id[r.id]) for r in chosen if r.id in by_id]
 
 
 def reload(lease: Lease) -> SqlGen[Claimed | None]:

@@ -119,6 +119,8 @@ def run_params(row: RunRow) -> dict[str, Any]:
         "timeout_at": pg_time(row.timeout_at), "lease_owner": row.lease_owner, "lease_token": row.lease_token,
         "lease_expires_at": pg_time(row.lease_expires_at), "mailbox_seq": row.mailbox_seq,
         "parent_run_id": row.parent_run_id, "parent_step_id": row.parent_step_id,
+        "priority": row.priority, "concurrency_key": row.concurrency_key, "slot_held": row.slot_held,
+        "parked": row.parked,
     }  # fmt: skip
 
 
@@ -141,6 +143,7 @@ def run_from(r: Row) -> RunRow:
         resumed_at=_time(r["resumed_at"]), completed_at=_time(r["completed_at"]), timeout_at=_time(r["timeout_at"]),
         lease_owner=r["lease_owner"], lease_token=r["lease_token"], lease_expires_at=_time(r["lease_expires_at"]),
         mailbox_seq=r["mailbox_seq"], parent_run_id=r["parent_run_id"], parent_step_id=r["parent_step_id"],
+        priority=r["priority"], concurrency_key=r["concurrency_key"], slot_held=r["slot_held"], parked=r["parked"],
     )  # fmt: skip
 
 

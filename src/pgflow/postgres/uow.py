@@ -96,6 +96,12 @@ def _perform(effect: locked.UowEffect) -> SqlGen[Any]:
         released = yield Rows("release_events", {"run_id": effect.run_id, "step_ids": list(effect.step_ids)})
         yield Send("delete_steps", {"run_id": effect.run_id, "step_ids": list(effect.step_ids)})
         return {r["name"] for r in released}
+    if isinstance(effect, locked.FreePlace):
+        yield Rows("share_limits", {"workflow_id": effect.workflow_id})  # a statement of its own: see unpark
+        yield Send(
+            "unpark", {"workflow_id": effect.workflow_id, "key": effect.concurrency_key, "now": effect.now}
+        )
+        return None
     assert isinstance(effect, locked.RunTransaction), effect
     return (yield from _transaction_step(effect))
 

@@ -22,6 +22,7 @@ from ..definition import Workflow, check_workflows
 from ..durations import check_duration, check_when, parse_when
 from ..errors import InvalidArgumentError, WorkflowDefinitionError
 from ..execution import StepCaller
+from ..limits import limited_ids
 from ..memory import MemoryStore
 from ..operations import Operations, OperationSteps, OpGen, StoreCall
 from ..processor import Crash, Faults, RunProcessor, Settings
@@ -131,8 +132,8 @@ class HarnessSteps(OperationSteps):
         raise RuntimeError(f"run_until_idle: work still ready after {max_rounds} rounds (a busy loop?)")
 
     def _claim_call(self, ids: list[str], lease: pendulum.Duration) -> StoreCall:
-        now = self.clock.now()
-        return lambda store: store.claim(OWNER, ids, now, lease, 50)
+        now, limited = self.clock.now(), limited_ids(self._workflows)
+        return lambda store: store.claim(OWNER, ids, now, lease, 50, limited)
 
     def _process_call(self, item: Claimed) -> StoreCall:
         return lambda _store: self._process_one(item)
@@ -305,6 +306,8 @@ def _waiting_on(run: WorkflowRun) -> str:
     if run.held:
         return "resume_workflow (it is held)"
     w = run.waiting
+    if w is None and run.status == "pending":
+        return "a place under its workflow's concurrency limits (another run of it must end first)"
     if w is None:
         return "nothing known"
     if w.kind == "wait_for":

@@ -4,11 +4,13 @@
 -- time is a parameter, so a simulated engine clock drives Postgres too.
 
 -- name: register_workflow
--- Store (or replace) a workflow's static step list and its run defaults (retries, timeout, backoff).
-INSERT INTO {schema}.workflows (id, steps, settings, registered_at)
-VALUES (%(id)s, %(steps)s, %(settings)s, %(now)s)
+-- Store (or replace) a workflow's static step list, its run defaults (retries, timeout, backoff) and
+-- its concurrency limits.
+INSERT INTO {schema}.workflows (id, steps, settings, registered_at, concurrency, key_concurrency)
+VALUES (%(id)s, %(steps)s, %(settings)s, %(now)s, %(concurrency)s, %(key_concurrency)s)
 ON CONFLICT (id) DO UPDATE
-SET steps = excluded.steps, settings = excluded.settings, registered_at = excluded.registered_at
+SET steps = excluded.steps, settings = excluded.settings, registered_at = excluded.registered_at,
+    concurrency = excluded.concurrency, key_concurrency = excluded.key_concurrency
 
 -- name: workflow_settings
 -- The run defaults of one registered workflow.
@@ -25,14 +27,15 @@ INSERT INTO {schema}.runs (
     waiting_step_id, waiting_kind, waiting_event, waiting_wake_at, wake_at, due_at, held,
     retry_count, max_retries, retry_backoff, idempotency_key, created_at, updated_at, paused_at,
     resumed_at, completed_at, timeout_at, lease_owner, lease_token, lease_expires_at, mailbox_seq,
-    parent_run_id, parent_step_id
+    parent_run_id, parent_step_id, priority, concurrency_key, slot_held, parked
 ) VALUES (
     %(id)s, %(workflow_id)s, %(resource_id)s, %(status)s, %(input)s, %(output)s, %(error)s,
     %(current_step_id)s, %(waiting_step_id)s, %(waiting_kind)s, %(waiting_event)s,
     %(waiting_wake_at)s, %(wake_at)s, %(due_at)s, %(held)s, %(retry_count)s, %(max_retries)s,
     %(retry_backoff)s, %(idempotency_key)s, %(created_at)s, %(updated_at)s, %(paused_at)s,
     %(resumed_at)s, %(completed_at)s, %(timeout_at)s, %(lease_owner)s, %(lease_token)s,
-    %(lease_expires_at)s, %(mailbox_seq)s, %(parent_run_id)s, %(parent_step_id)s
+    %(lease_expires_at)s, %(mailbox_seq)s, %(parent_run_id)s, %(parent_step_id)s, %(priority)s,
+    %(concurrency_key)s, %(slot_held)s, %(parked)s
 )
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -77,7 +80,8 @@ UPDATE {schema}.runs SET
     retry_backoff = %(retry_backoff)s, updated_at = %(updated_at)s, paused_at = %(paused_at)s,
     resumed_at = %(resumed_at)s, completed_at = %(completed_at)s, timeout_at = %(timeout_at)s,
     lease_owner = %(lease_owner)s, lease_token = %(lease_token)s,
-    lease_expires_at = %(lease_expires_at)s, mailbox_seq = %(mailbox_seq)s
+    lease_expires_at = %(lease_expires_at)s, mailbox_seq = %(mailbox_seq)s,
+    slot_held = %(slot_held)s, parked = %(parked)s
 WHERE id = %(id)s
 
 -- name: run_steps
@@ -176,7 +180,8 @@ SELECT held FROM run
 -- Hot path for a run that completes, one statement: if the lease is still ours and the run has no
 -- parent (whose Child step would need settling), record the batch's step records and consumed
 -- events, complete the run as transitions.apply_outcome does for CompleteRun (lease released) and
--- notify its status change. No row: lease lost, or a child run (the caller takes the locked path).
+-- notify its status change. No row: lease lost, a child run, or a run holding a place under its
+-- workflow's concurrency limits (the caller takes the locked path, which frees the place).
 WITH run AS (
     UPDATE {schema}.runs
     SET status = 'completed', output = %(output)s, error = NULL, completed_at = %(now)s,
@@ -185,7 +190,7 @@ WITH run AS (
         wake_at = NULL, due_at = NULL, held = false, lease_owner = NULL, lease_expires_at = NULL
     WHERE id = %(run_id)s AND lease_token = %(token)s AND lease_owner = %(owner)s
       AND status NOT IN ('completed', 'failed', 'cancelled') AND lease_expires_at > %(now)s
-      AND parent_run_id IS NULL
+      AND parent_run_id IS NULL AND NOT slot_held
     RETURNING id, held
 ), written AS (
     {upsert_steps}
@@ -197,42 +202,58 @@ WITH run AS (
 SELECT pg_notify(%(channel)s, id) FROM run
 
 -- name: claim
--- Claim, in one statement, up to limit claimable runs of the given workflows, skipping runs another
--- transaction holds: first runs whose lease expired (a crashed worker's, oldest expiry first, read
--- in runs_lease_idx order), so a takeover never waits behind a backlog; then ready runs (due, no
--- lease; earliest due first, read in runs_claim_idx order, so a backlog is not sorted on every
--- claim). Each is leased as transitions.claim does (running and no longer waiting, or paused as it
--- was when held; a new lease token; no longer due) and returned with its step records and
--- unconsumed mailbox as json arrays. A run whose status changed (pending to running) is announced
--- on the runs channel, for wait_for_run(until=["running"]).
+-- Claim, in one statement, up to limit claimable runs of the given workflows (none of them with
+-- concurrency limits: see claim_limited), skipping runs another transaction holds: first runs whose
+-- lease expired (a crashed worker's, oldest expiry first, read in runs_lease_idx order), so a takeover
+-- never waits behind a backlog; then ready runs (due, no lease), highest priority first, then earliest
+-- due: `levels` finds the distinct priorities of claimable-or-waiting runs, highest first, with one
+-- index probe each (a loose scan of runs_ready_idx), and each level's due runs are read in due order
+-- from the same index, so neither a backlog nor the runs waiting on timers is sorted or scanned on
+-- every claim. Each run is leased as transitions.claim does (running and no longer waiting, or
+-- paused as it was when held; a new lease token; no longer due) and returned with its step records
+-- and unconsumed mailbox as json arrays. A run whose status changed (pending to running) is
+-- announced on the runs channel, for wait_for_run(until=["running"]).
 -- Those arrays come from the statement's snapshot, but a row changed by a commit between that
 -- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
-WITH expired AS (
-    SELECT id, 0 AS rank, lease_expires_at AS due, created_at, xmin AS locked_xmin, status AS old_status
+WITH RECURSIVE expired AS (
+    SELECT id, 0 AS rank, 0 AS priority, lease_expires_at AS due, created_at, xmin AS locked_xmin,
+        status AS old_status
     FROM {schema}.runs
     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
       AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
     ORDER BY lease_expires_at, created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), levels AS (
+    (SELECT priority FROM {schema}.runs
+     WHERE status IN ('pending', 'paused') AND due_at IS NOT NULL
+     ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.priority FROM {schema}.runs AS r
+            WHERE r.status IN ('pending', 'paused') AND r.due_at IS NOT NULL AND r.priority < levels.priority
+            ORDER BY r.priority DESC LIMIT 1)
+    FROM levels WHERE levels.priority IS NOT NULL
 ), ready AS (
-    SELECT id, 1 AS rank, due_at AS due, created_at, xmin AS locked_xmin, status AS old_status
-    FROM {schema}.runs
-    WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused')
-      AND lease_owner IS NULL AND due_at <= %(now)s
-    ORDER BY due_at, created_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    SELECT level.* FROM levels CROSS JOIN LATERAL (
+        SELECT id, 1 AS rank, priority, due_at AS due, created_at, xmin AS locked_xmin, status AS old_status
+        FROM {schema}.runs
+        WHERE priority = levels.priority AND workflow_id = ANY(%(workflow_ids)s)
+          AND status IN ('pending', 'paused') AND lease_owner IS NULL AND due_at <= %(now)s
+        ORDER BY due_at, created_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS level
+    WHERE levels.priority IS NOT NULL
 ), picked AS (
     SELECT * FROM expired UNION ALL SELECT * FROM ready
-    ORDER BY rank, due, created_at, id
+    ORDER BY rank, priority DESC, due, created_at, id
     LIMIT %(limit)s
 ), claimed AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
         lease_token = r.lease_token + 1, lease_expires_at = %(lease_expires_at)s, due_at = NULL,
-        updated_at = %(now)s,
+        updated_at = %(now)s, parked = NULL,
         waiting_step_id = CASE WHEN r.held THEN r.waiting_step_id END,
         waiting_kind = CASE WHEN r.held THEN r.waiting_kind END,
         waiting_event = CASE WHEN r.held THEN r.waiting_event END,
@@ -248,7 +269,94 @@ SELECT c.*,
     p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current,
     CASE WHEN c.status <> p.old_status THEN pg_notify(%(runs_channel)s, c.id) END AS announced
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
-ORDER BY p.rank, p.due, p.created_at, p.id
+ORDER BY p.rank, p.priority DESC, p.due, p.created_at, p.id
+
+-- name: lock_limits
+-- The limited claim, first statement of its transaction: lock the rows of the workflows whose runs
+-- it claims (in id order) and read their concurrency limits. Claims of a limited workflow, and the
+-- wake-ups of its parked runs (unpark), are serialised by this lock, so the places counted by the
+-- next statements cannot change before the claim commits.
+SELECT id, concurrency, key_concurrency FROM {schema}.workflows
+WHERE id = ANY(%(workflow_ids)s) AND (concurrency IS NOT NULL OR key_concurrency IS NOT NULL)
+ORDER BY id
+FOR UPDATE
+
+-- name: slots_in_use
+-- Places in use per workflow and concurrency key: runs holding one (runs_slots_idx).
+SELECT workflow_id, concurrency_key, count(*) AS n FROM {schema}.runs
+WHERE workflow_id = ANY(%(workflow_ids)s) AND slot_held
+GROUP BY workflow_id, concurrency_key
+
+-- name: expired_candidates
+-- The limited claim's candidates whose lease expired, locked (as in claim).
+SELECT * FROM {schema}.runs
+WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
+  AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
+ORDER BY lease_expires_at, created_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: ready_candidates
+-- The limited claim's ready candidates, highest priority first, then earliest due, locked: limit
+-- plus some, so that the runs the limits hold back are parked in the same claim (limits.admit).
+SELECT * FROM {schema}.runs
+WHERE workflow_id = ANY(%(workflow_ids)s) AND status IN ('pending', 'paused') AND lease_owner IS NULL
+  AND due_at <= %(now)s
+ORDER BY priority DESC, due_at, created_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: park_runs
+-- Runs the limits held back: pending, no longer due, until a place frees (unpark).
+UPDATE {schema}.runs AS r SET parked = p.why, due_at = NULL, updated_at = %(now)s
+FROM unnest(%(ids)s::text[], %(whys)s::text[]) AS p(id, why)
+WHERE r.id = p.id
+
+-- name: claim_ids
+-- The limited claim's last statement: lease the admitted runs (locked by the candidate queries) as
+-- claim does, the runs of limited workflows taking their place (slot_held), and return them with
+-- their step records and mailbox (read under the row locks, so current).
+WITH claimed AS (
+    UPDATE {schema}.runs AS r
+    SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
+        lease_token = r.lease_token + 1, lease_expires_at = %(lease_expires_at)s, due_at = NULL,
+        updated_at = %(now)s, parked = NULL,
+        slot_held = r.slot_held OR (NOT r.held AND r.workflow_id = ANY(%(limited)s)),
+        waiting_step_id = CASE WHEN r.held THEN r.waiting_step_id END,
+        waiting_kind = CASE WHEN r.held THEN r.waiting_kind END,
+        waiting_event = CASE WHEN r.held THEN r.waiting_event END,
+        waiting_wake_at = CASE WHEN r.held THEN r.waiting_wake_at END,
+        wake_at = CASE WHEN r.held THEN r.wake_at END
+    WHERE r.id = ANY(%(ids)s)
+    RETURNING r.*
+)
+SELECT c.*,
+    (SELECT json_agg(s ORDER BY s.seq, s.pos) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
+    (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
+     WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
+    true AS snapshot_current
+FROM claimed AS c
+
+-- name: share_limits
+-- A run that held a place ended (FreePlace), first statement: lock its workflow's row, shared —
+-- serialised with the workflow's claims (lock_limits), not with other ends — so that unpark, a later
+-- statement, sees every run a claim parked before this end.
+SELECT id FROM {schema}.workflows WHERE id = %(workflow_id)s FOR SHARE
+
+-- name: unpark
+-- Then wake the best run parked on the ended run's key and the best parked on its workflow
+-- (limits.to_wake): due now, no longer parked.
+WITH on_key AS (
+    SELECT id FROM {schema}.runs
+    WHERE workflow_id = %(workflow_id)s AND parked = 'key' AND concurrency_key = %(key)s
+    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+), on_workflow AS (
+    SELECT id FROM {schema}.runs
+    WHERE workflow_id = %(workflow_id)s AND parked = 'workflow'
+    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.runs AS r SET parked = NULL, due_at = %(now)s
+WHERE r.id IN (SELECT id FROM on_key UNION ALL SELECT id FROM on_workflow)
 
 -- name: heartbeat
 -- Extend every lease still held (token and owner match, not ended, not expired); returns the ids
