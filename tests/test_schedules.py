@@ -309,6 +309,67 @@ def test_async_harness_has_the_schedule_methods() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.postgres
+def test_clients_on_postgresql_name_bad_schedules_and_store_nothing(pg_dsn: str, pg_schema: str) -> None:
+    """A Client and an AsyncClient (no local definitions: a workflow id is looked up among the
+    registered ones) answer an unknown workflow, a bad cron or zone and an unknown schedule id with
+    their named errors, and store nothing."""
+    with pgflow.Client(pg_dsn, schema=pg_schema) as client:
+        with pytest.raises(UnknownWorkflowError, match="'nightly'"):
+            client.create_schedule("s", "nightly", "0 2 * * *")
+        with pytest.raises(InvalidArgumentError, match="cron"):
+            client.create_schedule("s", report, "0 2 * *")
+        with pytest.raises(InvalidArgumentError, match="timezone"):
+            client.create_schedule("s", report, "0 2 * * *", timezone="Mars/Olympus")
+        for call in (
+            client.get_schedule,
+            client.pause_schedule,
+            client.resume_schedule,
+            client.delete_schedule,
+        ):
+            with pytest.raises(ScheduleNotFoundError, match="'missing'"):
+                call("missing")
+        assert client.list_schedules() == []
+
+    async def scenario() -> None:
+        async with pgflow.AsyncClient(pg_dsn, schema=pg_schema) as aclient:
+            with pytest.raises(UnknownWorkflowError, match="'nightly'"):
+                await aclient.create_schedule("s", "nightly", "0 2 * * *")
+            with pytest.raises(InvalidArgumentError, match="cron"):
+                await aclient.create_schedule("s", report, "61 2 * * *")
+            with pytest.raises(InvalidArgumentError, match="timezone"):
+                await aclient.create_schedule("s", report, "0 2 * * *", timezone="Europe/Pari")
+            for call in (
+                aclient.get_schedule,
+                aclient.pause_schedule,
+                aclient.resume_schedule,
+                aclient.delete_schedule,
+            ):
+                with pytest.raises(ScheduleNotFoundError, match="'missing'"):
+                    await call("missing")
+            assert await aclient.list_schedules() == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.postgres
+def test_an_engine_with_a_bad_schedule_does_not_start_and_stores_none(pg_dsn: str, pg_schema: str) -> None:
+    """``Engine(schedules=...)`` resolves every schedule's workflow and input at start, before it
+    writes any: an unknown workflow or a bad input stops the start with its named error."""
+    good = Schedule("good", report, "0 * * * *")
+    for bad, error, word in (
+        (Schedule("unknown", "nightly", "0 2 * * *"), UnknownWorkflowError, "'nightly'"),
+        (Schedule("typed", typed, "0 2 * * *", input={"n": "many"}), InvalidInputError, "typed"),
+    ):
+        engine = pgflow.Engine(pg_dsn, schema=pg_schema, workflows=[report, typed], schedules=[good, bad])
+        try:
+            with pytest.raises(error, match=word):
+                engine.start()
+            assert engine.list_schedules() == []
+        finally:
+            engine.stop()
+
+
 # -- engines on PostgreSQL ---------------------------------------------------------------------------------
 
 

@@ -80,7 +80,7 @@ def check_timezone(value: object, name: str = "timezone") -> str:
     return value
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)  # bounded: names come from callers, unknown ones too
 def _zone(name: str) -> zoneinfo.ZoneInfo | None:
     try:
         return zoneinfo.ZoneInfo(name)
