@@ -32,6 +32,7 @@ from pgflow import (
     Poll,
     Retry,
     Run,
+    Schedule,
     Transaction,
     WaitFor,
     WaitUntil,
@@ -242,6 +243,25 @@ BAD_WORKFLOWS = st.one_of(st.sampled_from([5, "abc", [5], [object()], [None], ob
 BAD_CONCURRENCY = st.one_of(st.sampled_from([0, -1, 10_001, 2**64, True, "4", 1.5, None]), DEEP)
 NOT_CALLABLE = st.one_of(st.sampled_from([5, "fn", None, object(), [print]]), DEEP)
 BAD_SCHEMA_ARGS = st.sampled_from([5, "str", object(), [1]])  # not a schema for input=
+BAD_CRONS = st.one_of(
+    st.sampled_from(["", "   ", "0 9 * *", "* * * * * * *", "0 9 * * MON-FRY", "61 * * * *", "0 0 30 2 *",
+                     "@daily", "every night", "* * * * *\x00", "0 9 * * 1-5 " * 30, None]),
+    WRONG_TYPES, NUL, SURROGATE, OVER_LONG, DEEP,
+)
+"""Never a cron expression: not five or six fields, a field out of range, a day that never comes."""
+BAD_ZONES = st.one_of(
+    st.sampled_from(["", "Europe/Pari", "utc", "localtime", "Europe", "zone.tab", "../etc/passwd",
+                     "/etc/localtime", " UTC", "UTC\x00", None]),
+    WRONG_TYPES, NUL, SURROGATE, OVER_LONG, DEEP,
+)
+"""Never an IANA zone name."""
+BAD_CATCH_UP = st.one_of(st.sampled_from(["", "every", "LATEST", None, True, 1, ["all"], "all\x00"]), DEEP)
+BAD_SCHEDULES = st.one_of(
+    st.sampled_from([5, "0 9 * * *", [5], [object()], [None], ["0 9 * * *"], object(),
+                     Schedule("s", "wf", "0 9 * * *"),
+                     [Schedule("s", "wf", "0 9 * * *"), Schedule("s", "other", "0 3 * * *")]]),
+    DEEP,
+)
 # fmt: on
 
 # -- what a rejection must look like ----------------------------------------------------------------
@@ -370,22 +390,44 @@ METHODS: dict[str, list[Case]] = {
         method("retry_workflow", ON_RUN, arg, bad, InvalidArgumentError)
         for arg, bad in [("run_id", BAD_IDS), ("from_step", BAD_IDS), ("resource_id", BAD_IDS)]
     ],
+    "create_schedule": [
+        method(
+            "create_schedule",
+            {"schedule_id": "fuzz-s", "workflow": fuzz_wf, "cron": "0 9 * * 1-5"},
+            arg,
+            bad,
+            error,
+        )
+        for arg, bad, error in [
+            ("schedule_id", BAD_IDS, InvalidArgumentError),
+            ("workflow", BAD_IDS, InvalidArgumentError),
+            ("cron", BAD_CRONS, InvalidArgumentError),
+            ("input", BAD_DATA, InvalidInputError),
+            ("timezone", BAD_ZONES, InvalidArgumentError),
+            ("catch_up", BAD_CATCH_UP, InvalidArgumentError),
+        ]
+    ],
+    **{
+        name: [method(name, {}, "schedule_id", BAD_IDS, InvalidArgumentError)]
+        for name in ("get_schedule", "pause_schedule", "resume_schedule", "delete_schedule")
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def pg_client(pg_server_dsn: str) -> Iterator[tuple[pgflow.Client, str, Callable[[], Any]]]:
-    """One Client for the module, on its own schema, with a started run, and a snapshot of every row
-    the schema stores (shared by all examples: a Hypothesis test cannot take per-test fixtures)."""
+    """One Client for the module, on its own schema, with a started run and a schedule, and a snapshot
+    of every row the schema stores (shared by all examples: a Hypothesis test cannot take per-test fixtures)."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     client = pgflow.Client(pg_server_dsn, schema=schema)
     run_id = client.start_workflow(fuzz_wf, {"n": 1}, resource_id="tenant").id
+    client.create_schedule("fuzz-s", fuzz_wf, "0 9 * * 1-5", timezone="Europe/Paris")
     conn = psycopg.connect(pg_server_dsn, autocommit=True)
     tables = [
         sql.SQL("(SELECT coalesce(string_agg(t::text, ',' ORDER BY t::text), '') FROM {} t)").format(
             sql.Identifier(schema, name)
         )
-        for name in ("runs", "steps", "events")
+        for name in ("runs", "steps", "events", "schedules")
     ]
     query = sql.SQL("SELECT ") + sql.SQL(", ").join(tables)
     try:
@@ -398,16 +440,17 @@ def pg_client(pg_server_dsn: str) -> Iterator[tuple[pgflow.Client, str, Callable
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[tuple[Harness, str, Callable[[], Any]]]:
-    """One in-memory Harness for the module, with a run waiting for an event, and a snapshot of
-    every run (with its timeline), every mailbox and the clock."""
+    """One in-memory Harness for the module, with a run waiting for an event and a schedule, and a
+    snapshot of every run (with its timeline), every mailbox, every schedule and the clock."""
     with Harness(workflows=[fuzz_wf], clock=SimClock(T0)) as h:
         run_id = h.start_workflow("fuzz", {"n": 1}, resource_id="tenant").id
         h.run_until_idle()
+        h.create_schedule("fuzz-s", fuzz_wf, "0 9 * * 1-5", timezone="Europe/Paris")
 
         def snapshot() -> Any:
             # get_runs does not show mailboxes: read the store's (a rejected trigger_event adds none)
             mailboxes = {rid: list(events) for rid, events in h.store._mailbox.items()}  # type: ignore[attr-defined]
-            return h.get_runs(limit=100).items, mailboxes, h.clock.now()
+            return h.get_runs(limit=100).items, mailboxes, h.list_schedules(), h.clock.now()
 
         yield h, run_id, snapshot
 
@@ -463,7 +506,14 @@ def test_async_client_names_bad_input(pg_client: Any, pg_server_dsn: str) -> Non
                 (aclient.wait_for_run(run_id, timeout="100000000 weeks"), "timeout", InvalidDurationError),
                 (aclient.wait_for_run(run_id, until=None), "until", InvalidArgumentError),
                 (aclient.retry_workflow(run_id, from_step="step\x00"), "from_step", InvalidArgumentError),
-            ]
+                (aclient.create_schedule("s", fuzz_wf, "0 9 * *"), "cron", InvalidArgumentError),
+                (aclient.create_schedule("s", fuzz_wf, "0 9 * * *", timezone="Europe/Pari"), "timezone",
+                 InvalidArgumentError),
+                (aclient.create_schedule("s\x00", fuzz_wf, "0 9 * * *"), "schedule_id", InvalidArgumentError),
+                (aclient.create_schedule("s", fuzz_wf, "0 9 * * *", input=deep_list()), "input",
+                 InvalidInputError),
+                (aclient.pause_schedule("\ud800"), "schedule_id", InvalidArgumentError),
+            ]  # fmt: skip
             for pending, word, error in cases:
                 with pytest.raises(PgflowError) as caught:
                     await pending
@@ -509,6 +559,7 @@ CLIENT_OPTIONS = [
 ENGINE_OPTIONS = [
     *CLIENT_OPTIONS,
     ("workflows", BAD_WORKFLOWS, InvalidArgumentError),
+    ("schedules", BAD_SCHEDULES, InvalidArgumentError),
     ("concurrency", BAD_CONCURRENCY, InvalidArgumentError),
     ("lease", BAD_SPANS, InvalidDurationError),
     ("min_poll_interval", BAD_SPANS, InvalidDurationError),
@@ -545,6 +596,17 @@ CONSTRUCTORS: dict[str, list[Case]] = {
             "advance", lambda d: SimClock(T0).advance(d), BAD_TIMEOUTS, InvalidDurationError, "duration"
         ),
         given_value("set", lambda w: SimClock(T0).set(w), BAD_WHENS, InvalidArgumentError, "when"),
+    ],
+    "AsyncEngine": [
+        option("AsyncEngine", lambda **kw: pgflow.AsyncEngine(**with_dsn(kw)), arg, bad, InvalidArgumentError)
+        for arg, bad in [("workflows", BAD_WORKFLOWS), ("schedules", BAD_SCHEDULES)]
+    ],
+    "Schedule": [
+        given_value("Schedule(schedule_id)", lambda i: Schedule(i, "wf", "0 9 * * *"), BAD_IDS, InvalidArgumentError, "schedule_id"),
+        given_value("Schedule(workflow)", lambda w: Schedule("s", w, "0 9 * * *"), BAD_IDS, InvalidArgumentError, "workflow"),
+        given_value("Schedule(cron)", lambda c: Schedule("s", "wf", c), BAD_CRONS, InvalidArgumentError, "cron"),
+        option("Schedule", lambda **kw: Schedule("s", "wf", "0 9 * * *", **kw), "timezone", BAD_ZONES, InvalidArgumentError),
+        option("Schedule", lambda **kw: Schedule("s", "wf", "0 9 * * *", **kw), "catch_up", BAD_CATCH_UP, InvalidArgumentError),
     ],
     "Retry": [option("Retry", Retry, *o) for o in RETRY_OPTIONS],
     "commands": [
@@ -623,8 +685,8 @@ CONSTRUCTORS: dict[str, list[Case]] = {
 
 @pytest.mark.parametrize("group", list(CONSTRUCTORS))
 def test_constructors_name_bad_input(group: str) -> None:
-    """Engine, Client, AsyncClient, Harness, SimClock, Retry, every command, @workflow, ref,
-    ref.implement and parse_duration answer each bad argument with their named error."""
+    """Engine, AsyncEngine, Client, AsyncClient, Harness, SimClock, Schedule, Retry, every command,
+    @workflow, ref, ref.implement and parse_duration answer each bad argument with their named error."""
 
     @FUZZ
     @given(drawn_cases(CONSTRUCTORS[group]))
@@ -654,6 +716,11 @@ HEADLINE: dict[str, Any] = {
     "starting_after": "\udc00",
     "dsn": 5,
     "All": (),
+    "schedule_id": "nightly\x00",
+    "cron": "0 9 * *",
+    "timezone": "Europe/Pari",
+    "catch_up": "every",
+    "schedules": [Schedule("s", "wf", "0 9 * * *"), Schedule("s", "other", "0 3 * * *")],
 }
 """The bad values of the issue: one per argument (others get ``object()``)."""
 

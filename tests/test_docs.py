@@ -28,7 +28,7 @@ PAGES = [
     "index.md", "quickstart.md", "concepts.md", "steps.md", "events-and-timers.md",
     "client-and-workers.md", "testing.md", "configuration.md", "operations.md",
     "migrating-from-pg-workflows.md", "api.md", "errors.md", "architecture.md", "dashboard.md",
-    "evolution.md", "typing.md", "asyncio.md", "observability.md",
+    "evolution.md", "typing.md", "asyncio.md", "observability.md", "schedules.md",
 ]  # fmt: skip
 
 NEEDS_POSTGRES = "<!-- needs-postgres -->"

@@ -16,6 +16,7 @@ SPEC_NAMES = {
     "RunError", "Progress", "RunPage", "RunStatus", "TERMINAL", "parse_duration",
     # from the later sections (§14, §17 so far)
     "check_replay", "ReplayReport", "ReplayDivergence", "Flow", "output_of", "AsyncEngine",
+    "Schedule", "ScheduleInfo",  # §16
 }  # fmt: skip
 ERROR_NAMES = {
     "PgflowError", "WorkflowDefinitionError", "UnknownWorkflowError", "InvalidInputError",
@@ -23,6 +24,7 @@ ERROR_NAMES = {
     "IdempotencyConflictError", "StepFailedError", "StepTimeoutError", "ChildFailedError",
     "NonDeterminismError", "DuplicateStepError", "SerializationError", "UnsupportedError",
     "WorkflowTimeoutError", "ConfigurationError", "StorageError",
+    "ScheduleNotFoundError",  # §16
 }  # fmt: skip
 EXTRA_NAMES: set[str] = {"Event", "WorkflowInfo"}  # beyond SPEC §9, deliberately: the dashboard reads
 
@@ -76,6 +78,8 @@ CLIENT_METHODS = (
     "start_workflow", "trigger_event", "pause_workflow", "resume_workflow", "cancel_workflow",
     "fast_forward_workflow", "get_run", "check_progress", "get_runs", "wait_for_run",
     "retry_workflow",
+    "create_schedule", "get_schedule", "list_schedules", "pause_schedule", "resume_schedule",
+    "delete_schedule",  # §16
 )  # fmt: skip
 
 

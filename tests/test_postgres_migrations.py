@@ -54,8 +54,14 @@ INDEXES = {
     "events_unconsumed_idx",
     "events_run_idx",
     "workflows_pkey",
+    "schedules_pkey",
+    "schedules_due_idx",
     "schema_version_pkey",
 }
+SCHEDULE_COLUMNS = {
+    "id", "workflow_id", "cron", "timezone", "input", "catch_up", "paused", "next_tick_at",
+    "last_tick_at", "last_run_id", "created_at", "updated_at",
+}  # fmt: skip
 
 
 def _columns(conn: psycopg.Connection[Any], schema: str, table: str) -> set[str]:
@@ -77,6 +83,7 @@ def test_migrations_create_the_declared_schema(pg_dsn: str, pg_schema: str) -> N
         assert _columns(conn, pg_schema, "workflows") == {
             "id", "steps", "settings", "registered_at", "concurrency", "key_concurrency",
         }  # fmt: skip
+        assert _columns(conn, pg_schema, "schedules") == SCHEDULE_COLUMNS
         assert _columns(conn, pg_schema, "schema_version") == {"version", "name", "applied_at"}
         indexes = {
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))

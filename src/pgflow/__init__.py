@@ -35,6 +35,7 @@ from .errors import (
     NonDeterminismError,
     PgflowError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SerializationError,
     StepFailedError,
     StepTimeoutError,
@@ -45,6 +46,7 @@ from .errors import (
     WorkflowTimeoutError,
 )
 from .records import TERMINAL, Progress, RunError, RunPage, RunStatus, StepRecord, Waiting, WorkflowRun
+from .schedules import Schedule, ScheduleInfo
 from .static_steps import StepInfo
 
 __version__ = "0.1.0"
@@ -112,3 +114,6 @@ from .records import Event
 from .static_steps import WorkflowInfo
 
 __all__ += ["Event", "WorkflowInfo"]
+
+# Durable cron schedules (SPEC §16).
+__all__ += ["Schedule", "ScheduleInfo", "ScheduleNotFoundError"]

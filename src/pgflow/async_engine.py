@@ -28,6 +28,7 @@ from .engine import MAX_CONCURRENCY, stop_seconds
 from .errors import InvalidArgumentError, WorkflowDefinitionError
 from .processor import Settings
 from .retention import AsyncPruner
+from .schedules import Schedule, check_schedules
 from .store import RunRow
 
 __all__ = ["AsyncEngine"]
@@ -42,12 +43,14 @@ class AsyncEngine(AsyncOperations):
 
     def __init__(
         self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (),
-        concurrency: int = 100, schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s",
-        clock: Any = None, prepare: bool = True, listen_dsn: str | None = None, retention: Any = None,
+        schedules: Iterable[Schedule] = (), concurrency: int = 100, schema: str = "pgflow", lease: Any = "30s",
+        min_poll_interval: Any = "1s", clock: Any = None, prepare: bool = True, listen_dsn: str | None = None,
+        retention: Any = None,
     ) -> None:  # fmt: skip
         check_int(concurrency, "concurrency", 1, MAX_CONCURRENCY)
         self.retention = check_optional_duration(retention, "retention")  # SPEC §15: prune passes
         workflows = check_workflows(workflows)
+        self._schedules = check_schedules(schedules)  # upserted at start (SPEC §16)
         self._backend = AsyncBackend(
             dsn, pool, schema, max_size=min(concurrency, 20) + 4, prepare=prepare, listen_dsn=listen_dsn
         )
@@ -130,6 +133,7 @@ class AsyncEngine(AsyncOperations):
         if not isinstance(worker, bool):
             raise InvalidArgumentError(f"worker must be True or False, got {shown(worker)}")
         store = await self._ops_store()
+        await self._do(self._put_schedules_steps(self._schedules))
         if worker and self._worker is None:
             self._stopped.clear()
             self._abort.clear()

@@ -19,6 +19,7 @@ from .definition import I, Workflow, WorkflowRef
 from .durations import DurationLike
 from .operations import OperationSteps, OpGen, still_waiting
 from .records import TERMINAL, Event, Progress, RunPage, WorkflowRun
+from .schedules import CatchUp, ScheduleInfo
 from .static_steps import WorkflowInfo
 
 __all__ = ["AsyncOperations", "drive_async"]
@@ -154,3 +155,27 @@ class AsyncOperations(OperationSteps):
     ) -> int:  # fmt: skip
         """``Operations.prune``: each batch of at most 1,000 runs is awaited on its own."""
         return await self._do(self._prune_steps(older_than, statuses, workflow_id, resource_id, dry_run))
+
+    # schedules (SPEC §16) -------------------------------------------------------------------------
+
+    async def create_schedule(
+        self, schedule_id: str, workflow: Workflow[Any, Any] | WorkflowRef[Any, Any] | str, cron: str, *,
+        input: Any = None, timezone: str = "UTC", catch_up: CatchUp = "latest",
+    ) -> ScheduleInfo:  # fmt: skip
+        steps = self._create_schedule_steps(schedule_id, workflow, cron, input, timezone, catch_up)
+        return await self._do(steps)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return await self._do(self._get_schedule_steps(schedule_id))
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self._do(self._list_schedules_steps())
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return await self._do(self._pause_schedule_steps(schedule_id, True))
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return await self._do(self._pause_schedule_steps(schedule_id, False))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._do(self._delete_schedule_steps(schedule_id))

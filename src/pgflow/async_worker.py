@@ -22,8 +22,9 @@ from .errors import StorageError
 from .limits import limited_ids
 from .logs import run_extra
 from .processor import Settings
+from .schedules import ON_TIME
 from .store import Claimed, Lease
-from .worker import DISPATCH_RETRY, FALLBACK_POLL, worker_owner
+from .worker import DISPATCH_RETRY, FALLBACK_POLL, FIRE_LIMIT, ScheduleTimer, worker_owner
 
 __all__ = ["AsyncWorker"]
 
@@ -50,6 +51,7 @@ class AsyncWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._saturated = False  # every slot was taken when the dispatcher last claimed
+        self._ticks = ScheduleTimer()
 
     async def start(self) -> None:
         await self.store.listen()  # LISTEN before the first claim: no wake-up sent after it is missed
@@ -134,6 +136,7 @@ class AsyncWorker:
                 await _sleep_unless(self.stopping, DISPATCH_RETRY)
 
     async def _dispatch_once(self) -> None:
+        await self._fire_schedules()
         free = self._free()
         claimed = await self._claim(free)
         for item in claimed:
@@ -142,17 +145,24 @@ class AsyncWorker:
             task.add_done_callback(self._runs.discard)
         if self._free() <= 0:  # full: running tasks claim their next runs; a free slot sets _wake
             self._saturated = True
-            await _wait_event(self._wake, FALLBACK_POLL)
+            await _wait_event(self._wake, self._ticks.bound(self.clock.now(), FALLBACK_POLL))
             self._wake.clear()
             self._saturated = False
             return
         await self._idle_wait()
+
+    async def _fire_schedules(self) -> None:
+        """Start the runs of the schedule ticks that are due (SPEC §16)."""
+        now = self.clock.now()
+        if self._ticks.due(now):
+            self._ticks.fired(await self.store.fire_schedules(now, ON_TIME, FIRE_LIMIT), now)
 
     async def _idle_wait(self) -> None:
         due = await self.store.next_due(list(self.workflows)) if self.workflows else None
         timeout = FALLBACK_POLL
         if due is not None:
             timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
+        timeout = self._ticks.bound(self.clock.now(), timeout)
         if timeout <= 0 or self._wake.is_set():
             self._wake.clear()
             return

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, cli_code, cli_ops
+from . import __version__, cli_code, cli_ops, cli_schedules
 from .cli_base import (
     PROG,
     STATUSES,
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dashboard_command(add)
     cli_code.add_parsers(add)
     cli_ops.add_parsers(add)
+    cli_schedules.add_parsers(add)
     return parser
 
 
@@ -473,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dashboard": cmd_dashboard,
         **cli_code.COMMANDS,
         **cli_ops.COMMANDS,
+        **cli_schedules.COMMANDS,
     }
     try:
         return commands[opts.command](opts)

@@ -19,6 +19,7 @@ from .execution import StepCaller
 from .operations import Operations
 from .processor import RunProcessor, Settings
 from .retention import Pruner
+from .schedules import Schedule, check_schedules
 from .store import RunRow, Store
 from .worker import Worker
 
@@ -31,13 +32,15 @@ MAX_CONCURRENCY = 10_000  # worker threads of one engine; far beyond what one pr
 
 class Engine(Operations):
     def __init__(
-        self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (), concurrency: int = 10,
-        schema: str = "pgflow", lease: Any = "30s", min_poll_interval: Any = "1s", clock: Any = None,
-        prepare: bool = True, listen_dsn: str | None = None, retention: Any = None,
+        self, dsn: str | None = None, *, pool: Any = None, workflows: Iterable[Workflow] = (),
+        schedules: Iterable[Schedule] = (), concurrency: int = 10, schema: str = "pgflow", lease: Any = "30s",
+        min_poll_interval: Any = "1s", clock: Any = None, prepare: bool = True, listen_dsn: str | None = None,
+        retention: Any = None,
     ) -> None:  # fmt: skip
         check_int(concurrency, "concurrency", 1, MAX_CONCURRENCY)
         self.retention = check_optional_duration(retention, "retention")  # SPEC §15: prune passes
         workflows = check_workflows(workflows)
+        self._schedules = check_schedules(schedules)  # upserted at start (SPEC §16)
         self._backend = Backend(
             dsn, pool, schema, max_size=concurrency + 4, prepare=prepare, listen_dsn=listen_dsn
         )
@@ -116,6 +119,7 @@ class Engine(Operations):
         if not isinstance(worker, bool):
             raise InvalidArgumentError(f"worker must be True or False, got {shown(worker)}")
         store = self._ops_store()
+        self._do(self._put_schedules_steps(self._schedules))
         with self._lock:
             if worker and self._worker is None:
                 self._stopped.clear()

@@ -19,6 +19,7 @@ __all__ = [
     "NonDeterminismError",
     "PgflowError",
     "RunNotFoundError",
+    "ScheduleNotFoundError",
     "SerializationError",
     "StepFailedError",
     "StepTimeoutError",
@@ -60,6 +61,10 @@ class InvalidDurationError(PgflowError, ValueError):
 
 class RunNotFoundError(PgflowError):
     """No such run (or it belongs to another resource)."""
+
+
+class ScheduleNotFoundError(PgflowError):
+    """No schedule with that id (SPEC §16)."""
 
 
 class InvalidStateError(PgflowError):

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import itertools
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import attrs
 import pendulum
 
-from . import limits, locked
+from . import limits, locked, schedule_store
 from . import transitions as tr
 from .arguments import shown
 from .errors import IdempotencyConflictError, InvalidArgumentError, RunNotFoundError, StorageError
 from .records import TERMINAL, Event, StepRecord
+from .schedule_store import FireResult
+from .schedules import ScheduleRow
 from .static_steps import StepInfo, WorkflowInfo
 from .store import (
     Batch,
@@ -52,6 +56,7 @@ class MemoryStore:
         self._registered_at: dict[str, DateTime] = {}
         self._event_ids = itertools.count(1)
         self._version = 0  # writes so far: waiters compare it
+        self._schedules: dict[str, ScheduleRow] = {}
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -381,6 +386,72 @@ class MemoryStore:
     def count_prunable(self, query: PruneQuery) -> int:
         with self._lock:
             return prunable_count(self._runs, query)
+
+    # schedules (SPEC §16): the operations of schedule_store.py, on a dictionary -------------------
+
+    def put_schedule(self, row: ScheduleRow) -> ScheduleRow:
+        written: ScheduleRow = self._schedule_op(schedule_store.put(row))
+        return written
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRow | None:
+        with self._lock:
+            return self._schedules.get(schedule_id)
+
+    def list_schedules(self) -> list[ScheduleRow]:
+        with self._lock:
+            return [self._schedules[sid] for sid in sorted(self._schedules)]
+
+    def set_schedule_paused(self, schedule_id: str, paused: bool, now: DateTime) -> ScheduleRow:
+        written: ScheduleRow = self._schedule_op(schedule_store.set_paused(schedule_id, paused, now))
+        return written
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._schedule_op(schedule_store.delete(schedule_id))
+
+    def fire_schedules(self, now: DateTime, on_time: timedelta, limit: int) -> FireResult:
+        fired: FireResult = self._schedule_op(
+            schedule_store.fire_due(now, on_time, limit, lambda: str(uuid.uuid4()))
+        )
+        return fired
+
+    def next_schedule_tick(self) -> DateTime | None:
+        with self._lock:
+            ticks = [r.next_tick_at for r in self._schedules.values() if r.next_tick_at is not None]
+            return min(ticks, default=None)
+
+    def _schedule_op(self, op: schedule_store.ScheduleGen) -> Any:
+        """Run a schedule operation under the store's lock (one write for the waiters)."""
+        with self._writing():
+            answer: Any = None
+            while True:
+                try:
+                    effect = op.send(answer)
+                except StopIteration as stop:
+                    return stop.value
+                answer = self._perform_schedule(effect)
+
+    def _perform_schedule(self, effect: schedule_store.ScheduleEffect) -> Any:
+        if isinstance(effect, schedule_store.LockSchedule):
+            return self._schedules.get(effect.schedule_id)
+        if isinstance(effect, schedule_store.LockDueSchedules):
+            due = [
+                r
+                for r in self._schedules.values()
+                if r.next_tick_at is not None and r.next_tick_at <= effect.now
+            ]
+            due.sort(key=lambda r: (r.next_tick_at, r.schedule_id))
+            return [(r, self.workflow_settings(r.workflow_id)) for r in due[: effect.limit]]
+        if isinstance(effect, schedule_store.RunsByKeys):
+            return {key: self._keys[key] for key in effect.keys if key in self._keys}
+        if isinstance(effect, schedule_store.NextTick):
+            return self.next_schedule_tick()
+        if isinstance(effect, schedule_store.WriteSchedule):
+            self._schedules[effect.row.schedule_id] = effect.row
+        elif isinstance(effect, schedule_store.DeleteSchedule):
+            self._schedules.pop(effect.schedule_id, None)
+        elif isinstance(effect, schedule_store.AddRun):
+            self._insert_row(effect.row)
+        return None  # Notify: every write wakes every waiter anyway
 
 
 class _Waiter:

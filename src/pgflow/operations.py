@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import attrs
 import pendulum
 
+from . import schedules as schedule_rules
 from . import telemetry
 from .arguments import (
     INT32_MAX,
@@ -30,10 +31,13 @@ from .arguments import (
     check_statuses,
     shown,
 )
+from .cron import check_cron, check_timezone
 from .definition import I, Workflow, WorkflowRef
 from .durations import DurationLike, check_duration, check_optional_duration, parse_duration
 from .errors import InvalidArgumentError, SerializationError, UnknownWorkflowError
 from .records import TERMINAL, Event, Progress, RunPage, RunStatus, StepRecord, WorkflowRun
+from .schedule_store import not_found as schedule_not_found
+from .schedules import CatchUp, Schedule, ScheduleInfo, ScheduleRow, check_catch_up
 from .serde import to_json
 from .static_steps import StepInfo, WorkflowInfo
 from .store import NewRun, PruneQuery, RunQuery, RunRow, Store
@@ -339,6 +343,58 @@ class OperationSteps:
             if deleted == 0:
                 return total
 
+    # schedules (SPEC §16) -------------------------------------------------------------------------
+
+    def _schedule_row_steps(
+        self, schedule_id: object, workflow: Any, cron: object, input: Any, timezone: object, catch_up: object
+    ) -> OpGen[ScheduleRow]:
+        """A schedule as it will be stored: every argument checked, then the workflow resolved
+        (``UnknownWorkflowError``) and the input validated as ``start_workflow`` does."""
+        sid = check_id(schedule_id, "schedule_id")
+        self._check_target(workflow)
+        expr, zone, policy = check_cron(cron), check_timezone(timezone), check_catch_up(catch_up)
+        target = yield from self._target_steps(workflow)
+        stored_input = target.validate_input(input)
+        return schedule_rules.new_row(sid, target.id, expr, zone, stored_input, policy, self._now())
+
+    def _create_schedule_steps(
+        self, schedule_id: object, workflow: Any, cron: object, input: Any, timezone: object, catch_up: object
+    ) -> OpGen[ScheduleInfo]:
+        row = yield from self._schedule_row_steps(schedule_id, workflow, cron, input, timezone, catch_up)
+        written: ScheduleRow = yield lambda store: store.put_schedule(row)
+        return written.info()
+
+    def _put_schedules_steps(self, schedules: Sequence[Schedule]) -> OpGen[None]:
+        """An engine's ``schedules=``, at start: all checked and resolved before any is written."""
+        rows: list[ScheduleRow] = []
+        for s in schedules:
+            rows.append((yield from self._schedule_row_steps(
+                s.schedule_id, s.workflow, s.cron, s.input, s.timezone, s.catch_up
+            )))  # fmt: skip
+        for row in rows:
+            yield lambda store, row=row: store.put_schedule(row)  # type: ignore[misc]
+
+    def _get_schedule_steps(self, schedule_id: object) -> OpGen[ScheduleInfo]:
+        sid = check_id(schedule_id, "schedule_id")
+        row: ScheduleRow | None = yield lambda store: store.get_schedule(sid)
+        if row is None:
+            raise schedule_not_found(sid)
+        return row.info()
+
+    def _list_schedules_steps(self) -> OpGen[list[ScheduleInfo]]:
+        rows: list[ScheduleRow] = yield lambda store: store.list_schedules()
+        return [row.info() for row in rows]
+
+    def _pause_schedule_steps(self, schedule_id: object, pause: bool) -> OpGen[ScheduleInfo]:
+        sid = check_id(schedule_id, "schedule_id")
+        now = self._now()
+        row: ScheduleRow = yield lambda store: store.set_schedule_paused(sid, pause, now)
+        return row.info()
+
+    def _delete_schedule_steps(self, schedule_id: object) -> OpGen[None]:
+        sid = check_id(schedule_id, "schedule_id")
+        yield lambda store: store.delete_schedule(sid)
+
 
 def still_waiting(run: WorkflowRun, wanted: set[str], left: float) -> bool:
     """Whether ``wait_for_run`` waits on: False when the run reached a wanted status; TimeoutError
@@ -481,6 +537,36 @@ class Operations(OperationSteps):
         runs per transaction; returns how many. Never a live run nor a child of a live run; a parent
         goes after its children. ``dry_run``: count them, delete nothing. See docs/operations.md."""
         return self._do(self._prune_steps(older_than, statuses, workflow_id, resource_id, dry_run))
+
+    # schedules (SPEC §16) -------------------------------------------------------------------------
+
+    def create_schedule(
+        self, schedule_id: str, workflow: Workflow[Any, Any] | WorkflowRef[Any, Any] | str, cron: str, *,
+        input: Any = None, timezone: str = "UTC", catch_up: CatchUp = "latest",
+    ) -> ScheduleInfo:  # fmt: skip
+        """Start a run of ``workflow`` with ``input`` at every tick of ``cron`` (5 fields, or 6 with
+        seconds first) in ``timezone``; replaces a schedule of that id. See docs/schedules.md."""
+        return self._do(self._create_schedule_steps(schedule_id, workflow, cron, input, timezone, catch_up))
+
+    def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """The schedule (``ScheduleNotFoundError`` when there is none of that id)."""
+        return self._do(self._get_schedule_steps(schedule_id))
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule in the schema, by id."""
+        return self._do(self._list_schedules_steps())
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Start nothing more until ``resume_schedule`` (the runs it started go on)."""
+        return self._do(self._pause_schedule_steps(schedule_id, True))
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Continue from the next tick (the ticks of the pause are not caught up)."""
+        return self._do(self._pause_schedule_steps(schedule_id, False))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; the runs it started stay."""
+        self._do(self._delete_schedule_steps(schedule_id))
 
 
 def run_defaults(

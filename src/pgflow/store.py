@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import pendulum
 
 from .records import Event, RunError, RunStatus, StepRecord, Waiting
 from .static_steps import StepInfo, WorkflowInfo
+
+if TYPE_CHECKING:  # schedules.py builds on this module
+    from .schedule_store import FireResult
+    from .schedules import ScheduleRow
 
 __all__ = [
     "Batch",
@@ -315,6 +320,34 @@ class Store(Protocol):
         the live children their Child steps started, and wake a worker. Returns the
         run as written; ``RunNotFoundError`` as ``get``, ``InvalidStateError`` unless it is failed or
         cancelled, ``InvalidArgumentError`` when ``from_step`` has no record (nothing changes then)."""
+        ...
+
+    # schedules (SPEC §16): the rules are schedules.py's, the operations schedule_store.py's ---------
+    def put_schedule(self, row: ScheduleRow) -> ScheduleRow:
+        """Create or replace a schedule as ``schedules.replaced`` says; the row written."""
+        ...
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRow | None: ...
+
+    def list_schedules(self) -> list[ScheduleRow]:
+        """Every schedule, by id."""
+        ...
+
+    def set_schedule_paused(self, schedule_id: str, paused: bool, now: DateTime) -> ScheduleRow:
+        """Pause or resume (``ScheduleNotFoundError`` when it is missing); the row written."""
+        ...
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule (``ScheduleNotFoundError`` when it is missing); its runs stay."""
+        ...
+
+    def fire_schedules(self, now: DateTime, on_time: timedelta, limit: int) -> FireResult:
+        """In one transaction: start the runs of the due ticks of up to ``limit`` due schedules (those
+        another transaction holds are skipped) and move their next tick past ``now``."""
+        ...
+
+    def next_schedule_tick(self) -> DateTime | None:
+        """The earliest next tick of the active schedules (None: none)."""
         ...
 
     # retention (SPEC §15) -------------------------------------------------------------------------

@@ -16,22 +16,58 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import pendulum
+
 from .definition import Workflow
 from .errors import StorageError
 from .limits import limited_ids
 from .logs import run_extra
 from .processor import RunProcessor, Settings
+from .schedule_store import FireResult
+from .schedules import ON_TIME
 from .store import Claimed, Lease
 from .threads import DaemonPool
 
 log = logging.getLogger("pgflow.worker")
 FALLBACK_POLL = 1.0  # seconds: bound on latency when a notification is lost
 DISPATCH_RETRY = 0.5  # seconds between claims while the database fails
+FIRE_LIMIT = 100  # schedules fired per transaction
 
 
 def worker_owner() -> str:
     """A worker's lease owner: host, process and a random suffix (several workers per process)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class ScheduleTimer:
+    """When a dispatcher fires schedules (SPEC §16): at the earliest next tick it knows of, and at
+    least every ``FALLBACK_POLL`` seconds (to learn of schedules created or resumed elsewhere). Firing
+    is a store call of its own, off the claim and commit path."""
+
+    RETRY = pendulum.duration(seconds=0.05)  # a due schedule another engine is firing: look again soon
+
+    def __init__(self) -> None:
+        self.next_tick: pendulum.DateTime | None = None
+        self._refresh_at = 0.0  # time.monotonic()
+
+    def due(self, now: pendulum.DateTime) -> bool:
+        return time.monotonic() >= self._refresh_at or (self.next_tick is not None and self.next_tick <= now)
+
+    def fired(self, result: FireResult, now: pendulum.DateTime) -> None:
+        self._refresh_at = time.monotonic() + FALLBACK_POLL
+        tick = result.next_tick_at
+        if result.more:
+            tick = now  # more schedules are due than one transaction fires: at once again
+        elif tick is not None and tick <= now:
+            tick = now + self.RETRY  # still due: another engine holds it (its tick starts one run)
+        self.next_tick = tick
+
+    def bound(self, now: pendulum.DateTime, timeout: float) -> float:
+        """An idle wait of ``timeout`` seconds, shortened to end at the next tick or refresh."""
+        until = self._refresh_at - time.monotonic()
+        if self.next_tick is not None:
+            until = min(until, (self.next_tick - now).total_seconds())
+        return max(0.0, min(timeout, until))
 
 
 class Worker:
@@ -56,6 +92,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._abort = threading.Event()  # a second signal: stop waiting for in-flight steps
         self._pool = DaemonPool(concurrency, "pgflow-worker")
+        self._ticks = ScheduleTimer()
 
     def start(self) -> None:
         self.store.listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
@@ -158,6 +195,7 @@ class Worker:
                 self.stopping.wait(DISPATCH_RETRY)
 
     def _dispatch_once(self) -> None:
+        self._fire_schedules()
         free = self._free()
         claimed = self._claim(free)
         for item in claimed:
@@ -168,7 +206,7 @@ class Worker:
             if self._saturated:
                 # full: busy workers claim their next runs themselves; one that finds nothing
                 # sets _wake. (Asking for next_due here would spin: ready runs are always due.)
-                self._wake.wait(FALLBACK_POLL)
+                self._wake.wait(self._ticks.bound(self.clock.now(), FALLBACK_POLL))
                 self._wake.clear()
                 self._saturated = False
                 return
@@ -180,11 +218,18 @@ class Worker:
         except RuntimeError:  # stop() gave up waiting for this thread and shut the pool down
             self._work(item)  # the processor sees `stopping` and releases the run at once
 
+    def _fire_schedules(self) -> None:
+        """Start the runs of the schedule ticks that are due (SPEC §16)."""
+        now = self.clock.now()
+        if self._ticks.due(now):
+            self._ticks.fired(self.store.fire_schedules(now, ON_TIME, FIRE_LIMIT), now)
+
     def _idle_wait(self) -> None:
         due = self.store.next_due(list(self.workflows)) if self.workflows else None
         timeout = FALLBACK_POLL
         if due is not None:
             timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
+        timeout = self._ticks.bound(self.clock.now(), timeout)
         if timeout <= 0 or self._wake.is_set():
             self._wake.clear()
             return

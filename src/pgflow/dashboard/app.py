@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from pgflow import PgflowError
 
-from . import actions, pages
+from . import actions, pages, schedules
 from .adapter import ClientAdapter
 from .render import Renderer
 from .security import SecurityHeaders
@@ -53,7 +53,8 @@ def _routes(dash: Dashboard) -> list[BaseRoute]:
         page("/runs/{run_id}/live", pages.live_fragment, "run_live"),
         page("/runs/{run_id}/{action}", actions.perform, "run_action", ("POST",)),
         page("/workflows", pages.workflows_page, "workflows"),
-        # the schedules page (SPEC §16) goes here, with its entry in render.NAV
+        page("/schedules", schedules.schedules_page, "schedules"),
+        page("/schedules/{schedule_id}/{action}", schedules.schedule_action, "schedule_action", ("POST",)),
         Mount("/static", _Static(packages=[("pgflow.dashboard", "static")]), name="static"),
     ]
 

@@ -20,8 +20,8 @@ from .security import CSRF_FIELD, csrf_token, remember_csrf_token
 
 __all__ = ["NAV", "Renderer"]
 
-# The navigation: (route name, label). The schedules page (SPEC §16) takes its place here.
-NAV: tuple[tuple[str, str], ...] = (("runs", "Runs"), ("workflows", "Workflows"))
+# The navigation: (route name, label).
+NAV: tuple[tuple[str, str], ...] = (("runs", "Runs"), ("workflows", "Workflows"), ("schedules", "Schedules"))
 STATUSES = tuple(s.value for s in RunStatus)
 
 

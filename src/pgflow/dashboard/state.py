@@ -13,6 +13,7 @@ from pgflow import (
     InvalidStateError,
     PgflowError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     StorageError,
     UnknownWorkflowError,
 )
@@ -24,6 +25,7 @@ __all__ = ["Dashboard", "http_status"]
 
 _STATUS_BY_ERROR: tuple[tuple[type[PgflowError], int], ...] = (
     (RunNotFoundError, 404),
+    (ScheduleNotFoundError, 404),
     (InvalidStateError, 409),
     (InvalidArgumentError, 400),
     (InvalidInputError, 400),
@@ -33,7 +35,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[PgflowError], int], ...] = (
 
 
 def http_status(exc: PgflowError) -> int:
-    """404 for an unknown run, 409 for an action the run's state refuses, 400 for bad input, 503
+    """404 for an unknown run or schedule, 409 for an action the run's state refuses, 400 for bad input, 503
     when the database fails, 500 for anything else."""
     return next((status for kind, status in _STATUS_BY_ERROR if isinstance(exc, kind)), 500)
 

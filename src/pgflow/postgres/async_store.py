@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -18,11 +19,14 @@ import psycopg
 import psycopg_pool
 
 from pgflow.records import Event, StepRecord
+from pgflow.schedule_store import FireResult
+from pgflow.schedules import ScheduleRow
 from pgflow.static_steps import StepInfo, WorkflowInfo
 from pgflow.store import Batch, Claimed, CommitResult, Lease, NewRun, PruneQuery, RunQuery, RunRow
 
 from . import migrate as migrations
 from . import ops
+from . import schedules as schedule_ops
 from .core import StoreSettings, commit_route
 from .listen_async import AsyncHub, AsyncRunWaiter
 from .sqlgen import AsyncExecutor
@@ -208,3 +212,30 @@ class AsyncPostgresStore:
 
     async def count_prunable(self, query: PruneQuery) -> int:
         return await self._x.run("count_prunable", lambda: ops.count_prunable(query), read=True)
+
+    # schedules (SPEC §16): the operations of schedule_store.py as SQL (postgres/schedules.py) -----
+
+    async def put_schedule(self, row: ScheduleRow) -> ScheduleRow:
+        op = lambda: schedule_ops.put_schedule(row, self._channels)  # noqa: E731
+        return await self._x.run("put_schedule", op, mode="transaction")
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRow | None:
+        return await self._x.run("get_schedule", lambda: schedule_ops.get_schedule(schedule_id), read=True)
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        return await self._x.run("list_schedules", schedule_ops.list_schedules, read=True)
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool, now: DateTime) -> ScheduleRow:
+        op = lambda: schedule_ops.set_schedule_paused(schedule_id, paused, now, self._channels)  # noqa: E731
+        return await self._x.run("set_schedule_paused", op, mode="transaction")
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        op = lambda: schedule_ops.delete_schedule(schedule_id, self._channels)  # noqa: E731
+        await self._x.run("delete_schedule", op, mode="transaction")
+
+    async def fire_schedules(self, now: DateTime, on_time: timedelta, limit: int) -> FireResult:
+        op = lambda: schedule_ops.fire_schedules(now, on_time, limit, self._channels)  # noqa: E731
+        return await self._x.run("fire_schedules", op, mode="transaction")
+
+    async def next_schedule_tick(self) -> DateTime | None:
+        return await self._x.run("next_schedule_tick", schedule_ops.next_schedule_tick, read=True)

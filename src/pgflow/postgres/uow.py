@@ -7,6 +7,7 @@ and sent just before COMMIT, so listeners see them exactly when the change is vi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from typing import Any
 
 import attrs
@@ -31,8 +32,12 @@ class Channels:
     runs: str
 
 
-def as_sql(op: locked.UowGen, channels: Channels) -> SqlGen[Any]:
-    """Run a locked operation as SQL effects; its return value is the operation's."""
+def as_sql(
+    op: Generator[Any, Any, Any], channels: Channels, perform: Callable[[Any], SqlGen[Any]] | None = None
+) -> SqlGen[Any]:
+    """Run a locked operation as SQL effects; its return value is the operation's. ``perform`` turns
+    its effects other than ``Notify`` into SQL (default: those of ``pgflow.locked``)."""
+    perform = perform or _perform
     notes: dict[tuple[str, str], None] = {}
     answer: Any = None
     while True:
@@ -46,7 +51,7 @@ def as_sql(op: locked.UowGen, channels: Channels) -> SqlGen[Any]:
             notes[(channels.wake if effect.channel == "wake" else channels.runs, effect.payload)] = None
             answer = None
         else:
-            answer = yield from _perform(effect)
+            answer = yield from perform(effect)
 
 
 def _perform(effect: locked.UowEffect) -> SqlGen[Any]:

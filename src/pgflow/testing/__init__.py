@@ -27,11 +27,14 @@ from ..memory import MemoryStore
 from ..operations import Operations, OperationSteps, OpGen, StoreCall
 from ..processor import Crash, Faults, RunProcessor, Settings
 from ..records import TERMINAL, WorkflowRun
+from ..schedule_store import FireResult
 from ..store import Claimed, Store
 
 __all__ = ["AsyncHarness", "Harness", "SimClock", "replay"]
 
 OWNER = "harness"
+_NEVER_LATE = pendulum.duration(0)
+_FIRE_LIMIT = 100
 
 
 class SimClock:
@@ -118,6 +121,7 @@ class HarnessSteps(OperationSteps):
 
     def _run_until_idle_steps(self, max_rounds: int) -> OpGen[None]:
         check_int(max_rounds, "max_rounds", 1, INT64_MAX)
+        yield from self._fire_schedules_steps()
         ids, lease = list(self._workflows), self._settings.lease
         for _ in range(max_rounds):
             claimed = yield self._claim_call(ids, lease)
@@ -142,7 +146,7 @@ class HarnessSteps(OperationSteps):
     def _advance_steps(self, duration: Any) -> OpGen[None]:
         target = add_time(self.clock.now(), check_duration(duration, "duration"), "duration")
         yield from self._run_until_idle_steps(100_000)
-        while (due := (yield from self._next_due_steps())) is not None and due <= target:
+        while (due := (yield from self._next_moment_steps())) is not None and due <= target:
             if due > self.clock.now():
                 self.clock.set(due)
             yield from self._run_until_idle_steps(100_000)
@@ -163,6 +167,7 @@ class HarnessSteps(OperationSteps):
                     f"run {run_id} is {run.status} and nothing is scheduled: it waits for "
                     f"{_waiting_on(run)}; send it with trigger_event/resume_workflow/fast_forward_workflow"
                 )
+            due = (yield from self._next_moment_steps(due)) or due  # ticks before it fire on the way
             if due > self.clock.now():
                 self.clock.set(due)
         raise RuntimeError(f"run {run_id} did not finish within {max_steps} timer hops")
@@ -177,12 +182,31 @@ class HarnessSteps(OperationSteps):
             run = yield from self._get_run_steps(run_id, resource_id)
             if run.status.value in wanted:
                 return run
-            due = yield from self._next_due_steps()
+            due = yield from self._next_moment_steps()
             if due is None or due > deadline:
                 self.clock.set(max(deadline, self.clock.now()))
                 raise TimeoutError(f"run {run_id} is still {run.status} after waiting for {sorted(wanted)}")
             if due > self.clock.now():
                 self.clock.set(due)
+
+    # schedules (SPEC §16): ticks are moments like timers; a tick the clock jumped over was missed ---
+
+    def _fire_schedules_steps(self) -> OpGen[None]:
+        """Start the runs of the schedule ticks due now. The harness is never late: a tick is on time
+        only at its own time, so the ticks ``clock.set`` jumped over count as missed (``catch_up``)."""
+        now = self.clock.now()
+        while True:
+            fired: FireResult = yield lambda store: store.fire_schedules(now, _NEVER_LATE, _FIRE_LIMIT)
+            if not fired.more:
+                return
+
+    def _next_moment_steps(self, due: pendulum.DateTime | None = None) -> OpGen[pendulum.DateTime | None]:
+        """The next moment anything happens: the earliest of the next due run (``due`` when given)
+        and the next schedule tick."""
+        if due is None:
+            due = yield from self._next_due_steps()
+        tick: pendulum.DateTime | None = yield lambda store: store.next_schedule_tick()
+        return min((t for t in (due, tick) if t is not None), default=None)
 
 
 class Harness(HarnessSteps, Operations):

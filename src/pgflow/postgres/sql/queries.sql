@@ -510,3 +510,55 @@ WHERE r.status IN ('completed', 'failed', 'cancelled') AND r.status = ANY(%(stat
   AND NOT EXISTS (SELECT FROM {schema}.runs AS p WHERE p.id = r.parent_run_id
                   AND p.status NOT IN ('completed', 'failed', 'cancelled'))
   AND NOT EXISTS (SELECT FROM kept WHERE kept.id = r.id)
+-- Schedules (SPEC §16): the operations are schedule_store.py's, the rules schedules.py's.
+
+-- name: lock_schedule
+-- One schedule, locked for the rest of the transaction (create or replace, pause, resume, delete).
+SELECT * FROM {schema}.schedules WHERE id = %(id)s FOR UPDATE
+
+-- name: lock_due_schedules
+-- Up to limit active schedules whose next tick has come at now, earliest first (schedules_due_idx),
+-- locked, skipping those another transaction holds (an engine firing them now: the tick starts one
+-- run), each with its workflow's registered run defaults.
+SELECT s.*, w.settings FROM {schema}.schedules AS s
+LEFT JOIN {schema}.workflows AS w ON w.id = s.workflow_id
+WHERE NOT s.paused AND s.next_tick_at <= %(now)s
+ORDER BY s.next_tick_at, s.id
+LIMIT %(limit)s
+FOR UPDATE OF s SKIP LOCKED
+
+-- name: write_schedule
+-- Insert or replace a schedule, every column as schedules.py computed it.
+INSERT INTO {schema}.schedules (
+    id, workflow_id, cron, timezone, input, catch_up, paused, next_tick_at, last_tick_at,
+    last_run_id, created_at, updated_at
+) VALUES (
+    %(id)s, %(workflow_id)s, %(cron)s, %(timezone)s, %(input)s, %(catch_up)s, %(paused)s,
+    %(next_tick_at)s, %(last_tick_at)s, %(last_run_id)s, %(created_at)s, %(updated_at)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    workflow_id = excluded.workflow_id, cron = excluded.cron, timezone = excluded.timezone,
+    input = excluded.input, catch_up = excluded.catch_up, paused = excluded.paused,
+    next_tick_at = excluded.next_tick_at, last_tick_at = excluded.last_tick_at,
+    last_run_id = excluded.last_run_id, created_at = excluded.created_at,
+    updated_at = excluded.updated_at
+
+-- name: delete_schedule
+-- Delete a schedule (its runs stay).
+DELETE FROM {schema}.schedules WHERE id = %(id)s
+
+-- name: get_schedule
+-- One schedule, without locking it.
+SELECT * FROM {schema}.schedules WHERE id = %(id)s
+
+-- name: list_schedules
+-- Every schedule, by id in byte order.
+SELECT * FROM {schema}.schedules ORDER BY id
+
+-- name: runs_by_keys
+-- The runs holding these idempotency keys (the tick runs just inserted, or older holders).
+SELECT id, idempotency_key FROM {schema}.runs WHERE idempotency_key = ANY(%(keys)s::text[])
+
+-- name: next_schedule_tick
+-- The earliest next tick of the active schedules (NULL when there is none).
+SELECT min(next_tick_at) AS next FROM {schema}.schedules WHERE NOT paused
