@@ -345,15 +345,19 @@ SELECT id FROM {schema}.workflows WHERE id = %(workflow_id)s FOR SHARE
 
 -- name: unpark
 -- Then wake the best run parked on the ended run's key and the best parked on its workflow
--- (limits.to_wake): due now, no longer parked.
+-- (limits.to_wake): due now, no longer parked. A parked run another transaction holds is waited for,
+-- never skipped: a client operation on it (lock_run) leaves it parked, so skipping it would give the
+-- place to a later run or, with none parked, to nobody (the parked run never woken). When the holder
+-- is another end that woke it, the row no longer matches once that end commits, and the next best
+-- is taken (rows that fail the recheck do not count for LIMIT).
 WITH on_key AS (
     SELECT id FROM {schema}.runs
     WHERE workflow_id = %(workflow_id)s AND parked = 'key' AND concurrency_key = %(key)s
-    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE
 ), on_workflow AS (
     SELECT id FROM {schema}.runs
     WHERE workflow_id = %(workflow_id)s AND parked = 'workflow'
-    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE
 )
 UPDATE {schema}.runs AS r SET parked = NULL, due_at = %(now)s
 WHERE r.id IN (SELECT id FROM on_key UNION ALL SELECT id FROM on_workflow)
