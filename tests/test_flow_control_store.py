@@ -320,3 +320,26 @@ def test_an_end_wakes_the_best_parked_run_while_another_transaction_holds_it(
         woken = ["c"] if holder.startswith("client operation") else ["c", "d"]  # d: woken by a's end
         assert sorted(ids(claim(pg, sec(3)))) == woken
         pg.close()
+
+
+def test_a_parked_run_times_out_at_its_deadline_without_taking_a_place(store: Store) -> None:
+    """SPEC §5: at ``timeout_at`` a non-terminal run fails, also while a limit holds it back. A parked
+    run is due at its timeout (not before: no polling for it); the claim then takes it, without a
+    place (the engine fails it at once), past the limit (a's lease, taken at 1, lasts until 31)."""
+    register(store, concurrency=1)
+    store.start_run(new("a", wf=LIMITED))
+    store.start_run(new("b", wf=LIMITED, now=sec(0.1), timeout_at=sec(20)))
+    store.start_run(new("c", wf=LIMITED, now=sec(0.2)))
+    (first,) = claim(store, sec(1))
+    assert first.run.id == "a" and status(store, "b") == ("pending", False, True)
+    assert store.get("b", None)[0].due_at == sec(20)
+    store.deliver_event("b", None, "go", {}, sec(2))  # a write while parked: still parked
+    assert status(store, "b") == ("pending", False, True) and store.get("b", None)[0].due_at == sec(20)
+    assert claim(store, sec(19)) == []
+    (late,) = claim(store, sec(20))
+    assert late.run.id == "b" and status(store, "b") == ("running", False, False)  # no place taken
+    timed_out = FailRun(RunError("WorkflowTimeoutError", "exceeded its timeout"))
+    assert store.commit(late.lease, sec(20), LEASE, Batch(outcome=timed_out)).ok
+    assert status(store, "a") == ("running", True, False) and status(store, "c") == ("pending", False, True)
+    assert store.commit(first.lease, sec(21), LEASE, Batch(outcome=CompleteRun(None))).ok
+    assert ids(claim(store, sec(21))) == ["c"]

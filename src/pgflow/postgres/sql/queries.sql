@@ -307,21 +307,22 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
 -- name: park_runs
--- Runs the limits held back: pending, no longer due, until a place frees (unpark).
-UPDATE {schema}.runs AS r SET parked = p.why, due_at = NULL, updated_at = %(now)s
+-- Runs the limits held back: pending, not due until a place frees (unpark) or, at the latest, until
+-- their workflow timeout (then a claim takes them, without a place, to be failed).
+UPDATE {schema}.runs AS r SET parked = p.why, due_at = r.timeout_at, updated_at = %(now)s
 FROM unnest(%(ids)s::text[], %(whys)s::text[]) AS p(id, why)
 WHERE r.id = p.id
 
 -- name: claim_ids
 -- The limited claim's last statement: lease the admitted runs (locked by the candidate queries) as
--- claim does, the runs of limited workflows taking their place (slot_held), and return them with
+-- claim does, the runs that take a place (limits.takes_place: placed) holding it, and return them with
 -- their step records and mailbox (read under the row locks, so current).
 WITH claimed AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
         lease_token = r.lease_token + 1, lease_expires_at = %(lease_expires_at)s, due_at = NULL,
         updated_at = %(now)s, parked = NULL,
-        slot_held = r.slot_held OR (NOT r.held AND r.workflow_id = ANY(%(limited)s)),
+        slot_held = r.slot_held OR r.id = ANY(%(placed)s),
         waiting_step_id = CASE WHEN r.held THEN r.waiting_step_id END,
         waiting_kind = CASE WHEN r.held THEN r.waiting_kind END,
         waiting_event = CASE WHEN r.held THEN r.waiting_event END,
