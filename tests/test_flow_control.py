@@ -59,6 +59,30 @@ def test_one_run_per_key_at_a_time_and_two_overall(harness: Harness) -> None:
     assert {harness.get_run(r.id).status.value for r in (a1, a2, b1, c1)} == {"completed"}
 
 
+def test_a_run_held_back_by_a_limit_still_times_out(harness: Harness) -> None:
+    """SPEC §5: the workflow timeout is enforced at ``timeout_at``, also while a limit holds the run
+    back (it used to stay pending until a place freed); the run holding the place keeps it."""
+    first = harness.start_workflow(sync_account, {"account": "a"}, concurrency_key="a")
+    harness.run_until_idle()
+    second = harness.start_workflow(sync_account, {"account": "a"}, concurrency_key="a", timeout="1h")
+    harness.run_until_idle()
+    assert harness.get_run(second.id).status == "pending"
+    harness.advance("59m")
+    assert harness.get_run(second.id).status == "pending"
+    harness.advance("2m")
+    timed_out = harness.get_run(second.id)
+    assert timed_out.status == "failed" and timed_out.error is not None
+    assert timed_out.error.type == "WorkflowTimeoutError"
+    assert harness.get_run(first.id).status == "paused"  # still waiting for approval, in its place
+    third = harness.start_workflow(sync_account, {"account": "a"}, concurrency_key="a")
+    harness.run_until_idle()
+    assert harness.get_run(third.id).status == "pending"  # key a: first still holds it
+    harness.trigger_event(first.id, "approved")
+    assert harness.run_until_complete(first.id).output == "a"
+    harness.run_until_idle()
+    assert harness.get_run(third.id).status == "paused"
+
+
 def test_bad_limits_and_priorities_are_named_errors(harness: Harness) -> None:
     with pytest.raises(WorkflowDefinitionError, match="concurrency"):
         workflow("bad", concurrency=0)(lambda ctx: (yield))  # type: ignore[arg-type, misc]

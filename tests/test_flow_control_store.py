@@ -315,3 +315,79 @@ def test_new_limits_wake_every_parked_run(store: Store, raised_to: int | None, c
     assert len(got) == claimable
     if claimable == 0:  # still one place: the woken runs were parked again
         assert [status(store, f"r{i}") for i in (1, 2, 3)] == [("pending", False, True)] * 3
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("holder", ["client operation", "client operation, only parked run", "another end"])
+def test_an_end_wakes_the_best_parked_run_while_another_transaction_holds_it(
+    pg_dsn: str, pg_schema: str, holder: str
+) -> None:
+    """A run that ends wakes the best parked run even while another transaction holds that run's row:
+    a client operation on it (``lock_run``, as ``resume_workflow`` or ``send_event`` do; here one that
+    fails and writes nothing), or another end that woke it first (then the next best is woken).
+    Regression: ``unpark`` skipped locked rows (SKIP LOCKED), so a client call at the wrong moment made
+    the end wake the next run instead (out of order) or, with no other run parked, none: the place
+    stayed free and the parked run was never claimed."""
+    import threading
+
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from pgflow.postgres import PostgresStore
+
+    with ConnectionPool(pg_dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True}) as pool:
+        pg = PostgresStore(pool, schema=pg_schema)
+        pg.migrate()
+        register(pg, concurrency=2)
+        started = ("a", "b", "c") if holder.endswith("only parked run") else ("a", "b", "c", "d")
+        for i, run_id in enumerate(started):
+            pg.start_run(new(run_id, wf=LIMITED, now=sec(i / 10)))
+        first = claim(pg, sec(1))
+        assert ids(first) == ["a", "b"] and status(pg, "c") == ("pending", False, True)
+        runs = f'"{pg_schema}".runs'
+        with psycopg.connect(pg_dsn) as other:  # a transaction of its own, left open
+            if holder.startswith("client operation"):
+                other.execute(f"SELECT * FROM {runs} WHERE id = 'c' FOR UPDATE")  # as lock_run does
+            else:  # b ended and its unpark woke c, not committed yet (what save and unpark write)
+                other.execute(f"UPDATE {runs} SET status = 'completed', slot_held = false WHERE id = 'b'")
+                other.execute(f"UPDATE {runs} SET parked = NULL, due_at = %s WHERE id = 'c'", (sec(2),))
+            results: list[bool] = []
+
+            def end_a() -> None:
+                results.append(pg.commit(first[0].lease, sec(2), LEASE, Batch(outcome=CompleteRun(None))).ok)
+
+            ending = threading.Thread(target=end_a)
+            ending.start()
+            ending.join(0.5)  # a's end waits for c's row
+            if holder.startswith("client operation"):
+                other.rollback()  # the operation failed: it wrote nothing
+            else:
+                other.commit()
+        ending.join(30)
+        assert results == [True]
+        woken = ["c"] if holder.startswith("client operation") else ["c", "d"]  # d: woken by a's end
+        assert sorted(ids(claim(pg, sec(3)))) == woken
+        pg.close()
+
+
+def test_a_parked_run_times_out_at_its_deadline_without_taking_a_place(store: Store) -> None:
+    """SPEC §5: at ``timeout_at`` a non-terminal run fails, also while a limit holds it back. A parked
+    run is due at its timeout (not before: no polling for it); the claim then takes it, without a
+    place (the engine fails it at once), past the limit (a's lease, taken at 1, lasts until 31)."""
+    register(store, concurrency=1)
+    store.start_run(new("a", wf=LIMITED))
+    store.start_run(new("b", wf=LIMITED, now=sec(0.1), timeout_at=sec(20)))
+    store.start_run(new("c", wf=LIMITED, now=sec(0.2)))
+    (first,) = claim(store, sec(1))
+    assert first.run.id == "a" and status(store, "b") == ("pending", False, True)
+    assert store.get("b", None)[0].due_at == sec(20)
+    store.deliver_event("b", None, "go", {}, sec(2))  # a write while parked: still parked
+    assert status(store, "b") == ("pending", False, True) and store.get("b", None)[0].due_at == sec(20)
+    assert claim(store, sec(19)) == []
+    (late,) = claim(store, sec(20))
+    assert late.run.id == "b" and status(store, "b") == ("running", False, False)  # no place taken
+    timed_out = FailRun(RunError("WorkflowTimeoutError", "exceeded its timeout"))
+    assert store.commit(late.lease, sec(20), LEASE, Batch(outcome=timed_out)).ok
+    assert status(store, "a") == ("running", True, False) and status(store, "c") == ("pending", False, True)
+    assert store.commit(first.lease, sec(21), LEASE, Batch(outcome=CompleteRun(None))).ok
+    assert ids(claim(store, sec(21))) == ["c"]

@@ -6,7 +6,8 @@ order while places are free (:func:`admit`); a candidate the limits hold back is
 ``pending`` but is no longer due, so no worker polls for it, until a run of its workflow that held a
 place ends and wakes the next parked ones (:func:`to_wake`). A run parked on its ``key`` waits for its
 key to free a place (that also frees a place of the workflow); one parked on its ``workflow``, for any
-place of the workflow. Claims and wake-ups of a limited workflow are serialised (in PostgreSQL by a
+place of the workflow. A parked run is due again at its workflow timeout (``due_at = timeout_at``,
+None without one): the claim then takes it without a place, to be failed (SPEC §5). Claims and wake-ups of a limited workflow are serialised (in PostgreSQL by a
 lock on the workflow's row), so the limits hold exactly under any number of workers.
 """
 
@@ -16,10 +17,21 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
+from pendulum import DateTime
 
 from .store import RunRow
 
-__all__ = ["EXTRA_CANDIDATES", "Limits", "admit", "in_use", "limited_ids", "rewake", "settled", "to_wake"]
+__all__ = [
+    "EXTRA_CANDIDATES",
+    "Limits",
+    "admit",
+    "in_use",
+    "limited_ids",
+    "rewake",
+    "settled",
+    "takes_place",
+    "to_wake",
+]
 
 EXTRA_CANDIDATES = 200  # ready runs a limited claim looks at beyond its limit (to park those held back)
 
@@ -49,13 +61,23 @@ def in_use(rows: Iterable[RunRow]) -> Counter[tuple[str, str | None]]:
     return Counter((r.workflow_id, r.concurrency_key) for r in rows if r.slot_held)
 
 
+def _timed_out(row: RunRow, now: DateTime) -> bool:
+    return row.timeout_at is not None and row.timeout_at <= now
+
+
+def takes_place(row: RunRow, limits: Mapping[str, Limits], now: DateTime) -> bool:
+    """Whether claiming ``row`` at ``now`` takes a place: a run of a limited workflow that holds none
+    yet, unless it is held (given back at once) or past its timeout (failed at once)."""
+    return bool(limits.get(row.workflow_id)) and not (row.slot_held or row.held or _timed_out(row, now))
+
+
 def admit(
     candidates: Sequence[RunRow], used: Mapping[tuple[str, str | None], int], limits: Mapping[str, Limits],
-    limit: int,
+    limit: int, now: DateTime,
 ) -> tuple[list[RunRow], dict[str, str]]:  # fmt: skip
-    """The candidates (in claim order) a claim of at most ``limit`` runs takes, and those to park (run
-    id -> ``"key"`` or ``"workflow"``: which limit held it back). A run that holds a place already,
-    a held run (given back at once) and a run of an unlimited workflow are taken as they come."""
+    """The candidates (in claim order) a claim at ``now`` of at most ``limit`` runs takes, and those to
+    park (run id -> ``"key"`` or ``"workflow"``: which limit held it back). A run that takes no place
+    (:func:`takes_place`) is taken as it comes."""
     by_key: Counter[tuple[str, str | None]] = Counter(used)
     by_workflow: Counter[str] = Counter()
     for (wid, _), n in used.items():
@@ -66,7 +88,7 @@ def admit(
         if len(taken) >= limit:
             break
         found = limits.get(row.workflow_id)
-        if row.slot_held or row.held or not found:
+        if not found or not takes_place(row, limits, now):
             taken.append(row)
             continue
         key = (row.workflow_id, row.concurrency_key)
@@ -85,10 +107,11 @@ def admit(
 
 def settled(row: RunRow) -> RunRow:
     """A run about to be written, its flow-control state made consistent: a run that ended gives its
-    place back, and a run that is due again, held or ended is no longer parked."""
+    place back, and a run that is held, ended or due again (at another time than its timeout, when a
+    parked run is due) is no longer parked."""
     if row.status.value in ("completed", "failed", "cancelled"):
         return attrs.evolve(row, slot_held=False, parked=None) if row.slot_held or row.parked else row
-    if row.parked is not None and (row.due_at is not None or row.held):
+    if row.parked is not None and (row.held or row.due_at != row.timeout_at):
         return attrs.evolve(row, parked=None)
     return row
 

@@ -245,17 +245,16 @@ class MemoryStore:
                 expired = [r for r in ready if r.lease_owner is not None][:limit]
                 due = [r for r in ready if r.lease_owner is None][: limit + limits.EXTRA_CANDIDATES]
                 used = limits.in_use(r for r in self._runs.values() if r.workflow_id in found)
-                chosen, parked = limits.admit(expired + due, used, found, limit)
-                for run_id, why in parked.items():
-                    self._runs[run_id] = attrs.evolve(
-                        self._runs[run_id], parked=why, due_at=None, updated_at=now
-                    )
+                chosen, parked = limits.admit(expired + due, used, found, limit, now)
+                for run_id, why in parked.items():  # due again at its timeout (limits)
+                    row = self._runs[run_id]
+                    self._runs[run_id] = attrs.evolve(row, parked=why, due_at=row.timeout_at, updated_at=now)
             else:
                 chosen = ready[:limit]
             claimed = []
             for row in chosen:
                 claim_due = _due_time(row)  # what the claim query returns as claim_due
-                row = tr.claim(row, owner, now, lease, limited=row.workflow_id in found)
+                row = tr.claim(row, owner, now, lease, limited=limits.takes_place(row, found, now))
                 self._runs[row.id] = row
                 claimed.append(self._claimed(row, claim_due))
             return claimed

@@ -246,14 +246,15 @@ def claim_limited(
     ))  # fmt: skip
     used = {(r["workflow_id"], r["concurrency_key"]): r["n"] for r in used_rows}
     candidates = [run_from(r) for r in [*expired, *ready]]
-    chosen, parked = limits.admit(candidates, used, bounds, limit)
+    chosen, parked = limits.admit(candidates, used, bounds, limit, now)
     if parked:
         yield Send("park_runs", {"ids": list(parked), "whys": list(parked.values()), "now": pg_time(now)})
     if not chosen:
         return []
     found_rows = yield Rows("claim_ids", {
         "ids": [r.id for r in chosen], "owner": owner, "now": pg_time(now),
-        "lease_expires_at": pg_time(now + lease), "limited": list(bounds),
+        "lease_expires_at": pg_time(now + lease),
+        "placed": [r.id for r in chosen if limits.takes_place(r, bounds, now)],
     })  # fmt: skip
     by_id = {r["id"]: r for r in found_rows}
     started = [r.id for r in chosen if r.status.value == "pending" and not r.held]

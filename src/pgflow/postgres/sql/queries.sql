@@ -328,14 +328,15 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
 -- name: park_runs
--- Runs the limits held back: pending, no longer due, until a place frees (unpark).
-UPDATE {schema}.runs AS r SET parked = p.why, due_at = NULL, updated_at = %(now)s
+-- Runs the limits held back: pending, not due until a place frees (unpark) or, at the latest, until
+-- their workflow timeout (then a claim takes them, without a place, to be failed).
+UPDATE {schema}.runs AS r SET parked = p.why, due_at = r.timeout_at, updated_at = %(now)s
 FROM unnest(%(ids)s::text[], %(whys)s::text[]) AS p(id, why)
 WHERE r.id = p.id
 
 -- name: claim_ids
 -- The limited claim's last statement: lease the admitted runs (locked by the candidate queries) as
--- claim does, the runs of limited workflows taking their place (slot_held), and return them with
+-- claim does, the runs that take a place (limits.takes_place: placed) holding it, and return them with
 -- their step records and mailbox (read under the row locks, so current). No claim_due: the caller
 -- has each run's due time (or lease expiry) from its candidate row.
 WITH claimed AS (
@@ -343,7 +344,7 @@ WITH claimed AS (
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
         lease_token = r.lease_token + 1, lease_expires_at = %(lease_expires_at)s, due_at = NULL,
         updated_at = %(now)s, parked = NULL,
-        slot_held = r.slot_held OR (NOT r.held AND r.workflow_id = ANY(%(limited)s)),
+        slot_held = r.slot_held OR r.id = ANY(%(placed)s),
         waiting_step_id = CASE WHEN r.held THEN r.waiting_step_id END,
         waiting_kind = CASE WHEN r.held THEN r.waiting_kind END,
         waiting_event = CASE WHEN r.held THEN r.waiting_event END,
@@ -367,15 +368,19 @@ SELECT id FROM {schema}.workflows WHERE id = %(workflow_id)s FOR SHARE
 
 -- name: unpark
 -- Then wake the best run parked on the ended run's key and the best parked on its workflow
--- (limits.to_wake): due now, no longer parked.
+-- (limits.to_wake): due now, no longer parked. A parked run another transaction holds is waited for,
+-- never skipped: a client operation on it (lock_run) leaves it parked, so skipping it would give the
+-- place to a later run or, with none parked, to nobody (the parked run never woken). When the holder
+-- is another end that woke it, the row no longer matches once that end commits, and the next best
+-- is taken (rows that fail the recheck do not count for LIMIT).
 WITH on_key AS (
     SELECT id FROM {schema}.runs
     WHERE workflow_id = %(workflow_id)s AND parked = 'key' AND concurrency_key = %(key)s
-    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE
 ), on_workflow AS (
     SELECT id FROM {schema}.runs
     WHERE workflow_id = %(workflow_id)s AND parked = 'workflow'
-    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE
 )
 UPDATE {schema}.runs AS r SET parked = NULL, due_at = %(now)s, updated_at = %(now)s
 WHERE r.id IN (SELECT id FROM on_key UNION ALL SELECT id FROM on_workflow)
