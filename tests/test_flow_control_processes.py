@@ -1,4 +1,5 @@
-"""Concurrency limits hold across worker processes (SPEC §16 "Concurrency limits").
+"""Flow control across worker processes: concurrency limits hold, and a schedule fires each tick once
+(SPEC §16 "Concurrency limits", "Schedules").
 
 Three worker processes (``tests/procs/flow_worker.py``, ``THREADS`` step threads each, so the limits
 and not the threads hold runs back) serve ``keyed`` (``key_concurrency=1``: ``RUNS_PER_KEY`` runs for
@@ -18,12 +19,23 @@ Two views of "in progress", both checked:
 
 The sampler must also have seen contention — runs parked behind a busy key and behind ``capped``'s
 limit, and ``capped`` at its limit — else the test proves nothing. Every run must complete.
+
+Schedules: three worker processes (``tests/procs/schedule_worker.py``) each declare the same
+every-second schedule (``* * * * * *``, ``Engine(schedules=[...])``), so each upserts it and each
+fires it, for ``SCHEDULE_FOR`` s; the test then pauses it, lets the tick runs end and stops the
+workers. From SQL: every tick run's idempotency key is ``schedule:every-second:<tick, ISO-8601 UTC>``,
+each tick from the first after the schedule's creation to the last has exactly one run (none missing
+in between, nor at the end before the pause), each run's step executed once (a side table gets a row
+per execution), and each run was created within 2 s of its tick, never before it. A trigger on
+``runs`` records which process inserted each tick run (its connections' ``application_name``):
+printed, not asserted, since which engine wins a tick is not specified.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +43,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +118,14 @@ class Sampler:
             self.error = exc
 
 
-def _spawn(dsn: str, schema: str, stderr: Path) -> subprocess.Popen[str]:
-    """A worker process (stderr to a file: a pipe nobody reads could fill up and block it); it imports
-    this checkout's pgflow when this process does (PYTHONPATH is kept, tests/ put in front)."""
+def _spawn(stderr: Path, module: str, *args: str) -> subprocess.Popen[str]:
+    """A worker process, ``python -m module args`` (stderr to a file: a pipe nobody reads could fill
+    up and block it); it imports this checkout's pgflow when this process does (PYTHONPATH is kept,
+    tests/ put in front)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     with open(stderr, "w") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "procs.flow_worker", dsn, schema, str(THREADS), str(PAUSE)],
+            [sys.executable, "-m", module, *args],
             cwd=TESTS, env=env, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
         )  # fmt: skip
 
@@ -203,7 +217,8 @@ def test_limits_hold_across_worker_processes(
             table(pg_schema, "gauge")), (scopes,))  # fmt: skip
 
         for _ in range(WORKERS):  # started together, waited for in turn
-            workers.append(_spawn(pg_dsn, pg_schema, tmp_path / f"worker-{len(workers)}.err"))
+            workers.append(_spawn(tmp_path / f"worker-{len(workers)}.err", "procs.flow_worker", pg_dsn,
+                                  pg_schema, str(THREADS), str(PAUSE)))  # fmt: skip
         for proc in workers:
             _wait_ready(proc, tmp_path)  # each registered the workflows, with their limits
 
@@ -289,3 +304,133 @@ def test_limits_hold_across_worker_processes(
     # contention was seen, else the limits were never put to the test
     assert key_contended > 0 and capped_contended > 0, (key_contended, capped_contended)
     assert keys_at_once >= 2, keys_at_once  # keys do not wait for each other
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+
+SCHEDULE_ID = "every-second"  # tests/procs/schedule_worker.py's
+SCHEDULE_FOR = 10.0  # seconds the three processes run the schedule before the test pauses it
+MIN_TICKS = 8
+LATENESS = 2.0  # SPEC §16: a tick's run starts within 2 s of the tick while a worker runs
+TICK_KEY = re.compile(rf"schedule:{re.escape(SCHEDULE_ID)}:(\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+SECOND = timedelta(seconds=1)
+
+# Which process inserted each tick run: the engines' connections carry application_name
+# "pgflow-<worker name>" (procs/schedule_worker.py); a trigger on runs records it, for tick runs only
+# (an insert that meets an existing idempotency key inserts nothing and fires nothing).
+FIRED = """
+CREATE TABLE {fired} (run_id text PRIMARY KEY, app text NOT NULL, at timestamptz NOT NULL);
+CREATE FUNCTION {record}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {fired} VALUES (NEW.id, current_setting('application_name'), clock_timestamp());
+    RETURN NULL;
+END $$;
+CREATE TRIGGER record_fired AFTER INSERT ON {runs} FOR EACH ROW
+    WHEN (NEW.idempotency_key LIKE 'schedule:%') EXECUTE FUNCTION {record}();
+"""
+
+TICK_RUNS = """
+SELECT r.id, r.idempotency_key, r.status, r.created_at, f.app, f.at,
+    (SELECT count(*) FROM {executions} AS e WHERE e.run_id = r.id),
+    (SELECT min(e.worker) FROM {executions} AS e WHERE e.run_id = r.id)
+FROM {runs} AS r LEFT JOIN {fired} AS f ON f.run_id = r.id
+WHERE r.workflow_id = 'ticking'
+"""
+
+
+def _tick(key: str | None) -> datetime | None:
+    """The tick a run's idempotency key names (None: not a key of this schedule's format)."""
+    found = TICK_KEY.fullmatch(key or "")
+    return datetime.strptime(found[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if found else None
+
+
+@pytest.mark.timeout(240)
+def test_every_second_schedule_starts_one_run_per_tick_across_processes(
+    pg_dsn: str, pg_schema: str, workers: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """An every-second schedule (``* * * * * *``) that all 3 worker processes declare (each upserts it)
+    and fire for ``SCHEDULE_FOR`` s starts exactly one run per tick, each within 2 s of its tick, and
+    each run's step executes once (SPEC §16 "Schedules")."""
+    names = [f"w{i}" for i in range(WORKERS)]
+    with pgflow.Client(pg_dsn, schema=pg_schema) as client:
+        client.get_runs()  # migrate
+        execute(pg_dsn, sql.SQL(
+            "CREATE TABLE {} (n bigserial PRIMARY KEY, run_id text NOT NULL, worker text NOT NULL,"
+            " at timestamptz NOT NULL)").format(table(pg_schema, "executions")))  # fmt: skip
+        execute(pg_dsn, sql.SQL(FIRED).format(
+            fired=table(pg_schema, "fired"), record=table(pg_schema, "record_fired"),
+            runs=table(pg_schema, "runs")))  # fmt: skip
+
+        for name in names:  # started together, waited for in turn
+            workers.append(_spawn(tmp_path / f"worker-{name}.err", "procs.schedule_worker", pg_dsn,
+                                  pg_schema, name))  # fmt: skip
+        for proc in workers:
+            _wait_ready(proc, tmp_path)  # each upserted the schedule, and its worker fires it
+        time.sleep(SCHEDULE_FOR)
+        window_end = datetime.now(UTC)
+        info = client.pause_schedule(SCHEDULE_ID)  # waits for a firing in flight; none after it
+        runs = sql.SQL("SELECT count(*) FROM {} WHERE workflow_id = 'ticking' AND status <> ALL(%s)")
+        try:
+            eventually(
+                lambda: execute(pg_dsn, runs.format(table(pg_schema, "runs")), (list(TERMINAL),))[0][0] == 0,
+                DRAIN_TIMEOUT, 0.25,
+            )  # fmt: skip
+        except AssertionError:
+            raise AssertionError(
+                f"tick runs did not all end within {DRAIN_TIMEOUT} s\n{_stderr(tmp_path)}"
+            ) from None
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(30) for proc in workers]
+
+    created = execute(pg_dsn, sql.SQL("SELECT created_at FROM {} WHERE id = %s").format(
+        table(pg_schema, "schedules")), (SCHEDULE_ID,))[0][0]  # fmt: skip
+    rows = execute(pg_dsn, sql.SQL(TICK_RUNS).format(
+        executions=table(pg_schema, "executions"), runs=table(pg_schema, "runs"),
+        fired=table(pg_schema, "fired")))  # fmt: skip
+    by_tick: dict[datetime, list[tuple[Any, ...]]] = collections.defaultdict(list)
+    bad_keys = [row[1] for row in rows if _tick(row[1]) is None]
+    for row in rows:
+        if (tick := _tick(row[1])) is not None:
+            by_tick[tick].append(row)
+    ticks = sorted(by_tick)
+    first, last = (ticks[0], ticks[-1]) if ticks else (None, None)
+    missing = [] if first is None or last is None else [
+        first + n * SECOND for n in range(int((last - first) / SECOND) + 1) if first + n * SECOND not in by_tick
+    ]  # fmt: skip
+    doubled = {t.isoformat(): len(rs) for t, rs in by_tick.items() if len(rs) != 1}
+    executions = {t.isoformat(): rs[0][6] for t, rs in by_tick.items() if rs[0][6] != 1}
+    lateness = {tick: (rs[0][3] - tick).total_seconds() for tick, rs in by_tick.items()}
+    insert_lateness = [(rs[0][5] - tick).total_seconds() for tick, rs in by_tick.items() if rs[0][5]]
+    firers = collections.Counter(rs[0][4] for rs in by_tick.values())
+    executors = collections.Counter(rs[0][7] for rs in by_tick.values())
+    statuses = collections.Counter(rs[0][2] for rs in by_tick.values())
+    worst = max(lateness.values(), default=0.0)
+    print(
+        f"\nschedules: {WORKERS} workers fire '* * * * * *' for {SCHEDULE_FOR:g} s: {len(ticks)} ticks "
+        f"{first and first.time()}..{last and last.time()}, {len(rows)} runs {dict(statuses)}, "
+        f"{len(missing)} missing, {len(doubled)} doubled; lateness (created_at - tick) max {worst:.3f} s, "
+        f"median {sorted(lateness.values())[len(lateness) // 2] if lateness else 0:.3f} s (inserted: max "
+        f"{max(insert_lateness, default=0):.3f} s); fired by {dict(sorted(firers.items()))}, executed by "
+        f"{dict(sorted(executors.items()))}"
+    )
+
+    assert codes == [0] * WORKERS, f"graceful stop: {codes}\n{_stderr(tmp_path)}"
+    assert not bad_keys, bad_keys
+    assert len(ticks) >= MIN_TICKS, f"only {len(ticks)} ticks fired in {SCHEDULE_FOR} s\n{_stderr(tmp_path)}"
+    assert not doubled, doubled  # one run per tick (the key's unique index makes this certain)
+    assert not missing, [t.isoformat() for t in missing]  # every tick between the first and the last
+    assert executions == {}, executions  # each tick run's step executed exactly once
+    assert statuses == {"completed": len(ticks)}, statuses
+    assert all(rs[0][7] is not None for rs in by_tick.values())
+    # nothing missed at either end: the first tick is the first after the schedule was created (by the
+    # first process to start), and every tick more than LATENESS before the pause fired
+    assert first is not None and last is not None
+    assert first <= created.replace(microsecond=0) + SECOND, (first, created)
+    assert last >= (window_end - timedelta(seconds=LATENESS)).replace(microsecond=0), (last, window_end)
+    assert info.last_tick_at == last and info.last_run_id == by_tick[last][0][0], info
+    # started within 2 s of the tick, and never before it
+    assert min(lateness.values()) >= 0, {t.isoformat(): s for t, s in lateness.items() if s < 0}
+    assert worst <= LATENESS, {t.isoformat(): s for t, s in lateness.items() if s > LATENESS}
+    # each tick run was inserted by one of the three processes (which one wins a tick is not specified)
+    assert set(firers) <= {f"pgflow-{name}" for name in names}, firers
