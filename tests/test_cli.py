@@ -180,6 +180,54 @@ def test_worker_serves_module_workflows_and_stops_on_sigterm(
     assert "Traceback" not in err
 
 
+def test_worker_fires_module_schedules_and_takes_retention(
+    tmp_path: Path, db: list[str], pg_dsn: str, pg_schema: str
+) -> None:
+    """`pgflow worker MODULE --retention 30d`: the module's Schedule objects (alone or in a list) are
+    upserted and fired by the engine it builds, which prunes with that retention."""
+    (tmp_path / "schedmod.py").write_text(
+        textwrap.dedent(
+            """
+            import pgflow
+            from pgflow import Run, workflow
+
+            @workflow("cli-tick")
+            def tick(ctx):
+                return (yield Run("tick", lambda: "tock"))
+
+            every_second = pgflow.Schedule("cli-every-second", tick, "* * * * * *")
+            SCHEDULES = [pgflow.Schedule("cli-nightly", tick, "0 3 * * *", timezone="Europe/Paris")]
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PGFLOW_DATABASE_URL", "DATABASE_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgflow", "worker", "schedmod", "--retention", "30d", *db],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        with pgflow.Client(pg_dsn, schema=pg_schema) as client:
+            deadline = time.monotonic() + 30
+            while not client.get_runs(workflow_id="cli-tick", statuses=["completed"]).items:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "no scheduled run completed"
+                time.sleep(0.2)
+            ids = [info.schedule_id for info in client.list_schedules()]
+        assert ids == ["cli-every-second", "cli-nightly"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "schedules: cli-every-second, cli-nightly" in err
+
+
+def test_worker_engine_attr_rejects_retention(tmp_path: Path) -> None:
+    """`--retention` belongs to the engine a bare MODULE builds: with MODULE:ATTR it is a usage error."""
+    (tmp_path / "engmod.py").write_text("import pgflow\nengine = pgflow.Engine('postgresql://unused/x')\n")
+    result = cli("worker", "engmod:engine", "--retention", "30d", cwd=tmp_path)
+    assert result.returncode == 2 and "--retention" in result.stderr, result.stderr
+
+
 def test_worker_serves_an_engine_attr_as_configured(tmp_path: Path, pg_dsn: str, pg_schema: str) -> None:
     """`pgflow worker mod:engine` serves that Engine with its own dsn and schema."""
     (tmp_path / "engmod.py").write_text(

@@ -29,6 +29,7 @@ from .cli_base import (
     _error,
     _import_target,
     _json_arg,
+    _module_schedules,
     _module_workflows,
     _options,
     _positive_int,
@@ -97,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve workflows: execute their runs until SIGINT/SIGTERM",
         "Serve workflows in the foreground until SIGINT or SIGTERM (then in-flight steps finish and "
         "leases are released). MODULE:ATTR names an Engine, used as configured (so --dsn, --schema and "
-        "--concurrency are not allowed with it); a bare MODULE has its module-level Workflow objects "
-        "served by an engine built from the options. The current directory is put first on sys.path.",
+        "--concurrency/--retention are not allowed with it); a bare MODULE has its module-level "
+        "Workflow objects served, and its module-level Schedule objects fired, by an engine built from "
+        "the options. The current directory is put first on sys.path.",
     )
     worker.add_argument(
         "target", metavar="MODULE[:ATTR]", help="e.g. myapp.workflows or myapp.workflows:engine"
@@ -108,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=argparse.SUPPRESS,
         help="runs executed at once, without ATTR (default: 10)",
+    )
+    worker.add_argument(
+        "--retention",
+        type=_duration,
+        default=argparse.SUPPRESS,
+        metavar="DURATION",
+        help="without ATTR: prune runs that ended more than DURATION ago, about once an hour "
+        "(Engine(retention=); e.g. 30d)",
     )
     worker.add_argument(
         "--log-level",
@@ -328,11 +338,15 @@ def cmd_worker(opts: Options) -> int:
     if not module_name or (":" in target and not attr):
         raise UsageError(f"expected MODULE or MODULE:ATTR, got {target!r}")
     if attr and (
-        opts.dsn is not None or hasattr(args, "dsn") or opts.schema_given or hasattr(args, "concurrency")
+        opts.dsn is not None
+        or hasattr(args, "dsn")
+        or opts.schema_given
+        or hasattr(args, "concurrency")
+        or hasattr(args, "retention")
     ):
         raise UsageError(
             f"{target!r} names an Engine, which is used as configured: "
-            "drop --dsn/--schema/--concurrency, or pass only MODULE to build the engine from them"
+            "drop --dsn/--schema/--concurrency/--retention, or pass only MODULE to build the engine from them"
         )
     configure_logging(args.log_level, args.log_format)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -362,19 +376,23 @@ def cmd_worker(opts: Options) -> int:
                 raise PgflowError(
                     f"module {module_name!r} has no pgflow.Workflow objects at module level{hint}"
                 )
+            schedules = _module_schedules(module)
             engine = Engine(
                 _database(opts),
                 schema=opts.schema,
                 workflows=workflows,
+                schedules=schedules,
                 concurrency=getattr(args, "concurrency", 10),
+                retention=getattr(args, "retention", None),
             )
             log.info(
-                "serving %d workflow%s from %s on schema %r: %s",
+                "serving %d workflow%s from %s on schema %r: %s%s",
                 len(workflows),
                 "s" if len(workflows) != 1 else "",
                 module_name,
                 opts.schema,
                 ", ".join(wf.id for wf in workflows),
+                f"; schedules: {', '.join(sc.schedule_id for sc in schedules)}" if schedules else "",
             )
         engine.start()
         log.info(

@@ -19,6 +19,7 @@ from .definition import Workflow
 from .durations import parse_duration
 from .errors import PgflowError
 from .records import RunStatus
+from .schedules import Schedule
 
 if TYPE_CHECKING:
     from .client import Client
@@ -35,6 +36,7 @@ __all__ = [
     "_exception_line",
     "_import_target",
     "_json_arg",
+    "_module_schedules",
     "_module_workflows",
     "_options",
     "_positive_int",
@@ -179,6 +181,17 @@ def _module_workflows(module: types.ModuleType) -> list[Workflow]:
     for value in vars(module).values():
         if isinstance(value, Workflow):
             found.setdefault(id(value), value)
+    return list(found.values())
+
+
+def _module_schedules(module: types.ModuleType) -> list[Schedule]:
+    """The module-level ``Schedule`` objects (and those in module-level lists or tuples of them)."""
+    found: dict[int, Schedule] = {}
+    for value in vars(module).values():
+        items = value if isinstance(value, list | tuple) else (value,)
+        for item in items:
+            if isinstance(item, Schedule):
+                found.setdefault(id(item), item)
     return list(found.values())
 
 
