@@ -408,9 +408,7 @@ class MemoryStore:
         self._schedule_op(schedule_store.delete(schedule_id))
 
     def fire_schedules(self, now: DateTime, on_time: timedelta, limit: int) -> FireResult:
-        fired: FireResult = self._schedule_op(
-            schedule_store.fire_due(now, on_time, limit, lambda: str(uuid.uuid4()))
-        )
+        fired: FireResult = self._schedule_op(schedule_store.fire_due(now, on_time, limit, _new_id))
         return fired
 
     def next_schedule_tick(self) -> DateTime | None:
@@ -451,6 +449,11 @@ class MemoryStore:
         elif isinstance(effect, schedule_store.AddRun):
             self._insert_row(effect.row)
         return None  # Notify: every write wakes every waiter anyway
+
+
+def _new_id() -> str:
+    """A tick run's id (as ``postgres/schedules.py``'s; tests give both stores the same ids here)."""
+    return str(uuid.uuid4())
 
 
 class _Waiter:

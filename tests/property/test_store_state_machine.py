@@ -4,9 +4,11 @@ contract suite, two stores").
 Every rule applies the SAME operation, with the same explicit ``now`` (a simulated clock the rules
 advance), to both stores and checks that they answer alike (values, or the same error). After every
 rule an invariant compares everything they report: each run's row and step records, mailboxes,
-consumed events, the full run listing and ``next_due``. Run ids are chosen by the test, so nothing
-may legitimately differ. Postgres uses ONE migrated schema for the whole module, truncated (with
-sequences reset) at the start of each example.
+consumed events, the full run listing and ``next_due``, and every schedule (SPEC §16), the listing
+and ``next_schedule_tick``. Run ids are chosen by the test — tick runs too: ``fire_schedules`` takes
+its ids from the stores' ``_new_id`` seam, which the test replaces with the same sequence for both —
+so nothing may legitimately differ. Postgres uses ONE migrated schema for the whole module, truncated
+(with sequences reset) at the start of each example.
 
 Tuning: ``PGFLOW_SM_EXAMPLES`` / ``PGFLOW_SM_STEPS`` override the CI-sized defaults (50 × 30).
 """
@@ -38,10 +40,13 @@ from hypothesis.stateful import (
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+import pgflow.memory
+import pgflow.postgres.schedules
 from async_bridge import BlockingBridge
 from pgflow.memory import MemoryStore
 from pgflow.postgres import PostgresStore
 from pgflow.records import TERMINAL, RunError, RunStatus, StepRecord, Waiting
+from pgflow.schedules import CATCH_UP, ON_TIME, new_row, tick_key
 from pgflow.static_steps import StepInfo
 from pgflow.store import (
     Batch,
@@ -78,6 +83,11 @@ ACTIONS = ("pause", "resume", "cancel", "fast_forward")
 STATUSES = tuple(s.value for s in RunStatus)
 PREFIXES = st.sampled_from("abz")  # run ids are PREFIX + counter: id order is not creation order
 SCOPES = st.sampled_from(["none", "none", "own", "own", "other", "ghost"])
+SCHEDULE_IDS = ("s1", "s2", "S3")  # "S3" sorts first in byte order
+# every 30 s (six fields, seconds first), every minute, every 5 minutes, hourly, weekdays at 09:30
+CRONS = ("*/30 * * * * *", "* * * * *", "*/5 * * * *", "0 * * * *", "30 9 * * 1-5")
+ZONES = ("UTC", "Europe/Paris", "Asia/Kolkata")  # Kolkata: +05:30, so its hours tick at :30 UTC
+FIRE_LIMITS = st.sampled_from([1, 2, 10])  # schedules fired at most per call (more: FireResult.more)
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("PGFLOW_SM_EXAMPLES", "50")),
@@ -130,6 +140,31 @@ def waitings(now: pendulum.DateTime) -> st.SearchStrategy[Waiting]:
         st.builds(Waiting, step, st.sampled_from(["delay", "wait_until", "poll"]), st.none(), at(now)),
         st.builds(Waiting, step, st.sampled_from(["pause", "child"]), st.none(), st.none()),
     )
+
+
+# -- tick run ids ------------------------------------------------------------------------------------
+
+
+class TickIds:
+    """The ids ``fire_schedules`` gives tick runs, in both stores (their ``_new_id`` seam, replaced by
+    the ``tick_ids`` fixture): the ``source`` a machine sets for one call — the same sequence for each
+    store — else random ones."""
+
+    source: Iterator[str] | None = None
+
+    def __call__(self) -> str:
+        return next(self.source) if self.source is not None else str(uuid.uuid4())
+
+
+TICK_IDS = TickIds()
+
+
+@pytest.fixture(autouse=True)
+def tick_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both stores (and the asyncio one, which runs postgres/schedules.py too) take tick run ids from
+    TICK_IDS."""
+    monkeypatch.setattr(pgflow.memory, "_new_id", TICK_IDS)
+    monkeypatch.setattr(pgflow.postgres.schedules, "_new_id", TICK_IDS)
 
 
 # -- comparing ---------------------------------------------------------------------------------------
@@ -197,7 +232,8 @@ class StoreMachine(RuleBasedStateMachine):
         with self.pool.connection() as conn:
             conn.execute(
                 sql.SQL(
-                    "TRUNCATE {s}.runs, {s}.steps, {s}.events, {s}.workflows RESTART IDENTITY CASCADE"
+                    "TRUNCATE {s}.runs, {s}.steps, {s}.events, {s}.workflows, {s}.schedules"
+                    " RESTART IDENTITY CASCADE"
                 ).format(s=ident)
             )
         self.mem = MemoryStore()
@@ -316,6 +352,21 @@ class StoreMachine(RuleBasedStateMachine):
             started.append(new.id)
         return multiple(*started)
 
+    @initialize(
+        schedules=st.lists(
+            st.tuples(
+                st.sampled_from(SCHEDULE_IDS), st.sampled_from(WORKFLOWS), st.sampled_from(CRONS),
+                st.sampled_from(ZONES), json_values, st.sampled_from(CATCH_UP),
+            ),
+            max_size=3,
+        ),
+    )  # fmt: skip
+    def setup_schedules(self, schedules: list[tuple[Any, ...]]) -> None:
+        """Create a few schedules (a later one of the same id replaces an earlier one), so that most
+        examples have ticks coming due."""
+        for params in schedules:
+            self.put_schedule(*params)
+
     # client side -----------------------------------------------------------------------------------
 
     @rule(
@@ -415,11 +466,18 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         wf=st.sampled_from(WORKFLOWS), concurrency=st.sampled_from([None, 1, 2]),
-        key_concurrency=st.sampled_from([None, 1]),
+        key_concurrency=st.sampled_from([None, 1]), timeout=st.sampled_from([None, 40.0, 200.0]),
+        backoff=st.sampled_from([1.0, 2.5]),
     )  # fmt: skip
-    def set_limits(self, wf: str, concurrency: int | None, key_concurrency: int | None) -> None:
-        """Register a workflow again, with (other) concurrency limits."""
-        limits = {"retries": 1, "concurrency": concurrency, "key_concurrency": key_concurrency}
+    def set_limits(
+        self, wf: str, concurrency: int | None, key_concurrency: int | None, timeout: float | None,
+        backoff: float,
+    ) -> None:  # fmt: skip
+        """Register a workflow again, with (other) concurrency limits and run defaults (those of
+        ``Workflow.settings``, which tick runs take). The keys are in jsonb's order (shorter first),
+        the order Postgres gives them back in: settings are read by key, their order means nothing."""
+        limits = {"retries": 1, "timeout": timeout, "concurrency": concurrency, "retry_backoff": backoff,
+                  "key_concurrency": key_concurrency}  # fmt: skip
         self.both("register_workflow", lambda s: s.register_workflow(wf, [], self.now, limits))
         self.both("workflow_settings", lambda s: s.workflow_settings(wf))
 
@@ -445,13 +503,16 @@ class StoreMachine(RuleBasedStateMachine):
         data=st.data(),
     )
     def work(self, owner: str, limit: int, duration: pendulum.Duration, data: st.DataObject) -> Any:
-        """A worker's round: claim (the limited way or not), then commit a random batch for each claimed
-        run (or drop it)."""
+        """A worker's round: fire the due schedules (mostly: as a worker does first), claim (the
+        limited way or not), then commit a random batch for each claimed run (or drop it)."""
+        fired = []
+        if data.draw(st.integers(0, 3), label="fire?"):
+            fired = self.fire(data.draw(PREFIXES), ON_TIME, data.draw(FIRE_LIMITS, label="fire limit")).values
         chosen = list(WORKFLOWS) if data.draw(st.booleans(), label="limited?") else []
         kind, claimed = self.both(
             "claim", lambda s: s.claim(owner, WORKFLOWS, self.now, duration, limit, chosen)
         )
-        children = []
+        children = list(fired)
         for c in claimed if kind == "ok" else []:
             if data.draw(st.integers(0, 4), label="commit?"):
                 children.extend(self.commit(c.lease, data).values)
@@ -506,12 +567,101 @@ class StoreMachine(RuleBasedStateMachine):
         """Reload a claimed run: the same row, steps and mailbox (or None for a lost lease)."""
         self.both("reload", lambda s: s.reload(lease))
 
+    # schedules (SPEC §16) ----------------------------------------------------------------------------
+
+    @rule(
+        sid=st.sampled_from(SCHEDULE_IDS), wf=st.sampled_from(WORKFLOWS), cron=st.sampled_from(CRONS),
+        zone=st.sampled_from(ZONES), value=json_values, catch_up=st.sampled_from(CATCH_UP),
+    )  # fmt: skip
+    def put_schedule(self, sid: str, wf: str, cron: str, zone: str, value: Any, catch_up: Any) -> None:
+        """Create or replace a schedule, built as the client builds it (``schedules.new_row`` at now):
+        replaced with the same cron and zone it keeps its place, else starts afresh; paused, it stays
+        paused."""
+        row = new_row(sid, wf, cron, zone, value, catch_up, self.now)
+        self.both("put_schedule", lambda s: s.put_schedule(row))
+
+    def on_schedule(self, what: str, sid: str, fn: Callable[[Store], Any]) -> None:
+        """Change a schedule on both stores; a missing one raises ScheduleNotFoundError on both."""
+        missing = self.mem.get_schedule(sid) is None
+        kind, answer = self.both(what, fn)
+        if missing:
+            assert (kind, answer[0]) == ("raised", "ScheduleNotFoundError"), (kind, answer)
+
+    @rule(sid=st.sampled_from((*SCHEDULE_IDS, "ghost")), pause=st.booleans())
+    def pause_schedule(self, sid: str, pause: bool) -> None:
+        """Pause or resume a schedule (resuming an active one, or pausing a paused one, changes
+        nothing)."""
+        self.on_schedule("set_schedule_paused", sid, lambda s: s.set_schedule_paused(sid, pause, self.now))
+
+    @rule(sid=st.sampled_from((*SCHEDULE_IDS, "ghost")))
+    def delete_schedule(self, sid: str) -> None:
+        """Delete a schedule; its runs stay."""
+        self.on_schedule("delete_schedule", sid, lambda s: s.delete_schedule(sid))
+
+    def fire(self, prefix: str, on_time: pendulum.Duration, limit: int) -> Any:
+        """Fire the due schedules on both stores, giving their tick runs the same ids on each
+        (``{prefix}{counter}t{n}``); the runs started."""
+        base = self.new_id(prefix)
+
+        def fire_on(store: Store) -> Any:
+            TICK_IDS.source = (f"{base}t{n}" for n in itertools.count())
+            try:
+                return store.fire_schedules(self.now, on_time, limit)
+            finally:
+                TICK_IDS.source = None
+
+        kind, fired = self.both("fire_schedules", fire_on)
+        return multiple(*fired.started) if kind == "ok" else multiple()
+
+    @rule(
+        target=runs, prefix=PREFIXES, on_time=st.sampled_from([ON_TIME, ON_TIME, pendulum.duration(0)]),
+        limit=FIRE_LIMITS,
+    )  # fmt: skip
+    def fire_schedules(self, prefix: str, on_time: pendulum.Duration, limit: int) -> Any:
+        """A worker fires the due schedules at now (up to ``limit``): the same tick runs, the same
+        FireResult (started, more, next tick), the same rows afterwards."""
+        return self.fire(prefix, on_time, limit)
+
+    @precondition(lambda self: self.mem.next_schedule_tick() is not None)
+    @rule(
+        target=runs, late=st.sampled_from([0, 0, 1, 10, 11, 90, 600]), fire=st.booleans(), prefix=PREFIXES,
+        limit=FIRE_LIMITS,
+    )  # fmt: skip
+    def advance_to_next_tick(self, late: int, fire: bool, prefix: str, limit: int) -> Any:
+        """Move the clock to the next tick of the active schedules, or ``late`` seconds after it (on
+        time up to ON_TIME, missed beyond: catch_up decides), then maybe fire at once. The next tick
+        of frequent schedules is near, so a far tick (hourly, daily) comes only while none is active:
+        ticks to start stay few."""
+        tick = self.mem.next_schedule_tick()
+        assert tick is not None
+        self.now = max(self.now, tick.add(seconds=late))
+        return self.fire(prefix, ON_TIME, limit) if fire else multiple()
+
+    def ticking(self) -> list[Any]:
+        """The active schedules (as the memory store has them)."""
+        return [r for r in self.mem.list_schedules() if r.next_tick_at is not None]
+
+    @precondition(lambda self: bool(self.ticking()))
+    @rule(target=runs, data=st.data(), prefix=PREFIXES, wf=st.sampled_from(WORKFLOWS))
+    def take_a_tick_key(self, data: st.DataObject, prefix: str, wf: str) -> Any:
+        """Start a run holding the idempotency key of a schedule's next tick: when the tick fires it
+        starts nothing more, and the schedule's last run is the holder."""
+        row = data.draw(st.sampled_from(self.ticking()), label="schedule")
+        assert row.next_tick_at is not None
+        key = tick_key(row.schedule_id, row.next_tick_at)
+        new = NewRun(self.new_id(prefix), wf, None, row.input, 0, 1.0, key, None, self.now)
+        kind, result = self.both("start_run", lambda s: s.start_run(new))
+        return multiple(new.id) if kind == "ok" and result[1] else multiple()
+
     # time ------------------------------------------------------------------------------------------
 
-    @rule(seconds=st.sampled_from([1, 5, 10, 29, 30, 31, 60, 120]))
-    def advance(self, seconds: int) -> None:
-        """Move the simulated clock forward (past lease expiries, timers, timeouts)."""
+    @rule(target=runs, seconds=st.sampled_from([1, 5, 10, 29, 30, 31, 60, 120]), fire=st.booleans(),
+          prefix=PREFIXES, limit=FIRE_LIMITS)  # fmt: skip
+    def advance(self, seconds: int, fire: bool, prefix: str, limit: int) -> Any:
+        """Move the simulated clock forward (past lease expiries, timers, timeouts, schedule ticks),
+        then maybe fire the ticks that came due meanwhile."""
         self.now = self.now.add(seconds=seconds)
+        return self.fire(prefix, ON_TIME, limit) if fire else multiple()
 
     @rule()
     def advance_to_next_due(self) -> None:
@@ -531,11 +681,18 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def same_state(self) -> None:
-        """Every run, its steps, mailbox and consumed events, the listing and next_due agree."""
+        """Every run, its steps, mailbox and consumed events, the listing and next_due agree; so do
+        every schedule, their listing and the next tick."""
         for row in self.all_runs():  # a run only Postgres has: see list_runs
             self.compare_run(row.id)
         self.both("list_runs", lambda s: s.list_runs(RunQuery(limit=10_000)))
         self.both("next_due", lambda s: (s.next_due(WORKFLOWS), s.next_due(WORKFLOWS[:1])))
+        kind, (listed, _) = self.both("schedules", lambda s: (s.list_schedules(), s.next_schedule_tick()))
+        assert kind == "ok", listed
+        ids = [r.schedule_id for r in listed]  # a schedule only Postgres has: see the listing
+        missing = [sid for sid in SCHEDULE_IDS if sid not in ids][:1]  # one id no schedule has
+        for sid in ids + missing:
+            self.both(f"get_schedule({sid})", lambda s, sid=sid: s.get_schedule(sid))
 
 
 # -- the test ----------------------------------------------------------------------------------------
