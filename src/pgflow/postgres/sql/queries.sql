@@ -216,6 +216,10 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- Those arrays come from the statement's snapshot, but a row changed by a commit between that
 -- snapshot and the row lock is locked (and returned) in its newest version: snapshot_current is
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
+-- {limit} is the limit written as a literal (ops.claim), not a parameter: a generic plan would
+-- assume LIMIT $n returns a tenth of the rows, cost itself far above the custom plans once the
+-- table is large and never be used, so every claim would be planned again (most of its server
+-- time with a million runs); with the limit in the text, PostgreSQL keeps the prepared plan.
 WITH RECURSIVE expired AS (
     SELECT id, 0 AS rank, 0 AS priority, lease_expires_at AS due, created_at, xmin AS locked_xmin,
         status AS old_status
@@ -223,7 +227,7 @@ WITH RECURSIVE expired AS (
     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
       AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
     ORDER BY lease_expires_at, created_at, id
-    LIMIT %(limit)s
+    LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ), levels AS (
     (SELECT priority FROM {schema}.runs
@@ -241,14 +245,14 @@ WITH RECURSIVE expired AS (
         WHERE priority = levels.priority AND workflow_id = ANY(%(workflow_ids)s)
           AND status IN ('pending', 'paused') AND lease_owner IS NULL AND due_at <= %(now)s
         ORDER BY due_at, created_at, id
-        LIMIT %(limit)s
+        LIMIT {limit}
         FOR UPDATE SKIP LOCKED
     ) AS level
     WHERE levels.priority IS NOT NULL
 ), picked AS (
     SELECT * FROM expired UNION ALL SELECT * FROM ready
     ORDER BY rank, priority DESC, due, created_at, id
-    LIMIT %(limit)s
+    LIMIT {limit}
 ), claimed AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
