@@ -3,13 +3,17 @@ claimed first, without sorting the backlog): EXPLAIN on a populated schema shows
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pendulum
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
+from pgflow.postgres import PostgresStore
 from pgflow.postgres.migrate import migrate
 from pgflow.postgres.queries import Queries
 
@@ -48,14 +52,44 @@ def test_the_claim_uses_indexes_on_a_populated_schema(pg_dsn: str, pg_schema: st
         migrate(conn, pg_schema)
         _populate(conn, pg_schema, 10_000)
         params = {
-            "workflow_ids": ["wf"], "now": NOW, "limit": 10, "owner": "w1",
+            "workflow_ids": ["wf"], "now": NOW, "owner": "w1",
             "lease_expires_at": NOW.add(seconds=30), "runs_channel": "pgflow_runs_plan",
         }  # fmt: skip
-        plan = "\n".join(
-            row[0] for row in conn.execute(b"EXPLAIN " + Queries(pg_schema)["claim"], params).fetchall()
-        )
+        claim = Queries(pg_schema).render("claim", {"limit": sql.Literal(10)})
+        plan = "\n".join(row[0] for row in conn.execute(b"EXPLAIN " + claim, params).fetchall())
     runs_scans = [line for line in plan.splitlines() if "on runs" in line or "runs_" in line]
     assert "Seq Scan on runs" not in plan, plan
     assert any("runs_ready_idx" in line for line in runs_scans), plan  # levels and ready, by priority
     assert any("runs_lease_idx" in line for line in runs_scans), plan
     print(plan)
+
+
+def test_the_store_keeps_the_prepared_claim_plan_on_a_populated_schema(pg_dsn: str, pg_schema: str) -> None:
+    """With 60,000 runs, PostgreSQL runs the store's prepared claim statement with its generic plan
+    (planned once) instead of planning every claim again: its limit is in the statement's text, so the
+    generic plan's cost is not estimated for a tenth of the table (the claim's query says why)."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, pg_schema)
+        _populate(conn, pg_schema, 10_000)
+    pool = ConnectionPool(pg_dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True)
+    try:
+        store = PostgresStore(pool, pg_schema)
+        for i in range(20):
+            assert len(store.claim("w1", ["wf"], NOW.add(seconds=i), pendulum.duration(seconds=30), 10)) == 10
+        claim = Queries(pg_schema).render("claim", {"limit": sql.Literal(10)}).decode()
+        with pool.connection() as conn:
+            found = conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = %s",
+                (re.sub(r"%\((\w+)\)s", _numbered(claim), claim),),
+            ).fetchall()
+    finally:
+        pool.close()
+    assert len(found) == 1, "the claim statement was not prepared"
+    generic, custom = found[0]
+    assert generic > 0 and custom <= 5, found
+
+
+def _numbered(text: str) -> Callable[[re.Match[str]], str]:
+    """Placeholders as psycopg sends them: $1, $2, … in order of first use."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", text)))
+    return lambda m: f"${names.index(m.group(1)) + 1}"

@@ -1080,17 +1080,19 @@ def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path
 def _claim_while(pg: PostgresStore, now: Any, client_action: Any) -> Claimed:
     """Claim with the statement stalled 0.5 s after taking its snapshot, before it locks any row,
     while ``client_action`` commits a change to the run (fault injection in the claim's SQL)."""
-    original = pg._q["claim"]
+    limit = {"limit": sql.Literal(10)}  # the claim's text has its limit (ops.claim)
+    original = pg._q.render("claim", limit)
+    key = next(k for k, text in pg._q._rendered.items() if text is original)
     due = b"AND due_at <= %(now)s"
-    pg._q._composed["claim"] = original.replace(due, due + b" AND (SELECT true FROM pg_sleep(0.5))")
-    assert pg._q["claim"] != original
+    pg._q._rendered[key] = original.replace(due, due + b" AND (SELECT true FROM pg_sleep(0.5))")
+    assert pg._q.render("claim", limit) != original
     claimed: list[Claimed] = []
     worker = threading.Thread(target=lambda: claimed.extend(pg.claim("w1", [WF], now, LEASE, 10)))
     worker.start()
     time.sleep(0.15)
     client_action()
     worker.join()
-    pg._q._composed["claim"] = original
+    pg._q._rendered[key] = original
     assert len(claimed) == 1
     return claimed[0]
 

@@ -205,10 +205,10 @@ def claim(
     fast-forwarded) has its steps and mailbox read again, after the lease committed: the snapshot's
     copy may lack what its ``mailbox_seq`` already counts."""
     params = {
-        "workflow_ids": list(workflow_ids), "now": pg_time(now), "limit": limit, "owner": owner,
+        "workflow_ids": list(workflow_ids), "now": pg_time(now), "owner": owner,
         "lease_expires_at": pg_time(now + lease), "runs_channel": channels.runs,
     }  # fmt: skip
-    found = yield Rows("claim", params)
+    found = yield Rows("claim", params, {"limit": sql.Literal(int(limit))})  # see the query: a literal
     stale = [r["id"] for r in found if not r["snapshot_current"]]
     if not stale:
         return [_claimed_row(r, time_of(r["claim_due"])) for r in found]

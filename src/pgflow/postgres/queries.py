@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -20,6 +21,7 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$")
 _ALWAYS = sql.SQL("true")
 # the fenced lease-check CTE matched, and a held run starts nothing further (transitions.batch_writes)
 _IF_LEASED = sql.SQL("EXISTS (SELECT FROM run WHERE NOT run.held OR r.status <> 'running')")
+_RENDERED_MAX = 512  # queries with parts kept rendered (Queries.render); more: start again
 
 
 @attrs.frozen
@@ -70,6 +72,7 @@ class Queries:
         self._ident = sql.Identifier(schema)
         self._raw = load_queries()
         self._composed: dict[str, bytes] = {}
+        self._rendered: dict[tuple[str, tuple[tuple[str, bytes], ...]], bytes] = {}
 
     def __getitem__(self, name: str) -> bytes:
         """The query ``name``, composed once and kept as bytes (psycopg would otherwise render the
@@ -78,6 +81,17 @@ class Queries:
         if found is None:
             found = self.compose(name).as_bytes(None)
             self._composed[name] = found
+        return found
+
+    def render(self, name: str, parts: Mapping[str, sql.Composable]) -> bytes:
+        """The query ``name`` with these ``{placeholders}`` filled in, as bytes, kept for the next
+        call with the same parts (a claim's limit, a page's filters: a few distinct values each)."""
+        key = (name, tuple((k, part.as_bytes(None)) for k, part in sorted(parts.items())))
+        found = self._rendered.get(key)
+        if found is None:
+            if len(self._rendered) >= _RENDERED_MAX:
+                self._rendered.clear()
+            found = self._rendered[key] = self.compose(name, **parts).as_bytes(None)
         return found
 
     def compose(self, name: str, **parts: Any) -> sql.Composed:

@@ -214,7 +214,7 @@ class SyncExecutor:
             raise UserCodeError(exc) from exc
 
     def _query(self, effect: Rows) -> Any:
-        return self._q.compose(effect.name, **effect.parts) if effect.parts else self._q[effect.name]
+        return self._q.render(effect.name, effect.parts) if effect.parts else self._q[effect.name]
 
 
 @contextlib.contextmanager
@@ -323,7 +323,7 @@ class AsyncExecutor:
             raise UserCodeError(exc) from exc
 
     def _query(self, effect: Rows) -> Any:
-        return self._q.compose(effect.name, **effect.parts) if effect.parts else self._q[effect.name]
+        return self._q.render(effect.name, effect.parts) if effect.parts else self._q[effect.name]
 
 
 @contextlib.asynccontextmanager

@@ -236,6 +236,10 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
 -- claim_due is when each run became claimable (its due time, or its lease's expiry), for the
 -- pgflow.claim.delay metric (due_at is NULL once claimed).
+-- {limit} is the limit written as a literal (ops.claim), not a parameter: a generic plan would
+-- assume LIMIT $n returns a tenth of the rows, cost itself far above the custom plans once the
+-- table is large and never be used, so every claim would be planned again (most of its server
+-- time with a million runs); with the limit in the text, PostgreSQL keeps the prepared plan.
 WITH RECURSIVE expired AS (
     SELECT id, 0 AS rank, 0 AS priority, lease_expires_at AS due, created_at, xmin AS locked_xmin,
         status AS old_status
@@ -243,7 +247,7 @@ WITH RECURSIVE expired AS (
     WHERE workflow_id = ANY(%(workflow_ids)s) AND lease_owner IS NOT NULL
       AND lease_expires_at <= %(now)s AND status NOT IN ('completed', 'failed', 'cancelled')
     ORDER BY lease_expires_at, created_at, id
-    LIMIT %(limit)s
+    LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ), levels AS (
     (SELECT priority FROM {schema}.runs
@@ -261,14 +265,14 @@ WITH RECURSIVE expired AS (
         WHERE priority = levels.priority AND workflow_id = ANY(%(workflow_ids)s)
           AND status IN ('pending', 'paused') AND lease_owner IS NULL AND due_at <= %(now)s
         ORDER BY due_at, created_at, id
-        LIMIT %(limit)s
+        LIMIT {limit}
         FOR UPDATE SKIP LOCKED
     ) AS level
     WHERE levels.priority IS NOT NULL
 ), picked AS (
     SELECT * FROM expired UNION ALL SELECT * FROM ready
     ORDER BY rank, priority DESC, due, created_at, id
-    LIMIT %(limit)s
+    LIMIT {limit}
 ), claimed AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
