@@ -93,3 +93,29 @@ def _numbered(text: str) -> Callable[[re.Match[str]], str]:
     """Placeholders as psycopg sends them: $1, $2, … in order of first use."""
     names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", text)))
     return lambda m: f"${names.index(m.group(1)) + 1}"
+
+
+def test_a_freed_place_wakes_the_best_parked_runs_from_the_front_of_their_indexes(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """With 20,000 runs parked on a workflow and 20,000 on keys (priorities mixed), unpark reads the best
+    of each from an index in wake order: no sequential scan, no sort of the parked runs."""
+    runs = sql.Identifier(pg_schema, "runs")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        migrate(conn, pg_schema)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (id, workflow_id, status, created_at, updated_at, priority, parked, "
+                "concurrency_key) SELECT 'p-' || g, 'wf', 'pending', %(t)s, %(t)s, g %% 7, "
+                "CASE WHEN g %% 2 = 0 THEN 'key' ELSE 'workflow' END, "
+                "CASE WHEN g %% 2 = 0 THEN 'k' || (g %% 50) END FROM generate_series(1, 40000) AS g"
+            ).format(runs),
+            {"t": NOW},
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(runs))
+        unpark = Queries(pg_schema)["unpark"]
+        params = {"workflow_id": "wf", "key": "k7", "now": NOW}
+        plan = "\n".join(row[0] for row in conn.execute(b"EXPLAIN " + unpark, params).fetchall())
+    sorts = [line for line in plan.splitlines() if "Sort Key" in line]
+    assert "Seq Scan on runs" not in plan and not any("priority" in line for line in sorts), plan
+    assert "runs_parked_key_idx" in plan and "runs_parked_workflow_idx" in plan, plan

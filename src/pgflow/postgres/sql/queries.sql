@@ -20,9 +20,13 @@ SELECT concurrency, key_concurrency FROM {schema}.workflows WHERE id = %(id)s FO
 -- name: unpark_all
 -- A workflow's limits changed: every run parked under the old ones is due again (the next limited
 -- claim admits or parks it under the new ones) and the workers are woken.
-WITH woken AS (
+WITH parked AS (  -- each kind through its index (runs_parked_key_idx, runs_parked_workflow_idx)
+    SELECT id FROM {schema}.runs WHERE workflow_id = %(workflow_id)s AND parked = 'key'
+    UNION ALL
+    SELECT id FROM {schema}.runs WHERE workflow_id = %(workflow_id)s AND parked = 'workflow'
+), woken AS (
     UPDATE {schema}.runs SET parked = NULL, due_at = %(now)s, updated_at = %(now)s
-    WHERE workflow_id = %(workflow_id)s AND parked IS NOT NULL
+    WHERE id IN (SELECT id FROM parked)
     RETURNING id
 )
 SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(wake_channel)s, '') END AS wake FROM woken
