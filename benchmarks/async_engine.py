@@ -92,6 +92,13 @@ class ThreadPeak:
         self.peak -= 1  # the watcher itself
 
 
+async def _register(dsn: str, schema: str, flow: pgflow.Workflow[Any, Any]) -> None:
+    """Register ``flow`` (and migrate the schema) with an engine that serves nothing, then close it."""
+    registrar = pgflow.AsyncEngine(dsn, workflows=[flow], schema=schema)
+    await registrar.start(worker=False)
+    await registrar.stop()
+
+
 async def _count_completed(client: pgflow.AsyncClient, workflow_id: str) -> int:
     return (await client.count_runs(workflow_id=workflow_id))["completed"]
 
@@ -124,7 +131,7 @@ async def sleepers(dsn: str, n: int, seconds: float, concurrency: int) -> dict[s
     result: dict[str, Any] = {"schema": schema, "runs": n, "sleep_s": seconds, "concurrency": concurrency}
     async with pgflow.AsyncClient(dsn, schema=schema) as client:
         # (b1) enqueued first: the engine's own time from start to the last completion
-        await pgflow.AsyncEngine(dsn, workflows=[nap_flow], schema=schema).start(worker=False)
+        await _register(dsn, schema, nap_flow)
         await asyncio.gather(*(client.start_workflow(nap_flow.id, {"seconds": seconds}) for _ in range(n)))
         with ThreadPeak() as threads:
             wall0 = time.time()
@@ -194,7 +201,7 @@ async def waiters(dsn: str, n: int, samples: int) -> dict[str, Any]:
 async def async_throughput(dsn: str, runs: int, steps: int, concurrency: int) -> dict[str, Any]:
     schema = f"bench_async_{uuid.uuid4().hex[:10]}"
     async with pgflow.AsyncClient(dsn, schema=schema) as client:
-        await pgflow.AsyncEngine(dsn, workflows=[async_steps_flow], schema=schema).start(worker=False)
+        await _register(dsn, schema, async_steps_flow)
         for _ in range(runs):
             await client.start_workflow(async_steps_flow.id, {"steps": steps})
         wall0 = time.time()
