@@ -6,7 +6,7 @@ import itertools
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -183,6 +183,11 @@ class MemoryStore:
 
     def _locked(self, op: locked.UowGen) -> Any:
         """Run a locked operation under the store's lock (one write for the waiters)."""
+        return self._drive_writing(op, self._perform)
+
+    def _drive_writing(self, op: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
+        """Drive an operation's generator to its end under the store's lock, each effect performed
+        by ``perform``; its return value (one write for the waiters)."""
         with self._writing():
             answer: Any = None
             while True:
@@ -190,7 +195,7 @@ class MemoryStore:
                     effect = op.send(answer)
                 except StopIteration as stop:
                     return stop.value
-                answer = self._perform(effect)
+                answer = perform(effect)
 
     def _perform(self, effect: locked.UowEffect) -> Any:
         if isinstance(effect, locked.LockRun):
@@ -418,14 +423,7 @@ class MemoryStore:
 
     def _schedule_op(self, op: schedule_store.ScheduleGen) -> Any:
         """Run a schedule operation under the store's lock (one write for the waiters)."""
-        with self._writing():
-            answer: Any = None
-            while True:
-                try:
-                    effect = op.send(answer)
-                except StopIteration as stop:
-                    return stop.value
-                answer = self._perform_schedule(effect)
+        return self._drive_writing(op, self._perform_schedule)
 
     def _perform_schedule(self, effect: schedule_store.ScheduleEffect) -> Any:
         if isinstance(effect, schedule_store.LockSchedule):
