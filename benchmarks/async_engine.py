@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import sys
 import threading
 import time
@@ -245,9 +243,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             results["sync_throughput"] = sync_bench.throughput(dsn, args.runs, args.steps, args.concurrency)
             schemas.append(results["sync_throughput"]["schema"])
         finally:
-            for name in schemas:
-                with contextlib.suppress(psycopg.Error):
-                    sync_bench.drop_schema(dsn, name)
+            sync_bench.drop_schemas(dsn, schemas)
     return results
 
 
@@ -292,16 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results = run_benchmark(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(report(results, args))
-    if args.json:
-        text = json.dumps(results, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return 0
+    return sync_bench.run_cli(argv, parse_args, run_benchmark, report)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -689,24 +690,39 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             schemas.append(results["round_trips"]["schema"])
         finally:
             if not args.keep:
-                for name in schemas:
-                    with contextlib.suppress(psycopg.Error):
-                        drop_schema(dsn, name)
+                drop_schemas(dsn, schemas)
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results = run_benchmark(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(report(results, args))
+def run_cli(
+    argv: list[str] | None,
+    parse: Callable[[list[str] | None], argparse.Namespace],
+    run: Callable[..., dict[str, Any]],
+    render: Callable[[dict[str, Any], argparse.Namespace], str],
+) -> int:
+    """Every benchmark's ``main``: parse, run (progress on stderr), print the report, and with
+    ``--json FILE`` write every figure as JSON (``-``: stdout)."""
+    args = parse(argv)
+    results = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(render(results, args))
     if args.json:
         text = json.dumps(results, indent=2, default=str)
         if args.json == "-":
             print(text)
         else:
-            with open(args.json, "w") as fh:
-                fh.write(text + "\n")
+            Path(args.json).write_text(text + "\n")
     return 0
+
+
+def drop_schemas(dsn: str, names: Iterable[str]) -> None:
+    """Drop the benchmark's schemas, each on its own (one that fails does not keep the others)."""
+    for name in names:
+        with contextlib.suppress(psycopg.Error):
+            drop_schema(dsn, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(argv, parse_args, run_benchmark, report)
 
 
 if __name__ == "__main__":

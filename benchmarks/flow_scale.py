@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import random
 import re
 import sys
@@ -707,24 +706,12 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             }  # fmt: skip
         finally:
             if not args.keep:
-                for name in [*schemas.values(), raw]:
-                    with contextlib.suppress(psycopg.Error):
-                        engine_bench.drop_schema(dsn, name)
+                engine_bench.drop_schemas(dsn, [*schemas.values(), raw])
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results = run_benchmark(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(report(results, args))
-    if args.json:
-        text = json.dumps(results, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as fh:
-                fh.write(text + "\n")
-    return 0
+    return engine_bench.run_cli(argv, parse_args, run_benchmark, report)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ afterwards). The schemas are dropped at the end unless ``--keep``. After the fil
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import json
 import random
 import statistics
 import sys
@@ -329,24 +327,12 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             results["left"] = check_left(dsn, schema, results["fill"]["kept"])
         finally:
             if not args.keep:
-                for name in (raw, schema):
-                    with contextlib.suppress(psycopg.Error):
-                        bench.drop_schema(dsn, name)
+                bench.drop_schemas(dsn, (raw, schema))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results = run_benchmark(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(report(results, args))
-    if args.json:
-        text = json.dumps(results, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as fh:
-                fh.write(text + "\n")
-    return 0
+    return bench.run_cli(argv, parse_args, run_benchmark, report)
 
 
 if __name__ == "__main__":
