@@ -1,7 +1,8 @@
-"""A commit so slow that the lease it extended may be running out does not start the step (SPEC §3:
-one worker at a time). The lease a commit extends is counted from the time taken before it (the
-engine's clock, passed to the store); a commit stuck waiting for a connection through a database
-outage could come back with that lease about to expire, while another worker may claim the run."""
+"""A commit so slow that the lease may be running out does not start the step (SPEC §3: one worker
+at a time). A commit leaves at least ``RENEW_BELOW`` of a lease counted from the time taken before it
+(the engine's clock, passed to the store); a commit stuck waiting for a connection through a
+database outage could come back with less than half a lease left, while another worker may claim
+the run soon: the step starts only when the commit took less than ``RENEW_BELOW - 1/2`` of a lease."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pgflow.execution import StepCaller
 from pgflow.memory import MemoryStore
 from pgflow.processor import RunProcessor, Settings
 from pgflow.testing import SimClock
+from pgflow.transitions import RENEW_BELOW
 
 LEASE = pendulum.duration(seconds=30)
+TOO_SLOW = pendulum.duration(seconds=LEASE.total_seconds() * (RENEW_BELOW - 0.5))  # 5 s of 30
 CALLS: list[str] = []
 
 
@@ -59,10 +62,10 @@ def _start(store: MemoryStore, clock: SimClock) -> str:
     return h.start_workflow(pay, "o-1").id
 
 
-def test_a_step_is_not_started_after_a_commit_that_took_half_the_lease() -> None:
+def test_a_step_is_not_started_after_a_commit_that_left_less_than_half_the_lease() -> None:
     CALLS.clear()
     clock = SimClock("2025-01-01T00:00:00Z")
-    store = SlowCommits(clock, LEASE / 2)
+    store = SlowCommits(clock, TOO_SLOW)
     run_id = _start(store, clock)
     _process_once(store, clock)
     assert CALLS == []  # the running record was written, the step not started
@@ -78,7 +81,7 @@ def test_a_step_is_not_started_after_a_commit_that_took_half_the_lease() -> None
 def test_a_quick_commit_starts_the_step_at_once() -> None:
     CALLS.clear()
     clock = SimClock("2025-01-01T00:00:00Z")
-    store = SlowCommits(clock, LEASE / 2 - pendulum.duration(seconds=1))
+    store = SlowCommits(clock, TOO_SLOW - pendulum.duration(seconds=1))
     run_id = _start(store, clock)
     _process_once(store, clock)
     assert CALLS == ["o-1"] and store.get(run_id, None)[0].status == "completed"

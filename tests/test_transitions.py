@@ -538,9 +538,11 @@ ERR2 = RunError("KeyError", "'k'", None, "b")
 @pytest.mark.parametrize(
     ("row", "outcome", "expected"),
     [
-        pytest.param(running(), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
-                     id="keep-running"),
-        pytest.param(held(running()), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
+        pytest.param(running(at(119)), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
+                     id="keep-running-renews-a-lease-under-two-thirds"),
+        pytest.param(running(at(120)), KeepRunning(), {"updated_at": NOW, "current_step_id": "b"},
+                     id="keep-running-keeps-a-lease-with-two-thirds-left"),
+        pytest.param(held(running(at(119))), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
                      id="keep-running-held"),
         pytest.param(running(), SuspendRun(DELAY_W, LATER, 0),
                      LET_GO | {"status": PAUSED, "waiting": DELAY_W, "wake_at": LATER, "due_at": LATER}, id="suspend-at-timer"),
@@ -603,6 +605,17 @@ def test_apply_outcome(row: RunRow, outcome: RunOutcome, expected: dict[str, Any
 def test_apply_outcome_without_a_step_keeps_the_current_step(outcome: RunOutcome) -> None:
     """A batch without step records leaves current_step_id as it was."""
     assert tr.apply_outcome(running(), outcome, NOW, LEASE, None).current_step_id == "a"
+
+
+@pytest.mark.parametrize(
+    ("expires", "renewed"),
+    [(None, NOW + LEASE), (EARLIER, NOW + LEASE), (at(119.999999), NOW + LEASE), (at(120), at(120)), (LATER, LATER)],
+)  # fmt: skip
+def test_a_step_commit_renews_the_lease_only_below_two_thirds(expires: DateTime | None, renewed: DateTime) -> None:
+    """A step's commit renews the lease (to now + lease) only when less than RENEW_BELOW of it is left,
+    so the run's row keeps its indexed columns on nearly every step (heartbeats keep more)."""
+    assert tr.renew_floor(NOW, LEASE) == at(120)
+    assert tr.renewed_lease(expires, NOW, LEASE) == renewed
 
 
 @pytest.mark.parametrize(("loaded", "now"), [(0, 1), (2, 3), (3, 2)])

@@ -104,7 +104,7 @@ class AsyncRunProcessor:
         self.clock = clock
         self.settings = settings
         self.threads = threads
-        self.faults = faults or Faults()
+        self.faults = faults if faults is not None else Faults()
         self.resolve = resolve
         self.stopping = stopping
         self._blocking_store = blocking_store  # for sync Transaction functions (a blocking connection)

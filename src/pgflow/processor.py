@@ -84,7 +84,7 @@ class RunProcessor:
         self.clock = clock
         self.settings = settings
         self.caller = caller
-        self.faults = faults or Faults()
+        self.faults = faults if faults is not None else Faults()
         self.resolve = resolve
         self.stopping = stopping  # a threading.Event: set on graceful stop
         self.env = Env(

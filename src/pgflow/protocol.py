@@ -30,6 +30,7 @@ from .execution import is_async
 from .logs import run_extra
 from .records import RunError, StepRecord
 from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend
+from .transitions import RENEW_BELOW
 from .store import (
     Batch,
     Claimed,
@@ -161,6 +162,9 @@ class Faults:
 
     before: set[str] = attrs.field(factory=set)
     after: set[str] = attrs.field(factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.before or self.after)
 
     def check_before(self, step_ids: Sequence[str]) -> None:
         self._check(self.before, step_ids, "crash_before")
@@ -366,30 +370,33 @@ def _commit(
     run: RunRow,
     transaction: tuple[Transaction, StepRecord] | None = None,
 ) -> Gen:
-    outcomes = [s.step_id for s in batch.steps if s.status != "running"]
-    env.faults.check_before(outcomes)
+    faults = env.faults
+    outcomes = [s.step_id for s in batch.steps if s.status != "running"] if faults else []
+    faults.check_before(outcomes)
     result: CommitResult = yield Commit(lease, env.clock.now(), batch, transaction)
     if result.ok:
         _log_outcome(run, batch.outcome)
-        env.faults.check_after(outcomes)
+        faults.check_after(outcomes)
     return result
 
 
 def _flush(env: Env, lease: Lease, pending: _Pending, run: RunRow) -> Gen:
     """Write what is pending and keep running; stop when the lease is lost, or when the run was
     paused meanwhile (then give it back). Called right before step code runs, so it also stops when
-    the commit took so long (a database outage) that the lease it extended, from the time taken
-    before the commit, may already be running out: another worker could claim the run meanwhile,
-    and a step must never run in two places at once (SPEC §3)."""
-    asked_at = env.clock.now()
+    the commit took so long (a database outage) that the lease may be running out: the commit left
+    at least ``RENEW_BELOW`` of a lease counted from the time taken before it
+    (``transitions.renewed_lease``); a step starts only with half a lease left, else another worker
+    could claim the run meanwhile, and a step must never run in two places at once (SPEC §3)."""
+    asked_at = env.clock.now().timestamp()  # floats: pendulum's interval arithmetic costs ~15 µs a step
     result = yield from _commit(env, lease, pending.batch(KeepRunning()), run)
     pending.clear()
     if not result.ok:
         raise _LeaseLost(run.id)
-    if env.clock.now() - asked_at >= env.lease / 2:
-        log.warning("run %s: recording a step took %.1f s, half its lease; leaving the run to a new lease "
-                    "rather than risk running its step twice", run.id,
-                    (env.clock.now() - asked_at).total_seconds(), extra=run_extra(run))  # fmt: skip
+    took = env.clock.now().timestamp() - asked_at
+    if took >= env.lease.total_seconds() * (RENEW_BELOW - 0.5):
+        log.warning("run %s: recording a step took %.1f s, leaving less than half its lease; leaving the "
+                    "run to a new lease rather than risk running its step twice", run.id, took,
+                    extra=run_extra(run))  # fmt: skip
         raise _LeaseLost(run.id)
     if result.held:
         yield from _commit(env, lease, Batch(outcome=ReleaseRun()), run)
@@ -520,6 +527,8 @@ def _then_crash(fn: Callable[..., Any], step_id: str) -> Callable[..., Any]:
 
 
 def _log_step(run: RunRow, rec: StepRecord) -> None:
+    if rec.error is None and not log.isEnabledFor(logging.DEBUG):
+        return  # the common case: a step that succeeded, nothing logged (no attributes built)
     extra = run_extra(run, rec.step_id, rec.attempts)
     if rec.status == "waiting" and rec.error is not None:
         log.warning("run %s: step %r failed (attempt %d), retrying at %s: %s: %s", run.id, rec.step_id,

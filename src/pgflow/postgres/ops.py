@@ -277,10 +277,11 @@ def reload(lease: Lease) -> SqlGen[Claimed | None]:
 def commit_keep_running(
     lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch
 ) -> SqlGen[CommitResult]:
-    """The hot path, one statement: fenced lease extension + step upserts (+ the events taken)."""
+    """The hot path, one statement: fenced lease renewal + step upserts (+ the events taken)."""
     params: dict[str, Any] = {
         "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": pg_time(now),
         "lease_expires_at": pg_time(now) + lease_duration,
+        "renew_floor": pg_time(tr.renew_floor(now, lease_duration)),
         "current_step_id": batch.current_step_id, "finished_step_id": batch.finished_step_id,
         "steps": steps_json(batch.steps),
         "event_ids": [i for i, _ in batch.consumed], "event_steps": [s for _, s in batch.consumed],

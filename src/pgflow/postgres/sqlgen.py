@@ -157,8 +157,11 @@ class SyncExecutor:
         retried_read = False
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with self.pool.connection() as conn, _autocommit(conn), self._scope(conn, mode):
-                    return self._drive(conn, make(), pipelined=mode == "transaction")
+                with self.pool.connection() as conn:
+                    if mode == "statement" and conn.autocommit:  # the hot path: no mode to set up
+                        return self._drive(conn, make(), pipelined=False)
+                    with _autocommit(conn), self._scope(conn, mode):
+                        return self._drive(conn, make(), pipelined=mode == "transaction")
             except BaseException as exc:
                 verdict, error = classify(exc, attempt, read=read, retried_read=retried_read)
                 if verdict == "retry" and attempt < _ATTEMPTS:

@@ -176,13 +176,17 @@ ON CONFLICT (run_id, step_id) DO UPDATE SET
 
 -- name: commit_keep_running
 -- Hot path, one statement: if the lease is still ours (token, owner, not ended, not expired at
--- now), extend it, upsert the batch's step records and mark the mailbox events its WaitFor steps
--- took as consumed (empty arrays when none); returns held, or no row when the lease is lost. A run
--- paused meanwhile starts nothing further: the batch's running records are not written then, and
--- the run stays at the last step that finished (transitions.batch_writes / apply_batch).
+-- now), renew it when it expires before renew_floor (transitions.renewed_lease: heartbeats keep it
+-- after that, so the row usually keeps every indexed column and is updated in place), upsert the
+-- batch's step records and mark the mailbox events its WaitFor steps took as consumed (empty arrays
+-- when none); returns held, or no row when the lease is lost. A run paused meanwhile starts nothing
+-- further: the batch's running records are not written then, and the run stays at the last step
+-- that finished (transitions.batch_writes / apply_batch).
 WITH run AS (
     UPDATE {schema}.runs
-    SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s,
+    SET lease_expires_at = CASE WHEN lease_expires_at >= %(renew_floor)s THEN lease_expires_at
+                                ELSE %(lease_expires_at)s END,
+        updated_at = %(now)s,
         current_step_id = coalesce(
             CASE WHEN held THEN %(finished_step_id)s::text ELSE %(current_step_id)s::text END,
             current_step_id)
