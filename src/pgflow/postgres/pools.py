@@ -9,12 +9,18 @@ checks within one ``getconn``, so a caller meeting the k broken connections of a
 one would wait 2^(k-1) - 1 s, or time out after 30 s (the chaos test, ``tests/test_chaos.py``,
 saw it). ``prepare=False`` turns off server-side prepared statements, for transaction-pooling
 PgBouncer.
+
+Idle connections are handed out most recently used first (psycopg_pool's own order is oldest
+first): a steady load then runs on a few hot connections whose statements are already prepared and
+planned (PostgreSQL plans a prepared statement 5 times before it settles on a cached plan, per
+connection), instead of round-robin over all of them — 0.5–1 ms off a one-step run's latency.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 import psycopg
@@ -48,7 +54,10 @@ class _QuickReconnect(AttemptWithBackoff):
 
 class _LastUse:
     """When each connection went back to the pool, so only connections idle for a while are checked;
-    a failed check drains the pool (see the module doc)."""
+    a failed check drains the pool (see the module doc). The pool records a return in its
+    ``putconn`` (not with a ``reset`` callback: with one, psycopg_pool returns every connection
+    through its worker thread, a thread hand-off per statement and a connection not yet back for the
+    caller's next statement)."""
 
     def __init__(self) -> None:
         self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
@@ -56,7 +65,7 @@ class _LastUse:
         )
         self.pool: weakref.ReferenceType[ConnectionPool] | None = None
 
-    def reset(self, conn: psycopg.Connection[Any]) -> None:
+    def returned(self, conn: psycopg.Connection[Any]) -> None:
         self._returned[conn] = time.monotonic()
 
     def check(self, conn: psycopg.Connection[Any]) -> None:
@@ -72,7 +81,29 @@ class _LastUse:
                 raise
 
 
+class _HottestFirst(deque[Any]):
+    """The idle connections of a pool: psycopg_pool appends returned ones and takes from the left;
+    taking from the right instead hands out the most recently used. (Shrinking, which also takes
+    from the left, then closes a recently used idle connection: harmless, it only happens after
+    ``max_idle`` of unused capacity.)"""
+
+    def popleft(self) -> Any:
+        return self.pop()
+
+
+def _hottest_first(pool: ConnectionPool | AsyncConnectionPool) -> None:
+    idle = getattr(pool, "_pool", None)
+    if type(idle) is deque:  # psycopg_pool 3.x; another layout keeps its own order
+        pool._pool = _HottestFirst(idle)  # type: ignore[union-attr]
+
+
 class _Pool(ConnectionPool):
+    last_use: _LastUse
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        self.last_use.returned(conn)
+        super().putconn(conn)
+
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         super()._add_connection(attempt or _QuickReconnect(timeout=self.reconnect_timeout), growing)
 
@@ -81,10 +112,13 @@ def make_pool(dsn: str, *, max_size: int, name: str, prepare: bool = True) -> Co
     """An open pool of autocommit connections to ``dsn``, checked and quick to heal (see module doc)."""
     last_use = _LastUse()
     pool = _Pool(
-        dsn, min_size=1, max_size=max_size, kwargs=connection_kwargs(prepare), open=True, name=name,
-        check=last_use.check, reset=last_use.reset,
+        dsn, min_size=1, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, name=name,
+        check=last_use.check,
     )  # fmt: skip
+    _hottest_first(pool)  # before it opens: no connection is added to the old deque meanwhile
+    pool.last_use = last_use
     last_use.pool = weakref.ref(pool)
+    pool.open()
     return pool
 
 
@@ -100,7 +134,7 @@ class _AsyncLastUse:
         )
         self.pool: weakref.ReferenceType[AsyncConnectionPool] | None = None
 
-    async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def returned(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._returned[conn] = time.monotonic()
 
     async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -116,6 +150,12 @@ class _AsyncLastUse:
 
 
 class _AsyncPool(AsyncConnectionPool):
+    last_use: _AsyncLastUse
+
+    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.last_use.returned(conn)
+        await super().putconn(conn)
+
     async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         await super()._add_connection(attempt or _QuickReconnect(timeout=self.reconnect_timeout), growing)
 
@@ -125,8 +165,10 @@ async def make_async_pool(dsn: str, *, max_size: int, name: str, prepare: bool =
     last_use = _AsyncLastUse()
     pool = _AsyncPool(
         dsn, min_size=1, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, name=name,
-        check=last_use.check, reset=last_use.reset,
+        check=last_use.check,
     )  # fmt: skip
+    _hottest_first(pool)  # before it opens
+    pool.last_use = last_use
     last_use.pool = weakref.ref(pool)
     await pool.open(wait=True)
     return pool
