@@ -34,6 +34,7 @@ def test_engine_benchmark_runs_at_tiny_sizes(pg_dsn: str, capsys: pytest.Capture
     assert all(latency[k] > 0 for k in ("start_p50", "start_p95", "event_p50", "event_p95"))
     api = results["public_api"]
     assert api["runs"] == 3 and api["steps_per_s"] > 0
+    assert api["callers"] == 2 and api["callers_runs"] == 3 and api["callers_steps_per_s"] > 0
     assert all(api[k] > 0 for k in ("start_p50", "start_p95", "event_p50", "event_p95"))
     assert results["recording"]["steps"] == 25 and math.isfinite(results["recording"]["ratio"])
     traced = results["round_trips"]

@@ -273,7 +273,13 @@ class Worker:
                     item.run.id, exc, extra=run_extra(item.run))  # fmt: skip
 
     def _claim_next(self) -> Claimed | None:
-        """Stay busy without a trip through the dispatcher; on a database error, leave it the work."""
+        """Stay busy without a trip through the dispatcher while it is saturated (more runs may be
+        ready than slots); otherwise it claims in batches, when work is announced or due, and a claim
+        here would mostly come back empty. On a database error, leave it the work."""
+        with self._lock:
+            saturated = self._saturated
+        if not saturated:
+            return None
         try:
             more = self._claim(1)
         except StorageError as exc:
