@@ -162,6 +162,7 @@ WOKEN = {"status": PENDING, "waiting": None, "due_at": NOW}  # ready at once
         pytest.param(waiting("wait_for"), "other", BUMP, id="waiting-for-another-event"),
         *[pytest.param(waiting(k), "go", BUMP, id=f"waiting-at-{k}") for k in ("delay", "wait_until", "poll", "pause", "child")],
         pytest.param(held(waiting("wait_for")), "go", BUMP, id="held-waiting-for-it"),
+        pytest.param(attrs.evolve(BASE, status=PAUSED), "go", BUMP, id="paused-waiting-for-nothing"),
         pytest.param(held(pending()), "go", BUMP, id="held-pending"),
         pytest.param(held(running()), "go", BUMP, id="held-running"),
     ],
@@ -253,6 +254,10 @@ PAUSE_DONE = record("pause", "completed", completed_at=NOW)
                      id="held-at-delay-timeout-first"),
         pytest.param(held(waiting("delay", timeout_at=DEADLINE)), record("delay"), False, RESUMED | {"due_at": LATER}, None,
                      id="held-at-delay-timer-first"),
+        pytest.param(held(waiting("delay", wake_at=DEADLINE)), record("delay"), False,
+                     RESUMED | {"wake_at": LATER, "due_at": LATER}, None, id="held-at-delay-the-step-wakes-first"),
+        pytest.param(held(waiting("delay", timeout_at=at(200), wake_at=LATER)), record("delay"), False,
+                     RESUMED | {"wake_at": at(200)}, None, id="held-at-delay-the-run-times-out-first"),
         pytest.param(held(waiting("delay", waiting=Waiting("s", "delay", None, EARLIER), wake_at=EARLIER)), record("delay"),
                      False, RESUMED | {"status": PENDING, "waiting": None, "wake_at": None, "due_at": NOW}, None,
                      id="held-at-delay-that-fired-meanwhile"),
@@ -286,6 +291,26 @@ def test_resume(
     after, done = tr.resume(row, step, event_ready, NOW)
     assert changes(row, after) == expected
     assert done == step_after
+
+
+@pytest.mark.parametrize(
+    ("row", "names", "expected"),
+    [
+        pytest.param(waiting("wait_for"), set(), {}, id="nothing-returned"),
+        pytest.param(waiting("wait_for"), {"go"}, BUMP | WOKEN, id="waiting-for-a-returned-event"),
+        pytest.param(waiting("wait_for+timeout"), {"go", "other"}, BUMP | WOKEN | {"wake_at": None},
+                     id="waiting-for-one-of-them-with-timeout"),
+        pytest.param(waiting("wait_for"), {"other"}, BUMP, id="waiting-for-another-event"),
+        pytest.param(held(waiting("wait_for")), {"go"}, BUMP, id="held-waiting-for-it"),
+        pytest.param(running(), {"go"}, BUMP, id="running"),
+        pytest.param(expired(waiting=WAITS["wait_for"]), {"go"}, BUMP, id="running-lease-expired-past-a-wait_for"),
+        pytest.param(waiting("delay"), {"go"}, BUMP, id="waiting-at-a-delay"),
+    ],
+)  # fmt: skip
+def test_events_returned(row: RunRow, names: set[str], expected: dict[str, Any]) -> None:
+    """Events a deleted WaitFor record had taken count as delivered again: mailbox_seq moves (a worker
+    holding the run looks again before it suspends) and an unheld run waiting for one of them wakes."""
+    assert changes(row, tr.events_returned(row, names, NOW)) == expected
 
 
 NOT_HELD_HINT = (
@@ -451,6 +476,8 @@ CLAIMED = {"lease_owner": "w2", "lease_token": 2, "lease_expires_at": NOW + LEAS
                      id="backoff-over"),
         pytest.param(expired(), CLAIMED, id="running-lease-expired"),
         pytest.param(held(pending(timeout_at=NOW)), CLAIMED | {"due_at": None, "lease_token": 1}, id="held-at-its-timeout"),
+        pytest.param(held(pending(timeout_at=NOW, parked="workflow")), CLAIMED | {"due_at": None, "lease_token": 1, "parked": None},
+                     id="held-parked-at-its-timeout"),
         pytest.param(held(expired()), CLAIMED, id="held-running-lease-expired"),
         pytest.param(waiting("delay", due_at=EARLIER),
                      CLAIMED | {"status": RUNNING, "due_at": None, "waiting": None, "wake_at": None},
@@ -1014,6 +1041,8 @@ ALL_FAILED = [rec("a", 1), rec("x", 2, "failed"), rec("y", 3)]  # All(x, y): x f
                      id="a-wait-cut-short-in-an-all-is-interrupted"),
         pytest.param([rec("a", 0, "failed"), rec("b", 0, "waiting")], ["a", "b"], ["a", "b"], [],
                      id="nothing-kept-everything-deleted"),
+        pytest.param([rec("a", 0, "failed"), rec("b", 0)], ["a"], [], [earlier(rec("a", 0, "failed"))],
+                     id="records-written-before-seq-existed-follow-at-the-same-seq"),
         pytest.param([], [], [], [], id="nothing"),
     ],
 )  # fmt: skip
