@@ -1,8 +1,8 @@
 """The engine's worker: claims runs and hands them to ``RunProcessor`` on a thread pool.
 
 A dispatcher thread waits for work (LISTEN/NOTIFY, the next due time, or a 1 s fallback poll for
-lost notifications); worker threads, once done with a run, claim the next one themselves so a
-busy engine does not go back through the dispatcher for every run.
+lost notifications); worker threads, once done with a run, claim the next one themselves while
+every slot is taken, so a busy engine does not go back through the dispatcher for every run.
 """
 
 from __future__ import annotations
