@@ -61,10 +61,13 @@ def test_a_workflow_limit_parks_what_it_holds_back_and_a_freed_place_wakes_the_b
     first = claim(store, sec(1))
     assert ids(first) == ["r4", "r0"]  # priority first, then creation
     assert [status(store, r) for r in ("r1", "r2", "r3")] == [("pending", False, True)] * 3
+    assert all(store.get(r, None)[0].updated_at == sec(1) for r in ("r1", "r2", "r3"))  # parked then
     assert claim(store, sec(2)) == []  # parked runs are not due: nothing to claim, nothing polled
     done = first[1]
     assert store.commit(done.lease, sec(3), LEASE, Batch((rec("s"),), outcome=CompleteRun(1))).ok
     assert status(store, "r0") == ("completed", False, False)  # its place is given back
+    woken = store.get("r1", None)[0]
+    assert (woken.parked, woken.due_at, woken.updated_at) == (None, sec(3), sec(3))
     assert ids(claim(store, sec(3))) == ["r1"]  # the best parked run was woken, due at once
     assert [status(store, r) for r in ("r2", "r3")] == [("pending", False, True)] * 2
 
@@ -310,11 +313,23 @@ def test_new_limits_wake_every_parked_run(store: Store, raised_to: int | None, c
     else:
         register(store, concurrency=raised_to)
     woken = [store.get(f"r{i}", None)[0] for i in (1, 2, 3)]
-    assert all(r.parked is None and r.due_at == T0 for r in woken)  # the registration's time
+    assert all(r.parked is None and r.due_at == r.updated_at == T0 for r in woken)  # the registration's time
     got = claim(store, sec(2))
     assert len(got) == claimable
     if claimable == 0:  # still one place: the woken runs were parked again
         assert [status(store, f"r{i}") for i in (1, 2, 3)] == [("pending", False, True)] * 3
+
+
+def test_new_limits_wake_only_the_parked_runs_of_that_workflow(store: Store) -> None:
+    """Another limited workflow's parked runs stay parked when one workflow's limits change."""
+    register(store, concurrency=1)
+    register(store, "other", concurrency=1)
+    for run_id, wf in (("l0", LIMITED), ("l1", LIMITED), ("o0", "other"), ("o1", "other")):
+        store.start_run(new(run_id, wf=wf, now=sec(0)))
+    assert sorted(ids(store.claim("w1", [LIMITED, "other"], sec(1), LEASE, 10, [LIMITED, "other"]))) == ["l0", "o0"]
+    register(store, concurrency=2)
+    assert status(store, "l1") == ("pending", False, False)
+    assert status(store, "o1") == ("pending", False, True)
 
 
 @pytest.mark.postgres
