@@ -528,7 +528,9 @@ def callers_at_once(client: pgflow.Client, callers: int, runs: int, steps: int) 
     def caller(n: int) -> None:
         try:
             for _ in range(n):
-                done = client.wait_for_run(client.start_workflow(steps_flow, {"steps": steps}).id, timeout="60s")
+                done = client.wait_for_run(
+                    client.start_workflow(steps_flow, {"steps": steps}).id, timeout="60s"
+                )
                 assert done.status == "completed", done
         except BaseException as exc:  # reported below: a thread's exception would be lost
             failures.append(exc)
@@ -679,7 +681,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=200, help="samples for (c) and (d) (200)")
     p.add_argument("--long-steps", type=int, default=5000, help="steps of the long run of (e) (5000)")
     p.add_argument("--window", type=int, default=20, help="steps per median in (e) (20)")
-    p.add_argument("--api-runs", type=int, default=1000, help="runs of workload (g), one at a time, then from N callers (1000)")
+    p.add_argument(
+        "--api-runs",
+        type=int,
+        default=1000,
+        help="runs of workload (g), one at a time, then from N callers (1000)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE ('-': stdout)")
     p.add_argument("--keep", action="store_true", help="keep the benchmark schemas")
     return p.parse_args(argv)

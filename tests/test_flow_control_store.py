@@ -326,7 +326,10 @@ def test_new_limits_wake_only_the_parked_runs_of_that_workflow(store: Store) -> 
     register(store, "other", concurrency=1)
     for run_id, wf in (("l0", LIMITED), ("l1", LIMITED), ("o0", "other"), ("o1", "other")):
         store.start_run(new(run_id, wf=wf, now=sec(0)))
-    assert sorted(ids(store.claim("w1", [LIMITED, "other"], sec(1), LEASE, 10, [LIMITED, "other"]))) == ["l0", "o0"]
+    assert sorted(ids(store.claim("w1", [LIMITED, "other"], sec(1), LEASE, 10, [LIMITED, "other"]))) == [
+        "l0",
+        "o0",
+    ]
     register(store, concurrency=2)
     assert status(store, "l1") == ("pending", False, False)
     assert status(store, "o1") == ("pending", False, True)

@@ -638,7 +638,9 @@ def test_apply_outcome_without_a_step_keeps_the_current_step(outcome: RunOutcome
     ("expires", "renewed"),
     [(None, NOW + LEASE), (EARLIER, NOW + LEASE), (at(119.999999), NOW + LEASE), (at(120), at(120)), (LATER, LATER)],
 )  # fmt: skip
-def test_a_step_commit_renews_the_lease_only_below_two_thirds(expires: DateTime | None, renewed: DateTime) -> None:
+def test_a_step_commit_renews_the_lease_only_below_two_thirds(
+    expires: DateTime | None, renewed: DateTime
+) -> None:
     """A step's commit renews the lease (to now + lease) only when less than RENEW_BELOW of it is left,
     so the run's row keeps its indexed columns on nearly every step (heartbeats keep more)."""
     assert tr.renew_floor(NOW, LEASE) == at(120)

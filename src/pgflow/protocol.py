@@ -30,7 +30,6 @@ from .execution import is_async
 from .logs import run_extra
 from .records import RunError, StepRecord
 from .replay import Complete, Execute, Fail, Replayer, ReplayInput, Suspend
-from .transitions import RENEW_BELOW
 from .store import (
     Batch,
     Claimed,
@@ -47,6 +46,7 @@ from .store import (
     StartChild,
     SuspendRun,
 )
+from .transitions import RENEW_BELOW
 
 __all__ = [
     "Call",

@@ -94,7 +94,7 @@ class _HottestFirst(deque[Any]):
 def _hottest_first(pool: ConnectionPool | AsyncConnectionPool) -> None:
     idle = getattr(pool, "_pool", None)
     if type(idle) is deque:  # psycopg_pool 3.x; another layout keeps its own order
-        pool._pool = _HottestFirst(idle)  # type: ignore[union-attr]
+        pool._pool = _HottestFirst(idle)
 
 
 class _Pool(ConnectionPool):
