@@ -18,7 +18,7 @@ from pgflow.testing import SimClock
 from pgflow.transitions import RENEW_BELOW
 
 LEASE = pendulum.duration(seconds=30)
-TOO_SLOW = pendulum.duration(seconds=LEASE.total_seconds() * (RENEW_BELOW - 0.5))  # 5 s of 30
+TOO_SLOW = pendulum.duration(seconds=LEASE.total_seconds() * (RENEW_BELOW - 0.5))  # 7.5 s of 30
 CALLS: list[str] = []
 
 

@@ -565,11 +565,11 @@ ERR2 = RunError("KeyError", "'k'", None, "b")
 @pytest.mark.parametrize(
     ("row", "outcome", "expected"),
     [
-        pytest.param(running(at(119)), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
-                     id="keep-running-renews-a-lease-under-two-thirds"),
-        pytest.param(running(at(120)), KeepRunning(), {"updated_at": NOW, "current_step_id": "b"},
-                     id="keep-running-keeps-a-lease-with-two-thirds-left"),
-        pytest.param(held(running(at(119))), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
+        pytest.param(running(at(122)), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
+                     id="keep-running-renews-a-lease-under-three-quarters"),
+        pytest.param(running(at(122.5)), KeepRunning(), {"updated_at": NOW, "current_step_id": "b"},
+                     id="keep-running-keeps-a-lease-with-three-quarters-left"),
+        pytest.param(held(running(at(122))), KeepRunning(), {"lease_expires_at": NOW + LEASE, "updated_at": NOW, "current_step_id": "b"},
                      id="keep-running-held"),
         pytest.param(running(), SuspendRun(DELAY_W, LATER, 0),
                      LET_GO | {"status": PAUSED, "waiting": DELAY_W, "wake_at": LATER, "due_at": LATER}, id="suspend-at-timer"),
@@ -636,14 +636,14 @@ def test_apply_outcome_without_a_step_keeps_the_current_step(outcome: RunOutcome
 
 @pytest.mark.parametrize(
     ("expires", "renewed"),
-    [(None, NOW + LEASE), (EARLIER, NOW + LEASE), (at(119.999999), NOW + LEASE), (at(120), at(120)), (LATER, LATER)],
+    [(None, NOW + LEASE), (EARLIER, NOW + LEASE), (at(122.499999), NOW + LEASE), (at(122.5), at(122.5)), (LATER, LATER)],
 )  # fmt: skip
-def test_a_step_commit_renews_the_lease_only_below_two_thirds(
+def test_a_step_commit_renews_the_lease_only_below_three_quarters(
     expires: DateTime | None, renewed: DateTime
 ) -> None:
     """A step's commit renews the lease (to now + lease) only when less than RENEW_BELOW of it is left,
     so the run's row keeps its indexed columns on nearly every step (heartbeats keep more)."""
-    assert tr.renew_floor(NOW, LEASE) == at(120)
+    assert tr.renew_floor(NOW, LEASE) == at(122.5)
     assert tr.renewed_lease(expires, NOW, LEASE) == renewed
 
 

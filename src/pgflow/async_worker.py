@@ -211,7 +211,7 @@ class AsyncWorker:
     # leases ------------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = max(0.05, self.settings.lease.total_seconds() / 4)  # leaves > RENEW_BELOW of it
+        interval = max(0.05, self.settings.lease.total_seconds() / 5)  # leaves > RENEW_BELOW of it
         while not await _wait_event(self._stopped, interval):
             leases = list(self._active.values())
             if not leases:

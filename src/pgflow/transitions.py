@@ -70,9 +70,9 @@ def _ensure_live(row: RunRow, action: str) -> None:
 
 
 # A step's commit renews the run's lease only when less than this share of it is left. Heartbeats
-# (every quarter lease) keep more than that, so on nearly every step the runs row keeps its indexed
+# (every fifth of a lease) keep more than that, so on nearly every step the runs row keeps its indexed
 # columns and PostgreSQL rewrites it in place (a HOT update: no new entry in any of its indexes).
-RENEW_BELOW = 2 / 3
+RENEW_BELOW = 3 / 4
 
 
 def renew_floor(now: DateTime, lease: pendulum.Duration) -> DateTime:

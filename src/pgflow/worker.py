@@ -293,7 +293,7 @@ class Worker:
     # leases ------------------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        interval = max(0.05, self.settings.lease.total_seconds() / 4)  # leaves > RENEW_BELOW of it
+        interval = max(0.05, self.settings.lease.total_seconds() / 5)  # leaves > RENEW_BELOW of it
         while not self._stopped.wait(interval):
             with self._lock:
                 leases = list(self._active.values())
