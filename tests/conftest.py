@@ -8,11 +8,14 @@ lazily, only when a test asks for ``pg_dsn``). Each test gets its own schema via
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import pendulum
 import pytest
 from hypothesis import HealthCheck, settings
 
-from pgflow.testing import pytest_plugin
+from pgflow.testing import Harness, SimClock, pytest_plugin
 
 # -- Hypothesis -------------------------------------------------------------------------------------
 settings.register_profile("dev", max_examples=50)
@@ -55,3 +58,29 @@ def pg_dsn(pgflow_dsn: str) -> str:
 def pg_schema(pgflow_schema: str) -> str:
     """A fresh, unique schema name (not created: migrations or the test create it), dropped afterwards."""
     return pgflow_schema
+
+
+# -- a Harness on both stores -------------------------------------------------------------------------
+
+HARNESS_T0 = pendulum.datetime(2030, 1, 1, tz="UTC")
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def harness_on_both_stores(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
+    """``make(*workflows, **options)``: a Harness on a simulated clock at HARNESS_T0, on the memory
+    store and (postgres-marked) on PostgreSQL in the test's schema; closed after the test."""
+    made: list[Harness] = []
+
+    def make(*workflows: Any, **options: Any) -> Harness:
+        if request.param == "postgres":
+            options |= {
+                "dsn": request.getfixturevalue("pg_dsn"),
+                "schema": request.getfixturevalue("pg_schema"),
+            }
+        h = Harness(workflows=workflows, clock=SimClock(HARNESS_T0), **options)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

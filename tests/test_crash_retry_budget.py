@@ -14,17 +14,17 @@ events sent instead of 1.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+import functools
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pendulum
 import pytest
 
-import pgflow
 from pgflow import All, Retry, Run, WaitFor, workflow
 from pgflow import step_records as records
 from pgflow.replay import Execute, Replayer, ReplayInput
-from pgflow.testing import Harness, SimClock
+from pgflow.testing import Harness
 
 Flow = Generator[Any, Any, Any]
 T0 = pendulum.datetime(2030, 1, 1, tz="UTC")
@@ -102,24 +102,9 @@ def test_a_retry_after_a_failure_is_not_an_interruption() -> None:
 # ===================================================================== the Harness, both stores
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
-def make_harness(request: pytest.FixtureRequest) -> Iterator[Any]:
-    made: list[Harness] = []
-
-    def make(*workflows: pgflow.Workflow) -> Harness:
-        kwargs: dict[str, Any] = {}
-        if request.param == "postgres":
-            kwargs = {
-                "dsn": request.getfixturevalue("pg_dsn"),
-                "schema": request.getfixturevalue("pg_schema"),
-            }
-        h = Harness(workflows=workflows, clock=SimClock(T0), lease="1s", **kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
+@pytest.fixture
+def make_harness(harness_on_both_stores: Callable[..., Harness]) -> Callable[..., Harness]:
+    return functools.partial(harness_on_both_stores, lease="1s")
 
 
 @pytest.mark.parametrize("crash", [None, "after w", "before s"])

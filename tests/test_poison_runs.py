@@ -4,9 +4,10 @@ class; a step function runs at most once more than its recorded attempts."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pendulum
@@ -14,31 +15,16 @@ import pytest
 
 import pgflow
 from pgflow import Delay, Poll, Retry, Run, WaitFor, workflow
-from pgflow.testing import Harness, SimClock
+from pgflow.testing import Harness
 
 Flow = Generator[Any, Any, Any]
 T0 = pendulum.datetime(2030, 1, 1, tz="UTC")
 HUGE = "100000000 weeks"
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
-def make_harness(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(*workflows: pgflow.Workflow) -> Harness:
-        kwargs: dict[str, Any] = {}
-        if request.param == "postgres":
-            kwargs = {
-                "dsn": request.getfixturevalue("pg_dsn"),
-                "schema": request.getfixturevalue("pg_schema"),
-            }
-        h = Harness(workflows=workflows, clock=SimClock(T0), lease="2s", **kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
+@pytest.fixture
+def make_harness(harness_on_both_stores: Callable[..., Harness]) -> Callable[..., Harness]:
+    return functools.partial(harness_on_both_stores, lease="2s")
 
 
 class Calls:

@@ -4,8 +4,9 @@ the Postgres one alike, through a real Engine and the AsyncClient, and from the 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pendulum
@@ -19,24 +20,9 @@ Flow = Generator[Any, Any, Any]
 T0 = pendulum.datetime(2030, 1, 1, tz="UTC")
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
-def make_harness(request: pytest.FixtureRequest) -> Iterator[Any]:
-    made: list[Harness] = []
-
-    def make(*workflows: pgflow.Workflow) -> Harness:
-        kwargs: dict[str, Any] = {}
-        if request.param == "postgres":
-            kwargs = {
-                "dsn": request.getfixturevalue("pg_dsn"),
-                "schema": request.getfixturevalue("pg_schema"),
-            }
-        h = Harness(workflows=workflows, clock=SimClock(T0), **kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
+@pytest.fixture
+def make_harness(harness_on_both_stores: Callable[..., Harness]) -> Callable[..., Harness]:
+    return functools.partial(harness_on_both_stores)
 
 
 class Steps:
