@@ -1006,6 +1006,20 @@ def test_watch_run_sees_status_changes(pg: PostgresStore) -> None:
     assert _listen_connections(pg) == 1
 
 
+@pytest.mark.postgres
+def test_a_new_run_is_not_announced_on_the_runs_channel(pg: PostgresStore) -> None:
+    """Starting a run wakes the workers but announces no status: nobody can be waiting for a run that
+    did not exist, and an announcement would wake every waiter of the id for a needless re-read. Its
+    claim (pending -> running) is announced."""
+    pg.listen()
+    with pg.watch_run("r1") as waiter:
+        pg.start_run(new("r1"))
+        assert pg.wait_for_wakeup(5) is True
+        assert waiter.wait(0.2) is False
+        claim_one(pg, sec(2))
+        assert waiter.wait(5) is True
+
+
 def _listen_connections(pg: PostgresStore) -> int:
     """Server sessions whose last statement LISTENed on this store's runs channel."""
     from pgflow.postgres.listen import channel

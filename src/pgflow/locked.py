@@ -226,11 +226,12 @@ def _ended(row: RunRow, now: DateTime) -> UowGen:
 
 
 def insert_run(row: RunRow) -> UowGen:
-    """Insert a run and wake the workers (and announce it) when it went in."""
+    """Insert a run and wake the workers when it went in. Its status is not announced on the runs
+    channel: nobody can be waiting for a run that did not exist (``wait_for_run`` raises
+    ``RunNotFoundError`` for it), and each announcement wakes every waiter of that run id."""
     inserted: bool = yield InsertRun(row)
     if inserted:
         yield Notify("wake")
-        yield Notify("runs", row.id)
     return inserted
 
 

@@ -7,6 +7,7 @@ these, and write back what it returns; the rules of SPEC §3/§4 live here and o
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -75,9 +76,16 @@ def _ensure_live(row: RunRow, action: str) -> None:
 RENEW_BELOW = 3 / 4
 
 
+def renew_margin(lease: timedelta) -> timedelta:
+    """How much of a lease must be left for a step's commit to keep it (``RENEW_BELOW`` of it). A
+    plain ``timedelta``: the hot commit adds it to a plain datetime (pendulum's arithmetic costs
+    ~10 µs a step)."""
+    return timedelta(microseconds=round(lease.total_seconds() * 1_000_000 * RENEW_BELOW))
+
+
 def renew_floor(now: DateTime, lease: pendulum.Duration) -> DateTime:
     """A lease expiring before this is renewed by a step's commit at ``now`` (to ``now + lease``)."""
-    return now + pendulum.duration(microseconds=round(lease.total_seconds() * 1_000_000 * RENEW_BELOW))
+    return now + renew_margin(lease)
 
 
 def renewed_lease(expires_at: DateTime | None, now: DateTime, lease: pendulum.Duration) -> DateTime:

@@ -99,7 +99,7 @@ def start_run(new: NewRun, channels: Channels) -> SqlGen[tuple[RunRow, bool]]:
     """One statement inserts the run and wakes the workers; when its id or idempotency key exists
     already, a second read returns the existing run."""
     row = tr.new_row(new)
-    params = {**run_params(row), "wake_channel": channels.wake, "runs_channel": channels.runs}
+    params = {**run_params(row), "wake_channel": channels.wake}
     if (yield Rows("start_run", params)):
         return row, True
     if new.idempotency_key is not None:
@@ -278,13 +278,12 @@ def commit_keep_running(
     lease: Lease, now: DateTime, lease_duration: pendulum.Duration, batch: Batch
 ) -> SqlGen[CommitResult]:
     """The hot path, one statement: fenced lease renewal + step upserts (+ the events taken)."""
+    at = pg_time(now)
     params: dict[str, Any] = {
-        "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": pg_time(now),
-        "lease_expires_at": pg_time(now) + lease_duration,
-        "renew_floor": pg_time(tr.renew_floor(now, lease_duration)),
+        "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": at,
+        "lease_expires_at": at + lease_duration, "renew_floor": at + tr.renew_margin(lease_duration),
         "current_step_id": batch.current_step_id, "finished_step_id": batch.finished_step_id,
-        "steps": steps_json(batch.steps),
-        "event_ids": [i for i, _ in batch.consumed], "event_steps": [s for _, s in batch.consumed],
+        "steps": steps_json(batch.steps), **_consumed_params(batch),
     }  # fmt: skip
     found = yield Rows("commit_keep_running", params)
     return CommitResult(ok=True, held=bool(found[0]["held"])) if found else CommitResult(ok=False)
@@ -299,10 +298,17 @@ def commit_complete(
     found = yield Rows("commit_complete", {
         "run_id": lease.run_id, "token": lease.token, "owner": lease.owner, "now": pg_time(now),
         "current_step_id": batch.current_step_id, "steps": steps_json(batch.steps),
-        "output": json_value(batch.outcome.output), "event_ids": [i for i, _ in batch.consumed],
-        "event_steps": [s for _, s in batch.consumed], "channel": channels.runs,
+        "output": json_value(batch.outcome.output), **_consumed_params(batch), "channel": channels.runs,
     })  # fmt: skip
     return CommitResult(ok=True) if found else None
+
+
+def _consumed_params(batch: Batch) -> dict[str, list[Any] | None]:
+    """The events a hot commit marks consumed, as two arrays; NULL for none (most steps): psycopg
+    looks through an empty list for its element type on every call."""
+    if not batch.consumed:
+        return {"event_ids": None, "event_steps": None}
+    return {"event_ids": [i for i, _ in batch.consumed], "event_steps": [s for _, s in batch.consumed]}
 
 
 def commit_locked(

@@ -61,12 +61,13 @@ RETURNING id
 
 -- name: start_run
 -- A new run, one statement: insert_run (embedded as {insert_run}, the one copy of the insert), and
--- when the row went in, wake the workers and announce its status (so the run and its wake-up commit
--- together); no row when its id or idempotency key already exists.
+-- when the row went in, wake the workers (so the run and its wake-up commit together); no row when
+-- its id or idempotency key already exists. Not announced on the runs channel: nobody waits for a
+-- run that did not exist yet (locked.insert_run).
 WITH inserted AS (
     {insert_run}
 )
-SELECT id, pg_notify(%(wake_channel)s, '') AS wake, pg_notify(%(runs_channel)s, id) AS announce
+SELECT id, pg_notify(%(wake_channel)s, '') AS wake
 FROM inserted
 
 -- name: run_by_key
