@@ -808,26 +808,6 @@ def test_next_due(store: Store) -> None:
     assert store.next_due([WF]) is None
 
 
-def test_claim_and_next_due(store: Store) -> None:
-    """claim_and_next_due claims as ``claim`` does and returns ``next_due`` as it is after the claim:
-    the claimed runs' lease expiry counts, the runs left behind their due times; no free slot claims
-    nothing and still answers."""
-    store.start_run(new("r1", now=sec(1)))
-    store.start_run(new("r2", now=sec(10)))
-    store.start_run(new("r3", now=sec(20)))
-    claimed, due = store.claim_and_next_due("w1", [WF], sec(2), LEASE, 10)
-    assert [c.run.id for c in claimed] == ["r1"]
-    assert due == sec(10) == store.next_due([WF])
-    claimed, due = store.claim_and_next_due("w2", [WF], sec(25), LEASE, 1)
-    assert [c.run.id for c in claimed] == ["r2"] and claimed[0].lease.owner == "w2"
-    assert due == sec(20) == store.next_due([WF])  # r3 is due; r1's lease expires at 32 s
-    claimed, due = store.claim_and_next_due("w2", [WF], sec(25), LEASE, 5)
-    assert [c.run.id for c in claimed] == ["r3"] and due == sec(2) + LEASE
-    assert store.claim_and_next_due("w1", [WF], sec(26), LEASE, 0) == ([], sec(2) + LEASE)
-    assert store.claim_and_next_due("w1", [], sec(26), LEASE, 10) == ([], None)
-    assert store.claim_and_next_due("w1", ["wf2"], sec(26), LEASE, 10) == ([], None)
-
-
 def test_heartbeat(store: Store) -> None:
     """A heartbeat extends live leases in one call and reports the live runs whose lease is lost (a
     run that ended meanwhile, e.g. cancelled or completed by its worker, lost nothing)."""
@@ -1094,7 +1074,7 @@ def _round_trips(pool: ConnectionPool[Any], action: Any, tmp_path: Any) -> int:
 @pytest.mark.postgres
 def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
     """A KeepRunning batch of step records costs one round trip, and so does a claim (one statement
-    that leases the runs and loads their histories), with the next due time too; a suspend costs two."""
+    that leases the runs and loads their histories); a suspend costs two."""
     with ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True) as pool:
         pg = PostgresStore(pool, schema=pg_schema)
         pg.migrate()
@@ -1109,13 +1089,6 @@ def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path
         )
         assert _round_trips(pool, lambda: pg.commit(lease, T0, LEASE, suspend), tmp_path) == 2
         assert [s.step_id for s in pg.get("r1", None)[1]] == ["a", "b", "w"]
-        pg.start_run(new("r2"))
-        got: list[Any] = []
-        assert (
-            _round_trips(pool, lambda: got.append(pg.claim_and_next_due("w", [WF], T0, LEASE, 5)), tmp_path)
-            == 1
-        )
-        assert [c.run.id for c in got[0][0]] == ["r2"] and got[0][1] == T0 + LEASE  # the claim's new lease
 
 
 def _claim_while(pg: PostgresStore, now: Any, client_action: Any) -> Claimed:

@@ -24,16 +24,7 @@ from .logs import run_extra
 from .processor import Settings
 from .schedules import ON_TIME
 from .store import Claimed, Lease
-from .worker import (
-    DISPATCH_RETRY,
-    FALLBACK_POLL,
-    FIRE_LIMIT,
-    UNKNOWN,
-    Due,
-    ScheduleTimer,
-    Unknown,
-    worker_owner,
-)
+from .worker import DISPATCH_RETRY, FALLBACK_POLL, FIRE_LIMIT, ScheduleTimer, worker_owner
 
 __all__ = ["AsyncWorker"]
 
@@ -112,25 +103,26 @@ class AsyncWorker:
     def _free(self) -> int:
         return self.concurrency - len(self._active) - self._claiming
 
-    async def _claim(self, limit: int, *, with_due: bool = False) -> tuple[list[Claimed], Due]:
+    async def _claim(self, limit: int) -> list[Claimed]:
         limit = min(limit, self._free())
         if limit <= 0 or self.stopping.is_set() or not self.workflows:
-            return [], UNKNOWN
+            return []
         self._claiming += limit
         claimed: list[Claimed] = []
-        due: Due = UNKNOWN
         try:
-            args = (self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit,
-                    limited_ids(self.workflows))  # fmt: skip
-            if with_due:
-                claimed, due = await self.store.claim_and_next_due(*args)
-            else:
-                claimed = await self.store.claim(*args)
+            claimed = await self.store.claim(
+                self.owner,
+                list(self.workflows),
+                self.clock.now(),
+                self.settings.lease,
+                limit,
+                limited_ids(self.workflows),
+            )
         finally:
             self._claiming -= limit
             for item in claimed:
                 self._active[item.run.id] = item.lease
-        return claimed, due
+        return claimed
 
     async def _dispatch_loop(self) -> None:
         while not self.stopping.is_set():
@@ -146,7 +138,7 @@ class AsyncWorker:
     async def _dispatch_once(self) -> None:
         await self._fire_schedules()
         free = self._free()
-        claimed, due = await self._claim(free, with_due=True)
+        claimed = await self._claim(free)
         for item in claimed:
             task = asyncio.get_running_loop().create_task(self._work(item), name=f"pgflow-run-{item.run.id}")
             self._runs.add(task)
@@ -157,7 +149,7 @@ class AsyncWorker:
             self._wake.clear()
             self._saturated = False
             return
-        await self._idle_wait(due)
+        await self._idle_wait()
 
     async def _fire_schedules(self) -> None:
         """Start the runs of the schedule ticks that are due (SPEC §16)."""
@@ -165,9 +157,8 @@ class AsyncWorker:
         if self._ticks.due(now):
             self._ticks.fired(await self.store.fire_schedules(now, ON_TIME, FIRE_LIMIT), now)
 
-    async def _idle_wait(self, due: Due) -> None:
-        if isinstance(due, Unknown):
-            due = await self.store.next_due(list(self.workflows)) if self.workflows else None
+    async def _idle_wait(self) -> None:
+        due = await self.store.next_due(list(self.workflows)) if self.workflows else None
         timeout = FALLBACK_POLL
         if due is not None:
             timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
@@ -211,7 +202,7 @@ class AsyncWorker:
         if not self._saturated:
             return None
         try:
-            more, _ = await self._claim(1)
+            more = await self._claim(1)
         except Exception as exc:
             log.warning("pgflow: claiming the next run failed (%s); the dispatcher will retry", exc)
             return None

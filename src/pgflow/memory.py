@@ -319,13 +319,6 @@ class MemoryStore:
                 self._runs[row.id] = attrs.evolve(row, lease_expires_at=now + lease_duration)
         return lost
 
-    def claim_and_next_due(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
-        limited: Sequence[str] = (),
-    ) -> tuple[list[Claimed], DateTime | None]:  # fmt: skip
-        claimed = self.claim(owner, workflow_ids, now, lease, limit, limited)
-        return claimed, self.next_due(workflow_ids)
-
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None:
         wanted = set(workflow_ids)
         with self._lock:

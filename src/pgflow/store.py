@@ -294,14 +294,6 @@ class Store(Protocol):
 
     def next_due(self, workflow_ids: Sequence[str]) -> DateTime | None: ...
 
-    def claim_and_next_due(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
-        limited: Sequence[str] = (),
-    ) -> tuple[list[Claimed], DateTime | None]:  # fmt: skip
-        """``claim``, then ``next_due(workflow_ids)`` as it is after the claim: what a dispatcher asks
-        each time it wakes, in one round trip where the store can."""
-        ...
-
     # reads for the dashboard (counts, registered workflows, mailbox, child runs) ------------------
     def count_runs(self, workflow_id: str | None, resource_id: str | None) -> dict[str, int]:
         """Runs per status (only statuses that have runs), with the optional filters."""

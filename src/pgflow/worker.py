@@ -34,14 +34,6 @@ DISPATCH_RETRY = 0.5  # seconds between claims while the database fails
 FIRE_LIMIT = 100  # schedules fired per transaction
 
 
-class Unknown:
-    """A next due time the dispatcher has not read (its claim did not run): ask the store."""
-
-
-UNKNOWN = Unknown()
-Due = pendulum.DateTime | None | Unknown
-
-
 def worker_owner() -> str:
     """A worker's lease owner: host, process and a random suffix (several workers per process)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -166,30 +158,30 @@ class Worker:
         with self._lock:
             return self.concurrency - len(self._active) - self._claiming
 
-    def _claim(self, limit: int, *, with_due: bool = False) -> tuple[list[Claimed], Due]:
+    def _claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` runs, never more than the free slots: a run claimed beyond them would
-        wait, leased and heartbeated, until a worker thread found nothing else to claim. ``with_due``
-        (the dispatcher): also the next due time, read after the claim in the same round trip."""
+        wait, leased and heartbeated, until a worker thread found nothing else to claim."""
         with self._lock:
             limit = min(limit, self.concurrency - len(self._active) - self._claiming)
             if limit <= 0 or self.stopping.is_set() or not self.workflows:
-                return [], UNKNOWN
+                return []
             self._claiming += limit
         claimed: list[Claimed] = []
-        due: Due = UNKNOWN
         try:
-            args = (self.owner, list(self.workflows), self.clock.now(), self.settings.lease, limit,
-                    limited_ids(self.workflows))  # fmt: skip
-            if with_due:
-                claimed, due = self.store.claim_and_next_due(*args)
-            else:
-                claimed = self.store.claim(*args)
+            claimed = self.store.claim(
+                self.owner,
+                list(self.workflows),
+                self.clock.now(),
+                self.settings.lease,
+                limit,
+                limited_ids(self.workflows),
+            )
         finally:
             with self._lock:
                 self._claiming -= limit
                 for item in claimed:
                     self._active[item.run.id] = item.lease
-        return claimed, due
+        return claimed
 
     def _dispatch_loop(self) -> None:
         while not self.stopping.is_set():
@@ -205,7 +197,7 @@ class Worker:
     def _dispatch_once(self) -> None:
         self._fire_schedules()
         free = self._free()
-        claimed, due = self._claim(free, with_due=True)
+        claimed = self._claim(free)
         for item in claimed:
             self._submit(item)
         if free <= 0 or len(claimed) == free:
@@ -218,7 +210,7 @@ class Worker:
                 self._wake.clear()
                 self._saturated = False
                 return
-        self._idle_wait(due)
+        self._idle_wait()
 
     def _submit(self, item: Claimed) -> None:
         try:
@@ -232,9 +224,8 @@ class Worker:
         if self._ticks.due(now):
             self._ticks.fired(self.store.fire_schedules(now, ON_TIME, FIRE_LIMIT), now)
 
-    def _idle_wait(self, due: Due) -> None:
-        if isinstance(due, Unknown):
-            due = self.store.next_due(list(self.workflows)) if self.workflows else None
+    def _idle_wait(self) -> None:
+        due = self.store.next_due(list(self.workflows)) if self.workflows else None
         timeout = FALLBACK_POLL
         if due is not None:
             timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
@@ -290,7 +281,7 @@ class Worker:
         if not saturated:
             return None
         try:
-            more, _ = self._claim(1)
+            more = self._claim(1)
         except StorageError as exc:
             log.warning("pgflow: claiming the next run failed (%s); the dispatcher will retry", exc)
             return None

@@ -134,16 +134,6 @@ class AsyncPostgresStore:
             "claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit, self._channels)
         )
 
-    async def claim_and_next_due(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
-        limited: Sequence[str] = (),
-    ) -> tuple[list[Claimed], DateTime | None]:  # fmt: skip
-        if limited or not workflow_ids or limit <= 0:  # a limited claim is a transaction of its own
-            claimed = await self.claim(owner, workflow_ids, now, lease, limit, limited)
-            return claimed, await self.next_due(workflow_ids)
-        op = lambda: ops.claim_and_next_due(owner, workflow_ids, now, lease, limit, self._channels)  # noqa: E731
-        return await self._x.run("claim", op)
-
     async def reload(self, lease: Lease) -> Claimed | None:
         return await self._x.run("reload", lambda: ops.reload(lease), read=True)
 

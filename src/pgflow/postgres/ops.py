@@ -40,7 +40,6 @@ from .uow import Channels, as_sql
 
 __all__ = [
     "claim",
-    "claim_and_next_due",
     "commit_complete",
     "commit_keep_running",
     "consumed_events",
@@ -205,34 +204,11 @@ def claim(
     ``claim`` query). A run a client changed while the statement ran (an event delivered, a wait
     fast-forwarded) has its steps and mailbox read again, after the lease committed: the snapshot's
     copy may lack what its ``mailbox_seq`` already counts."""
-    found = yield _claim_rows(owner, workflow_ids, now, lease, limit, channels)
-    return (yield from _claimed_from(found))
-
-
-def claim_and_next_due(
-    owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
-    channels: Channels,
-) -> SqlGen[tuple[list[Claimed], DateTime | None]]:  # fmt: skip
-    """``claim``, and ``next_due`` read after it in the same round trip (what an idle dispatcher
-    asks each time it wakes): no second statement competing with the runs it just claimed."""
-    found, due = yield RowsTogether(
-        (_claim_rows(owner, workflow_ids, now, lease, limit, channels), _next_due_rows(workflow_ids))
-    )
-    return (yield from _claimed_from(found)), _due_of(due)
-
-
-def _claim_rows(
-    owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
-    channels: Channels,
-) -> Rows:  # fmt: skip
     params = {
         "workflow_ids": list(workflow_ids), "now": pg_time(now), "owner": owner,
         "lease_expires_at": pg_time(now + lease), "runs_channel": channels.runs,
     }  # fmt: skip
-    return Rows("claim", params, {"limit": sql.Literal(int(limit))})  # see the query: a literal
-
-
-def _claimed_from(found: list[dict[str, Any]]) -> SqlGen[list[Claimed]]:
+    found = yield Rows("claim", params, {"limit": sql.Literal(int(limit))})  # see the query: a literal
     stale = [r["id"] for r in found if not r["snapshot_current"]]
     if not stale:
         return [_claimed_row(r, time_of(r["claim_due"])) for r in found]
@@ -355,14 +331,7 @@ def heartbeat(leases: Sequence[Lease], now: DateTime, lease_duration: pendulum.D
 
 
 def next_due(workflow_ids: Sequence[str]) -> SqlGen[DateTime | None]:
-    return _due_of((yield _next_due_rows(workflow_ids)))
-
-
-def _next_due_rows(workflow_ids: Sequence[str]) -> Rows:
-    return Rows("next_due", {"workflow_ids": list(workflow_ids)})
-
-
-def _due_of(found: list[dict[str, Any]]) -> DateTime | None:
+    found = yield Rows("next_due", {"workflow_ids": list(workflow_ids)})
     due = found[0]["due"] if found else None
     return None if due is None else pendulum.instance(due).in_timezone("UTC")
 

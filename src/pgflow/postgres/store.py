@@ -131,15 +131,6 @@ class PostgresStore:
             return self._x.run("claim", op, mode="transaction")
         return self._x.run("claim", lambda: ops.claim(owner, workflow_ids, now, lease, limit, self._channels))
 
-    def claim_and_next_due(
-        self, owner: str, workflow_ids: Sequence[str], now: DateTime, lease: pendulum.Duration, limit: int,
-        limited: Sequence[str] = (),
-    ) -> tuple[list[Claimed], DateTime | None]:  # fmt: skip
-        if limited or not workflow_ids or limit <= 0:  # a limited claim is a transaction of its own
-            return self.claim(owner, workflow_ids, now, lease, limit, limited), self.next_due(workflow_ids)
-        op = lambda: ops.claim_and_next_due(owner, workflow_ids, now, lease, limit, self._channels)  # noqa: E731
-        return self._x.run("claim", op)
-
     def reload(self, lease: Lease) -> Claimed | None:
         return self._x.run("reload", lambda: ops.reload(lease), read=True)
 
