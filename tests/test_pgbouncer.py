@@ -100,8 +100,8 @@ def _just_after_an_idle_poll(polled: threading.Event) -> None:
         assert polled.wait(5), "the worker did not poll"
         now = time.monotonic()
         if last is not None and now - last >= 0.5:
-            # let the dispatcher finish that poll (it hands over what it claimed, then sleeps until
-            # the next due time its claim read): an event sent before it sleeps is claimed at once
+            # let the dispatcher finish that poll (it asks when work is next due, then sleeps):
+            # an event sent before it asks would be due at once, and claimed without waiting
             time.sleep(0.2)
             return
         last = now
@@ -164,8 +164,8 @@ def test_without_listen_dsn_runs_complete_by_polling_and_one_warning_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Without listen_dsn: runs complete, each hop waits for the 1 s poll, ONE warning says why."""
-    polled = threading.Event()  # set after each of the dispatcher's claims: the worker's poll tick
-    claim = PostgresStore.claim_and_next_due
+    polled = threading.Event()  # set after each claim: the worker's poll tick
+    claim = PostgresStore.claim
 
     def observed_claim(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -173,7 +173,7 @@ def test_without_listen_dsn_runs_complete_by_polling_and_one_warning_says_so(
         finally:
             polled.set()
 
-    monkeypatch.setattr(PostgresStore, "claim_and_next_due", observed_claim)
+    monkeypatch.setattr(PostgresStore, "claim", observed_claim)
     with (
         pgflow.Engine(
             bouncer.dsn, workflows=[hops], concurrency=2, schema=pg_schema, prepare=False

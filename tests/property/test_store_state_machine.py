@@ -484,26 +484,15 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(
         target=leases, owner=st.sampled_from(OWNERS),
         wfs=st.lists(st.sampled_from(WORKFLOWS), min_size=1, max_size=2, unique=True), limit=st.integers(1, 3),
-        duration=durations, limited=st.booleans(), dispatcher=st.booleans(),
+        duration=durations, limited=st.booleans(),
     )  # fmt: skip
     def claim(
-        self, owner: str, wfs: list[str], limit: int, duration: pendulum.Duration, limited: bool,
-        dispatcher: bool,
-    ) -> Any:  # fmt: skip
+        self, owner: str, wfs: list[str], limit: int, duration: pendulum.Duration, limited: bool
+    ) -> Any:
         """Claim ready runs and runs with expired leases: the same runs, in the same order; the
-        ``limited`` way (the worker's definitions have limits) admits and parks under the limits; the
-        ``dispatcher`` way (``claim_and_next_due``) gives the same next due time too."""
+        ``limited`` way (the worker's definitions have limits) admits and parks under the limits."""
         chosen = wfs if limited else []
-        if dispatcher:
-            kind, found = self.both(
-                "claim_and_next_due",
-                lambda s: s.claim_and_next_due(owner, wfs, self.now, duration, limit, chosen),
-            )
-            claimed = found[0] if kind == "ok" else []
-        else:
-            kind, claimed = self.both(
-                "claim", lambda s: s.claim(owner, wfs, self.now, duration, limit, chosen)
-            )
+        kind, claimed = self.both("claim", lambda s: s.claim(owner, wfs, self.now, duration, limit, chosen))
         return multiple(*[c.lease for c in claimed]) if kind == "ok" else multiple()
 
     @rule(
