@@ -1072,6 +1072,29 @@ def _round_trips(pool: ConnectionPool[Any], action: Any, tmp_path: Any) -> int:
 
 
 @pytest.mark.postgres
+def test_a_claim_commits_asynchronously_without_leaking_the_setting(pg_dsn: str, pg_schema: str) -> None:
+    """Both claims (plain, limited) commit without waiting for their WAL flush (set_config(..., true):
+    their own transaction only; see the claim query), and the pooled connection is synchronous again
+    afterwards: every other write on it (a step's record, a start) waits for its flush."""
+    with ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True, kwargs={"autocommit": True}) as pool:
+        pg = PostgresStore(pool, schema=pg_schema)
+        pg.migrate()
+        pg.register_workflow("limited", [], T0, {"retries": 0, "concurrency": 1, "key_concurrency": None})
+        pg.start_run(new("plain"))
+        pg.start_run(new("capped", wf="limited"))
+        for wf, limited, run_id in ((WF, [], "plain"), ("limited", ["limited"], "capped")):
+            assert [c.run.id for c in pg.claim("w", [wf], T0, LEASE, 5, limited)] == [run_id]
+            with pool.connection() as conn:
+                assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        texts = {
+            "claim": pg._q.render("claim", {"limit": sql.Literal(5)}),
+            "claim_ids": pg._q["claim_ids"],
+        }
+        for name, text in texts.items():
+            assert b"set_config('synchronous_commit', 'off', true)" in text, name
+
+
+@pytest.mark.postgres
 def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
     """A KeepRunning batch of step records costs one round trip, and so does a claim (one statement
     that leases the runs and loads their histories); a suspend costs two."""

@@ -245,6 +245,12 @@ SELECT pg_notify(%(channel)s, id) FROM run
 -- false then (the row's xmin moved), and the caller reads steps and mailbox again.
 -- claim_due is when each run became claimable (its due time, or its lease's expiry), for the
 -- pgflow.claim.delay metric (due_at is NULL once claimed).
+-- The claim commits without waiting for its WAL flush (synchronous_commit off for this statement's
+-- transaction only: set_config(..., true)). Nothing runs on a claim alone: the worker's next write
+-- (the first step's running record, a completion, a Transaction step) is a synchronous commit,
+-- fenced by the new lease token, and flushing it flushes the claim before it. A claim lost with a
+-- server crash leaves the run as it was, and that next commit fails on the token (lease lost), so
+-- no step runs on a lease the database forgot. It saves the claim a disk flush (~0.3 ms).
 -- {limit} is the limit written as a literal (ops.claim), not a parameter: a generic plan would
 -- assume LIMIT $n returns a tenth of the rows, cost itself far above the custom plans once the
 -- table is large and never be used, so every claim would be planned again (most of its server
@@ -301,7 +307,8 @@ SELECT c.*,
      WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
     p.locked_xmin = (SELECT x.xmin FROM {schema}.runs AS x WHERE x.id = c.id) AS snapshot_current,
     CASE WHEN c.status <> p.old_status THEN pg_notify(%(runs_channel)s, c.id) END AS announced,
-    p.due AS claim_due
+    p.due AS claim_due,
+    set_config('synchronous_commit', 'off', true) AS async_commit
 FROM claimed AS c JOIN picked AS p ON p.id = c.id
 ORDER BY p.rank, p.priority DESC, p.due, p.created_at, p.id
 
@@ -351,7 +358,8 @@ WHERE r.id = p.id
 -- The limited claim's last statement: lease the admitted runs (locked by the candidate queries) as
 -- claim does, the runs that take a place (limits.takes_place: placed) holding it, and return them with
 -- their step records and mailbox (read under the row locks, so current). No claim_due: the caller
--- has each run's due time (or lease expiry) from its candidate row.
+-- has each run's due time (or lease expiry) from its candidate row. Its transaction commits without
+-- waiting for its WAL flush, as the plain claim does (see claim: nothing runs on a claim alone).
 WITH claimed AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN r.held THEN 'paused' ELSE 'running' END, lease_owner = %(owner)s,
@@ -370,7 +378,8 @@ SELECT c.*,
     (SELECT json_agg(s ORDER BY s.seq, s.pos) FROM {schema}.steps AS s WHERE s.run_id = c.id) AS step_rows,
     (SELECT json_agg(e ORDER BY e.id) FROM {schema}.events AS e
      WHERE e.run_id = c.id AND e.consumed_by_step IS NULL) AS mailbox_rows,
-    true AS snapshot_current
+    true AS snapshot_current,
+    set_config('synchronous_commit', 'off', true) AS async_commit
 FROM claimed AS c
 
 -- name: share_limits
