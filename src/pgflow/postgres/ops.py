@@ -114,13 +114,11 @@ def start_run(new: NewRun, channels: Channels) -> SqlGen[tuple[RunRow, bool]]:
 
 
 def get(run_id: str, resource_id: str | None) -> SqlGen[tuple[RunRow, list[StepRecord]]]:
-    found, records = yield RowsTogether(
-        (Rows("get_run", {"id": run_id}), Rows("run_steps", {"run_id": run_id}))
-    )
+    found = yield Rows("get_run_with_steps", {"id": run_id})
     row = run_from(found[0]) if found else None
     if row is None or (resource_id is not None and row.resource_id != resource_id):
         raise RunNotFoundError(locked.not_found_message(run_id, resource_id))
-    return row, [step_from(r) for r in records]
+    return row, [step_from(r) for r in found[0]["step_rows"] or ()]
 
 
 def timelines(run_ids: Sequence[str]) -> SqlGen[dict[str, list[StepRecord]]]:

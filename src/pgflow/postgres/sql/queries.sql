@@ -78,6 +78,13 @@ SELECT * FROM {schema}.runs WHERE idempotency_key = %(key)s
 -- One run, without locking it.
 SELECT * FROM {schema}.runs WHERE id = %(id)s
 
+-- name: get_run_with_steps
+-- One run and its step records (a json array in execution order), one statement: one round trip and
+-- one snapshot (the run and its timeline as they were at the same moment).
+SELECT r.*,
+    (SELECT json_agg(s ORDER BY s.seq, s.pos) FROM {schema}.steps AS s WHERE s.run_id = r.id) AS step_rows
+FROM {schema}.runs AS r WHERE r.id = %(id)s
+
 -- name: lock_run
 -- One run, locked for the rest of the transaction (every status change starts here).
 SELECT * FROM {schema}.runs WHERE id = %(id)s FOR UPDATE
