@@ -18,7 +18,7 @@ from pgflow.memory import MemoryStore
 from pgflow.processor import RunProcessor, Settings
 from pgflow.records import TERMINAL, RunStatus
 from pgflow.store import Claimed, NewRun
-from pgflow.worker import Worker
+from pgflow.worker import FALLBACK_POLL, SETTLE, Worker, idle_timeout
 from procs.common import eventually
 
 
@@ -148,3 +148,73 @@ def test_a_worker_never_holds_more_runs_than_its_concurrency() -> None:
     assert store.most_held <= 2
     waits = {r: round(_started[r] - store.claimed_at[r], 3) for r in runs}
     assert max(waits.values()) < 0.5, sorted(waits.items(), key=lambda kv: -kv[1])[:5]
+
+
+# -- when the dispatcher reads the next due time ---------------------------------------------------------
+
+T = pendulum.datetime(2024, 1, 1, tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("due", "found_work", "expected"),
+    [
+        (None, False, FALLBACK_POLL),  # nothing scheduled: the fallback poll
+        (None, True, SETTLE),  # work found: claim again soon, next_due read then
+        (T.add(seconds=0.3), False, 0.3),
+        (T.add(seconds=0.3), True, SETTLE),  # a known timer later than the settle wait
+        (T.add(seconds=0.02), True, 0.02),  # a known timer sooner: not overslept
+        (T.add(seconds=5), False, FALLBACK_POLL),
+        (T.subtract(seconds=1), False, 0.0),  # overdue: claim at once
+        (T.subtract(seconds=1), True, 0.0),
+    ],
+)
+def test_idle_timeout(due: pendulum.DateTime | None, found_work: bool, expected: float) -> None:
+    assert idle_timeout(due, T, found_work) == pytest.approx(expected)
+
+
+class DispatcherCalls(MemoryStore):
+    """Notes the dispatcher thread's claims (with how many runs each found) and next_due reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def _note(self, call: str) -> None:
+        if threading.current_thread().name == "pgflow-dispatcher":
+            self.calls.append(call)
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[Claimed]:
+        found = super().claim(*args, **kwargs)
+        self._note(f"claim:{len(found)}")
+        return found
+
+    def next_due(self, *args: Any, **kwargs: Any) -> Any:
+        self._note("next_due")
+        return super().next_due(*args, **kwargs)
+
+
+def test_after_a_claim_that_found_work_the_dispatcher_claims_again_before_reading_next_due() -> None:
+    """A claim that found work is followed by another claim (after a wake-up or SETTLE), never by a
+    next_due read: the runs it claimed are starting, and a read then competed with them for the CPU.
+    A claim that found nothing is followed by a next_due read, which bounds the idle sleep."""
+    store, clock = DispatcherCalls(), SystemClock()
+    settings = Settings(pendulum.duration(seconds=30), pendulum.duration(seconds=1))
+    caller = StepCaller()
+    processor = RunProcessor(store, {"double": double}, clock, settings, caller)
+    worker = Worker(store, {"double": double}, processor, settings, 4, clock)
+    worker.start()
+    try:
+        for i in range(5):
+            store.start_run(NewRun(f"d{i}", "double", None, i, 0, 1.0, None, None, clock.now()))
+            eventually(lambda i=i: store.get(f"d{i}", None)[0].status == RunStatus.COMPLETED)
+        time.sleep(2 * SETTLE)
+    finally:
+        worker.stop(timeout=3)
+        caller.close()
+    calls = list(store.calls)
+    found = [i for i, call in enumerate(calls) if call.startswith("claim:") and call != "claim:0"]
+    assert len(found) >= 1, calls
+    for i in found:
+        assert calls[i + 1].startswith("claim:"), calls  # then a claim, not a next_due read
+    empty = [i for i, call in enumerate(calls[:-1]) if call == "claim:0"]
+    assert empty and all(calls[i + 1] == "next_due" for i in empty), calls

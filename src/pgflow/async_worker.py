@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import pendulum
+
 from .async_processor import AsyncRunProcessor
 from .definition import Workflow
 from .errors import StorageError
@@ -24,7 +26,7 @@ from .logs import run_extra
 from .processor import Settings
 from .schedules import ON_TIME
 from .store import Claimed, Lease
-from .worker import DISPATCH_RETRY, FALLBACK_POLL, FIRE_LIMIT, ScheduleTimer, worker_owner
+from .worker import DISPATCH_RETRY, FALLBACK_POLL, FIRE_LIMIT, ScheduleTimer, idle_timeout, worker_owner
 
 __all__ = ["AsyncWorker"]
 
@@ -52,6 +54,7 @@ class AsyncWorker:
         self._stopped = asyncio.Event()
         self._saturated = False  # every slot was taken when the dispatcher last claimed
         self._ticks = ScheduleTimer()
+        self._due: pendulum.DateTime | None = None  # the next due time read last (see worker.idle_timeout)
 
     async def start(self) -> None:
         await self.store.listen()  # LISTEN before the first claim: no wake-up sent after it is missed
@@ -149,7 +152,7 @@ class AsyncWorker:
             self._wake.clear()
             self._saturated = False
             return
-        await self._idle_wait()
+        await self._idle_wait(found_work=bool(claimed))
 
     async def _fire_schedules(self) -> None:
         """Start the runs of the schedule ticks that are due (SPEC §16)."""
@@ -157,12 +160,10 @@ class AsyncWorker:
         if self._ticks.due(now):
             self._ticks.fired(await self.store.fire_schedules(now, ON_TIME, FIRE_LIMIT), now)
 
-    async def _idle_wait(self) -> None:
-        due = await self.store.next_due(list(self.workflows)) if self.workflows else None
-        timeout = FALLBACK_POLL
-        if due is not None:
-            timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
-        timeout = self._ticks.bound(self.clock.now(), timeout)
+    async def _idle_wait(self, found_work: bool) -> None:
+        if not found_work:
+            self._due = await self.store.next_due(list(self.workflows)) if self.workflows else None
+        timeout = self._ticks.bound(self.clock.now(), idle_timeout(self._due, self.clock.now(), found_work))
         if timeout <= 0 or self._wake.is_set():
             self._wake.clear()
             return

@@ -32,6 +32,16 @@ log = logging.getLogger("pgflow.worker")
 FALLBACK_POLL = 1.0  # seconds: bound on latency when a notification is lost
 DISPATCH_RETRY = 0.5  # seconds between claims while the database fails
 FIRE_LIMIT = 100  # schedules fired per transaction
+SETTLE = 0.05  # seconds a dispatcher whose claim found work waits for more before reading next_due
+
+
+def idle_timeout(due: pendulum.DateTime | None, now: pendulum.DateTime, found_work: bool) -> float:
+    """How long an idle dispatcher sleeps (unless woken): until ``due``, at most ``FALLBACK_POLL``.
+    After a claim that found work, ``due`` is the one read last, not read again (those runs are
+    starting: a read now would compete with them), and the sleep is at most ``SETTLE``, then the
+    dispatcher claims and reads it again: a timer announced meanwhile is at most that late."""
+    cap = SETTLE if found_work else FALLBACK_POLL
+    return cap if due is None else max(0.0, min(cap, (due - now).total_seconds()))
 
 
 def worker_owner() -> str:
@@ -93,6 +103,7 @@ class Worker:
         self._abort = threading.Event()  # a second signal: stop waiting for in-flight steps
         self._pool = DaemonPool(concurrency, "pgflow-worker")
         self._ticks = ScheduleTimer()
+        self._due: pendulum.DateTime | None = None  # the next due time read last (see idle_timeout)
 
     def start(self) -> None:
         self.store.listen()  # LISTEN before the first claim, so no wake-up sent after it is missed
@@ -210,7 +221,7 @@ class Worker:
                 self._wake.clear()
                 self._saturated = False
                 return
-        self._idle_wait()
+        self._idle_wait(found_work=bool(claimed))
 
     def _submit(self, item: Claimed) -> None:
         try:
@@ -224,12 +235,10 @@ class Worker:
         if self._ticks.due(now):
             self._ticks.fired(self.store.fire_schedules(now, ON_TIME, FIRE_LIMIT), now)
 
-    def _idle_wait(self) -> None:
-        due = self.store.next_due(list(self.workflows)) if self.workflows else None
-        timeout = FALLBACK_POLL
-        if due is not None:
-            timeout = max(0.0, min(timeout, (due - self.clock.now()).total_seconds()))
-        timeout = self._ticks.bound(self.clock.now(), timeout)
+    def _idle_wait(self, found_work: bool) -> None:
+        if not found_work:
+            self._due = self.store.next_due(list(self.workflows)) if self.workflows else None
+        timeout = self._ticks.bound(self.clock.now(), idle_timeout(self._due, self.clock.now(), found_work))
         if timeout <= 0 or self._wake.is_set():
             self._wake.clear()
             return
