@@ -1097,7 +1097,8 @@ def test_a_claim_commits_asynchronously_without_leaking_the_setting(pg_dsn: str,
 @pytest.mark.postgres
 def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
     """A KeepRunning batch of step records costs one round trip, and so does a claim (one statement
-    that leases the runs and loads their histories); a suspend costs two."""
+    that leases the runs and loads their histories); a suspend costs two; delivering the event the
+    run waits for costs one."""
     with ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True) as pool:
         pg = PostgresStore(pool, schema=pg_schema)
         pg.migrate()
@@ -1112,6 +1113,11 @@ def test_hot_path_commit_is_one_round_trip(pg_dsn: str, pg_schema: str, tmp_path
         )
         assert _round_trips(pool, lambda: pg.commit(lease, T0, LEASE, suspend), tmp_path) == 2
         assert [s.step_id for s in pg.get("r1", None)[1]] == ["a", "b", "w"]
+        pg.listen()
+        assert _round_trips(pool, lambda: pg.deliver_event("r1", None, "e", {"n": 1}, sec(1)), tmp_path) == 1
+        woken = pg.get("r1", None)[0]
+        assert (woken.status, woken.waiting, woken.due_at, woken.mailbox_seq) == ("pending", None, sec(1), 1)
+        assert pg.wait_for_wakeup(5) is True and [e.data for e in pg.run_mailbox("r1", None)] == [{"n": 1}]
 
 
 def _claim_while(pg: PostgresStore, now: Any, client_action: Any) -> Claimed:

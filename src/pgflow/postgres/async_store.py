@@ -104,8 +104,11 @@ class AsyncPostgresStore:
     async def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
     ) -> None:
+        at_once = lambda: ops.deliver_event_at_once(run_id, resource_id, event, data, now, self._channels)  # noqa: E731
+        if await self._x.run("deliver_event", at_once):
+            return
         op = lambda: ops.deliver_event(run_id, resource_id, event, data, now, self._channels)  # noqa: E731
-        await self._x.run("deliver_event", op, mode="transaction")
+        await self._x.run("deliver_event", op, mode="transaction")  # raises the error (no such live run)
 
     async def change(
         self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime

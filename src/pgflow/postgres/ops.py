@@ -44,6 +44,7 @@ __all__ = [
     "commit_keep_running",
     "consumed_events",
     "count_prunable",
+    "deliver_event_at_once",
     "get",
     "heartbeat",
     "list_runs",
@@ -170,6 +171,18 @@ def count_runs(workflow_id: str | None, resource_id: str | None) -> SqlGen[dict[
     filters = [sql.SQL("TRUE")] + [_FILTERS[key] for key, value in params.items() if value is not None]
     found = yield Rows("count_runs", params, {"filters": sql.SQL(" AND ").join(filters)})
     return {r["status"]: r["n"] for r in found}
+
+
+def deliver_event_at_once(
+    run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime, channels: Channels
+) -> SqlGen[bool]:
+    """``trigger_event`` in one statement (the ``deliver_event`` query); False when the run is
+    missing, of another resource or ended: then :func:`deliver_event` raises the error."""
+    found = yield Rows("deliver_event", {
+        "run_id": run_id, "resource_id": resource_id, "event": event, "data": json_value(data),
+        "now": pg_time(now), "runs_channel": channels.runs, "wake_channel": channels.wake,
+    })  # fmt: skip
+    return bool(found)
 
 
 def deliver_event(

@@ -140,6 +140,51 @@ SELECT DISTINCT name FROM {schema}.events WHERE run_id = %(run_id)s AND consumed
 INSERT INTO {schema}.events (run_id, name, data, created_at)
 VALUES (%(run_id)s, %(name)s, %(data)s, %(now)s)
 
+-- name: deliver_event
+-- trigger_event in one statement (locked.deliver_event otherwise takes a locked transaction of two
+-- round trips): lock the live run (of the resource, when given), count the event in mailbox_seq and,
+-- when the run is paused at a WaitFor for this event (not held), wake it as transitions.deliver_event
+-- does (transitions._settle with the event ready: running while a worker's lease is active, else
+-- pending, due now, its wait and lease cleared), with limits.settled's parked rule; insert the
+-- event; notify as locked.save does (runs: the status changed; wake: due, and changed). No row: the
+-- run is missing, of another resource or ended, and the caller takes the locked path for its error.
+WITH run AS (
+    SELECT id, status, due_at,
+        NOT held AND status = 'paused' AND waiting_kind = 'wait_for' AND waiting_event = %(event)s AS wakes,
+        lease_owner IS NOT NULL AND lease_expires_at > %(now)s AS leased
+    FROM {schema}.runs
+    WHERE id = %(run_id)s AND (%(resource_id)s::text IS NULL OR resource_id = %(resource_id)s::text)
+      AND status NOT IN ('completed', 'failed', 'cancelled')
+    FOR UPDATE
+), woken AS (
+    SELECT *, wakes AND NOT leased AS freed FROM run
+), updated AS (
+    UPDATE {schema}.runs AS r
+    SET mailbox_seq = r.mailbox_seq + 1, updated_at = %(now)s,
+        status = CASE WHEN NOT w.wakes THEN r.status WHEN w.leased THEN 'running' ELSE 'pending' END,
+        due_at = CASE WHEN NOT w.wakes THEN r.due_at WHEN w.leased THEN NULL ELSE %(now)s END,
+        lease_owner = CASE WHEN w.freed THEN NULL ELSE r.lease_owner END,
+        lease_expires_at = CASE WHEN w.freed THEN NULL ELSE r.lease_expires_at END,
+        waiting_step_id = CASE WHEN w.freed THEN NULL ELSE r.waiting_step_id END,
+        waiting_kind = CASE WHEN w.freed THEN NULL ELSE r.waiting_kind END,
+        waiting_event = CASE WHEN w.freed THEN NULL ELSE r.waiting_event END,
+        waiting_wake_at = CASE WHEN w.freed THEN NULL ELSE r.waiting_wake_at END,
+        wake_at = CASE WHEN w.freed THEN NULL ELSE r.wake_at END,
+        parked = CASE WHEN r.parked IS NOT NULL AND (r.held OR (CASE WHEN NOT w.wakes THEN r.due_at
+                      WHEN w.leased THEN NULL ELSE %(now)s END) IS DISTINCT FROM r.timeout_at)
+                      THEN NULL ELSE r.parked END
+    FROM woken AS w WHERE r.id = w.id
+    RETURNING r.id, r.status, r.due_at, w.status AS old_status, w.due_at AS old_due
+), inserted AS (
+    INSERT INTO {schema}.events (run_id, name, data, created_at)
+    SELECT id, %(event)s, %(data)s, %(now)s FROM updated
+)
+SELECT id,
+    CASE WHEN status <> old_status THEN pg_notify(%(runs_channel)s, id) END AS announced,
+    CASE WHEN due_at IS NOT NULL AND (due_at IS DISTINCT FROM old_due OR status <> old_status)
+         THEN pg_notify(%(wake_channel)s, '') END AS woke
+FROM updated
+
 -- name: consume_events
 -- Mark mailbox events as consumed by the WaitFor steps that took them.
 UPDATE {schema}.events AS e SET consumed_by_step = c.step_id, consumed_at = %(now)s
