@@ -1020,6 +1020,25 @@ def test_a_new_run_is_not_announced_on_the_runs_channel(pg: PostgresStore) -> No
         assert waiter.wait(5) is True
 
 
+def test_only_a_worker_listens_for_wake_ups(store: Store) -> None:
+    """A store that only waits for runs (a Client's) LISTENs on the runs channel alone: the server
+    does not signal it for every run started anywhere. ``listen()`` (a worker's) adds the wake
+    channel, on the connection already listening."""
+    if isinstance(store, MemoryStore):
+        pytest.skip("the in-memory store has no LISTEN")
+    hub = store.store._hub if isinstance(store, BlockingBridge) else store._hub  # type: ignore[attr-defined]
+    store.start_run(new("r1"))
+    with store.watch_run("r1") as waiter:
+        store.start_run(new("r2"))
+        store.change("r1", None, "cancel", None, sec(1))
+        assert waiter.wait(5) is True  # the runs channel is listened to
+    assert not hub._wake_listened.is_set() and not hub._wake.is_set()
+    store.listen()
+    assert hub._wake_listened.is_set()
+    store.start_run(new("r3"))
+    assert store.wait_for_wakeup(5) is True
+
+
 def _listen_connections(pg: PostgresStore) -> int:
     """Server sessions whose last statement LISTENed on this store's runs channel."""
     from pgflow.postgres.listen import channel

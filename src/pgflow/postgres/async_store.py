@@ -181,7 +181,7 @@ class AsyncPostgresStore:
     # waiting for changes ------------------------------------------------------------------------------
 
     async def listen(self) -> None:
-        await self._hub.start()
+        await self._hub.start(wake=True)
 
     async def wait_for_wakeup(self, timeout: float) -> bool:
         return await self._hub.wait_wake(timeout)

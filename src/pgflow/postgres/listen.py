@@ -4,9 +4,10 @@ Two channels per schema: ``wake`` (work may be claimable: a run was started, wok
 and ``runs`` (a run's status changed; the payload is its id). Notifications are sent inside the
 writing transaction, so they arrive exactly when the change is visible.
 
-A :class:`Hub` owns a dedicated autocommit connection LISTENing on both channels and a reader
-thread that dispatches each notification: ``wake`` to the worker's dispatcher, ``runs`` to the
-``wait_for_run`` calls waiting for that run id (so waiting costs no connection). When the connection
+A :class:`Hub` owns a dedicated autocommit connection LISTENing on ``runs`` (and on ``wake`` once a
+worker needs it: a ``Client``'s hub never does, so the server does not signal it for every run
+started) and a reader thread that dispatches each notification: ``wake`` to the worker's dispatcher,
+``runs`` to the ``wait_for_run`` calls waiting for that run id (so waiting costs no connection). When the connection
 breaks, every waiter is woken (it re-reads the database) and the hub reconnects; meanwhile, and when
 LISTEN cannot work at all (a transaction-pooling PgBouncer never delivers notifications: a probe
 finds out at connect time and one warning says so), waiters fall back to polling every second.
@@ -91,6 +92,8 @@ class Hub:
         self._wake = threading.Event()
         self._runs: dict[str, set[RunWaiter]] = {}
         self._ready = threading.Event()  # the first connection attempt has finished
+        self._want_wake = False  # a worker waits for wake-ups: LISTEN on the wake channel too
+        self._wake_listened = threading.Event()  # this connection LISTENs on the wake channel
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[object] | None = None
@@ -99,18 +102,22 @@ class Hub:
 
     # waiting ---------------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, *, wake: bool = False) -> None:
         """Listen from now on (idempotent): returns once the first connection attempt is over, so
-        notifications sent after this call are seen (when LISTEN works at all)."""
+        notifications sent after this call are seen (when LISTEN works at all). ``wake``: on the wake
+        channel too (a worker's); a hub already listening adds it within a read slice."""
         with self._lock:
+            self._want_wake = self._want_wake or wake
             if self._thread is None and not self._closed.is_set():
                 self._thread = threading.Thread(target=self._read_loop, name="pgflow-listen", daemon=True)
                 self._thread.start()
         self._ready.wait(timeout)
+        if wake and self.listening:
+            self._wake_listened.wait(timeout)
 
     def wait_wake(self, timeout: float) -> bool:
         """Block until work may be claimable (a ``wake`` notification) or ``timeout``; True when woken."""
-        self.start()
+        self.start(wake=True)
         got = self._wake.wait(max(timeout, 0.0))
         self._wake.clear()
         return got
@@ -162,8 +169,8 @@ class Hub:
     def _listen_once(self) -> None:
         conn = self._connect()
         self._conn = conn
-        for name in (self._wake_channel, self._runs_channel):
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._runs_channel)))
+        self._listen_wake_if_wanted(conn)
         if not self._probe_works(conn):
             self._give_up()
             return
@@ -174,6 +181,12 @@ class Hub:
         while not self._closed.is_set():
             for note in conn.notifies(timeout=_READ_SLICE):
                 self._dispatch(note.channel, note.payload)
+            self._listen_wake_if_wanted(conn)
+
+    def _listen_wake_if_wanted(self, conn: psycopg.Connection[object]) -> None:
+        if self._want_wake and not self._wake_listened.is_set():
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._wake_channel)))
+            self._wake_listened.set()  # start(wake=True) returns: wake-ups from now on are seen
 
     def _probe_works(self, conn: psycopg.Connection[object]) -> bool:
         """Send a notification through the pool and see it arrive here (a transaction-pooling
@@ -207,6 +220,7 @@ class Hub:
 
     def _disconnect(self) -> None:
         was_listening, self.listening = self.listening, False
+        self._wake_listened.clear()  # a new connection LISTENs again
         self._ready.set()  # a first attempt that failed still ends start()'s wait (polling meanwhile)
         if was_listening:
             self._wake_everyone()

@@ -66,20 +66,27 @@ class AsyncHub:
         self._wake = asyncio.Event()
         self._runs: dict[str, set[AsyncRunWaiter]] = {}
         self._ready = asyncio.Event()
+        self._want_wake = False  # a worker waits for wake-ups: LISTEN on the wake channel too
+        self._wake_listened = asyncio.Event()  # this connection LISTENs on the wake channel
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.listening = False
         self.unavailable = False
 
-    async def start(self, timeout: float = 10.0) -> None:
-        """Listen from now on (idempotent); returns once the first connection attempt is over."""
+    async def start(self, timeout: float = 10.0, *, wake: bool = False) -> None:
+        """Listen from now on (idempotent); returns once the first connection attempt is over.
+        ``wake``: on the wake channel too (a worker's); a hub already listening adds it within a read
+        slice."""
+        self._want_wake = self._want_wake or wake
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._read_loop(), name="pgflow-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
+            if wake and self.listening:
+                await asyncio.wait_for(self._wake_listened.wait(), timeout)
 
     async def wait_wake(self, timeout: float) -> bool:
-        await self.start()
+        await self.start(wake=True)
         try:
             await asyncio.wait_for(self._wake.wait(), max(timeout, 0.0))
         except TimeoutError:
@@ -136,8 +143,8 @@ class AsyncHub:
             await asyncio.sleep(_RECONNECT_DELAY)
 
     async def _listen_on(self, conn: psycopg.AsyncConnection[object]) -> None:
-        for name in (self._wake_channel, self._runs_channel):
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._runs_channel)))
+        await self._listen_wake_if_wanted(conn)
         if not await self._probe_works(conn):
             self.unavailable = True
             self._ready.set()
@@ -150,6 +157,12 @@ class AsyncHub:
         while not self._closed:
             async for note in conn.notifies(timeout=_READ_SLICE):
                 self._dispatch(note.channel, note.payload)
+            await self._listen_wake_if_wanted(conn)
+
+    async def _listen_wake_if_wanted(self, conn: psycopg.AsyncConnection[object]) -> None:
+        if self._want_wake and not self._wake_listened.is_set():
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._wake_channel)))
+            self._wake_listened.set()  # start(wake=True) returns: wake-ups from now on are seen
 
     async def _probe_works(self, conn: psycopg.AsyncConnection[object]) -> bool:
         token = _PROBE_PREFIX + uuid.uuid4().hex
@@ -172,6 +185,7 @@ class AsyncHub:
 
     def _disconnected(self) -> None:
         was_listening, self.listening = self.listening, False
+        self._wake_listened.clear()  # a new connection LISTENs again
         self._ready.set()
         if was_listening:
             self._wake_everyone()

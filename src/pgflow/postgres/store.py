@@ -177,8 +177,9 @@ class PostgresStore:
     # waiting for changes ------------------------------------------------------------------------------
 
     def listen(self) -> None:
-        """Start listening now (so no wake-up sent from here on is missed); idempotent."""
-        self._hub.start()
+        """Start listening for wake-ups now (so none sent from here on is missed); idempotent. Only a
+        worker's store listens on the wake channel: a ``Client``'s only waits for runs."""
+        self._hub.start(wake=True)
 
     def wait_for_wakeup(self, timeout: float) -> bool:
         """Block until work may be claimable (a NOTIFY on this schema's wake channel) or ``timeout``
