@@ -173,8 +173,10 @@ class MemoryStore:
 
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
-    ) -> None:
-        self._locked(locked.deliver_event(run_id, resource_id, event, data, now))
+    ) -> tuple[RunRow, list[StepRecord]] | None:
+        with self._lock:  # the run as written: no other write in between
+            self._locked(locked.deliver_event(run_id, resource_id, event, data, now))
+            return self._runs[run_id], self._timeline(run_id)
 
     def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None:
         self._locked(locked.change(run_id, resource_id, action, data, now))

@@ -181,7 +181,9 @@ class OperationSteps:
         check_optional_id(resource_id, "resource_id")
         payload = _json_data({} if data is None else data, "data", run_id)
         now = self._now()
-        yield lambda store: store.deliver_event(run_id, resource_id, event, payload, now)
+        written = yield lambda store: store.deliver_event(run_id, resource_id, event, payload, now)
+        if written is not None:
+            return to_public(*written)
         return (yield from self._get_run_steps(run_id, resource_id))
 
     def _change_steps(

@@ -266,7 +266,10 @@ class Store(Protocol):
 
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
-    ) -> None: ...
+    ) -> tuple[RunRow, list[StepRecord]] | None:
+        """Put the event in the run's mailbox (``transitions.deliver_event``); the run as written and
+        its step records (None when the store took a path that does not have them: read them)."""
+        ...
 
     def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None: ...
 

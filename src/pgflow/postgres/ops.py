@@ -175,14 +175,17 @@ def count_runs(workflow_id: str | None, resource_id: str | None) -> SqlGen[dict[
 
 def deliver_event_at_once(
     run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime, channels: Channels
-) -> SqlGen[bool]:
-    """``trigger_event`` in one statement (the ``deliver_event`` query); False when the run is
-    missing, of another resource or ended: then :func:`deliver_event` raises the error."""
+) -> SqlGen[tuple[RunRow, list[StepRecord]] | None]:
+    """``trigger_event`` in one statement (the ``deliver_event`` query): the run as written, with
+    its step records; None when the run is missing, of another resource or ended: then
+    :func:`deliver_event` raises the error."""
     found = yield Rows("deliver_event", {
         "run_id": run_id, "resource_id": resource_id, "event": event, "data": json_value(data),
         "now": pg_time(now), "runs_channel": channels.runs, "wake_channel": channels.wake,
     })  # fmt: skip
-    return bool(found)
+    if not found:
+        return None
+    return run_from(found[0]), [step_from(r) for r in found[0]["step_rows"] or ()]
 
 
 def deliver_event(

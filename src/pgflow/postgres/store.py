@@ -106,12 +106,14 @@ class PostgresStore:
 
     def deliver_event(
         self, run_id: str, resource_id: str | None, event: str, data: Any, now: DateTime
-    ) -> None:
+    ) -> tuple[RunRow, list[StepRecord]] | None:
         at_once = lambda: ops.deliver_event_at_once(run_id, resource_id, event, data, now, self._channels)  # noqa: E731
-        if self._x.run("deliver_event", at_once):
-            return
+        done = self._x.run("deliver_event", at_once)
+        if done is not None:
+            return done
         op = lambda: ops.deliver_event(run_id, resource_id, event, data, now, self._channels)  # noqa: E731
         self._x.run("deliver_event", op, mode="transaction")  # raises the error (no such live run)
+        return None
 
     def change(self, run_id: str, resource_id: str | None, action: str, data: Any, now: DateTime) -> None:
         op = lambda: ops.change(run_id, resource_id, action, data, now, self._channels)  # noqa: E731

@@ -146,7 +146,8 @@ VALUES (%(run_id)s, %(name)s, %(data)s, %(now)s)
 -- when the run is paused at a WaitFor for this event (not held), wake it as transitions.deliver_event
 -- does (transitions._settle with the event ready: running while a worker's lease is active, else
 -- pending, due now, its wait and lease cleared), with limits.settled's parked rule; insert the
--- event; notify as locked.save does (runs: the status changed; wake: due, and changed). No row: the
+-- event; notify as locked.save does (runs: the status changed; wake: due, and changed); return the
+-- run as written, with its step records (trigger_event returns them: no read after). No row: the
 -- run is missing, of another resource or ended, and the caller takes the locked path for its error.
 WITH run AS (
     SELECT id, status, due_at,
@@ -174,16 +175,17 @@ WITH run AS (
                       WHEN w.leased THEN NULL ELSE %(now)s END) IS DISTINCT FROM r.timeout_at)
                       THEN NULL ELSE r.parked END
     FROM woken AS w WHERE r.id = w.id
-    RETURNING r.id, r.status, r.due_at, w.status AS old_status, w.due_at AS old_due
+    RETURNING r.*, w.status AS old_status, w.due_at AS old_due
 ), inserted AS (
     INSERT INTO {schema}.events (run_id, name, data, created_at)
     SELECT id, %(event)s, %(data)s, %(now)s FROM updated
 )
-SELECT id,
-    CASE WHEN status <> old_status THEN pg_notify(%(runs_channel)s, id) END AS announced,
-    CASE WHEN due_at IS NOT NULL AND (due_at IS DISTINCT FROM old_due OR status <> old_status)
+SELECT u.*,
+    (SELECT json_agg(s ORDER BY s.seq, s.pos) FROM {schema}.steps AS s WHERE s.run_id = u.id) AS step_rows,
+    CASE WHEN u.status <> u.old_status THEN pg_notify(%(runs_channel)s, u.id) END AS announced,
+    CASE WHEN u.due_at IS NOT NULL AND (u.due_at IS DISTINCT FROM u.old_due OR u.status <> u.old_status)
          THEN pg_notify(%(wake_channel)s, '') END AS woke
-FROM updated
+FROM updated AS u
 
 -- name: consume_events
 -- Mark mailbox events as consumed by the WaitFor steps that took them.
