@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pendulum
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from async_bridge import BlockingBridge
+from pgflow import transitions as tr
 from pgflow.errors import (
     IdempotencyConflictError,
     InvalidArgumentError,
@@ -1018,6 +1020,28 @@ def test_a_new_run_is_not_announced_on_the_runs_channel(pg: PostgresStore) -> No
         assert waiter.wait(0.2) is False
         claim_one(pg, sec(2))
         assert waiter.wait(5) is True
+
+
+@pytest.mark.postgres
+def test_an_event_to_a_run_paused_without_a_wait_only_counts(pg: PostgresStore) -> None:
+    """transitions.deliver_event's "paused, waiting for nothing" case in the one-statement delivery:
+    counted in mailbox_seq, nothing else changes (a NULL wait must not read as a match)."""
+    pg.start_run(new("r1"))
+    with pg._pool.connection() as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET status = 'paused', due_at = NULL WHERE id = 'r1'").format(
+                sql.Identifier(pg.schema, "runs")
+            )
+        )
+    before = pg.get("r1", None)[0]
+    written = pg.deliver_event("r1", None, "go", {}, sec(1))
+    after = pg.get("r1", None)[0]
+    assert written is not None and written[0] == after
+    assert (
+        after
+        == attrs.evolve(before, mailbox_seq=1, updated_at=sec(1))
+        == tr.deliver_event(before, "go", sec(1))
+    )
 
 
 def test_only_a_worker_listens_for_wake_ups(store: Store) -> None:

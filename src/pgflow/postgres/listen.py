@@ -6,8 +6,9 @@ writing transaction, so they arrive exactly when the change is visible.
 
 A :class:`Hub` owns a dedicated autocommit connection LISTENing on ``runs`` (and on ``wake`` once a
 worker needs it: a ``Client``'s hub never does, so the server does not signal it for every run
-started) and a reader thread that dispatches each notification: ``wake`` to the worker's dispatcher,
-``runs`` to the ``wait_for_run`` calls waiting for that run id (so waiting costs no connection). When the connection
+started) and a reader thread that dispatches each notification: ``wake`` to the worker's
+dispatcher, ``runs`` to the ``wait_for_run`` calls waiting for that run id (so waiting costs no
+connection). When the connection
 breaks, every waiter is woken (it re-reads the database) and the hub reconnects; meanwhile, and when
 LISTEN cannot work at all (a transaction-pooling PgBouncer never delivers notifications: a probe
 finds out at connect time and one warning says so), waiters fall back to polling every second.

@@ -150,9 +150,10 @@ VALUES (%(run_id)s, %(name)s, %(data)s, %(now)s)
 -- run as written, with its step records (trigger_event returns them: no read after). No row: the
 -- run is missing, of another resource or ended, and the caller takes the locked path for its error.
 WITH run AS (
-    SELECT id, status, due_at,
-        NOT held AND status = 'paused' AND waiting_kind = 'wait_for' AND waiting_event = %(event)s AS wakes,
-        lease_owner IS NOT NULL AND lease_expires_at > %(now)s AS leased
+    SELECT id, status, due_at,  -- coalesce: a NULL here (a run paused with no wait) would wake it
+        coalesce(NOT held AND status = 'paused' AND waiting_kind = 'wait_for' AND waiting_event = %(event)s,
+                 false) AS wakes,
+        coalesce(lease_owner IS NOT NULL AND lease_expires_at > %(now)s, false) AS leased
     FROM {schema}.runs
     WHERE id = %(run_id)s AND (%(resource_id)s::text IS NULL OR resource_id = %(resource_id)s::text)
       AND status NOT IN ('completed', 'failed', 'cancelled')
