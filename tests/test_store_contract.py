@@ -549,12 +549,14 @@ def test_deliver_event_wakes_only_a_matching_waiter(store: Store) -> None:
     """An event wakes a run waiting for that name; other names are only buffered."""
     store.start_run(new("r1"))
     wait_for(store, "r1", "approve")
-    store.deliver_event("r1", None, "other", None, sec(1))
+    written = store.deliver_event("r1", None, "other", None, sec(1))
     row = store.get("r1", None)[0]
     assert row.status == RunStatus.PAUSED and row.mailbox_seq == 1
-    store.deliver_event("r1", None, "approve", {"yes": True}, sec(2))
+    assert written == store.get("r1", None)  # the run as written, with its timeline (the WaitFor's)
+    written = store.deliver_event("r1", None, "approve", {"yes": True}, sec(2))
     row = store.get("r1", None)[0]
     assert row.status == RunStatus.PENDING and row.due_at == sec(2)
+    assert written == (row, store.get("r1", None)[1]) and [s.step_id for s in written[1]] == ["w"]
     c = claim_one(store, sec(2))
     assert [(e.name, e.data) for e in c.mailbox] == [("other", None), ("approve", {"yes": True})]
     assert c.mailbox[0].id < c.mailbox[1].id and c.mailbox[1].created_at == sec(2)
