@@ -163,7 +163,8 @@ class AsyncWorker:
     async def _idle_wait(self, found_work: bool) -> None:
         if not found_work:
             self._due = await self.store.next_due(list(self.workflows)) if self.workflows else None
-        timeout = self._ticks.bound(self.clock.now(), idle_timeout(self._due, self.clock.now(), found_work))
+        now = self.clock.now()
+        timeout = self._ticks.bound(now, idle_timeout(self._due, now, found_work))
         if timeout <= 0 or self._wake.is_set():
             self._wake.clear()
             return
